@@ -1,0 +1,165 @@
+"""Which heads a condition masks: none, an explicit list, the top-K retrieval heads, or a seeded random control.
+
+The random control follows Wu et al. 2024 but fixes the reference code's bugs: it is seeded, it draws from
+the model's real layer x head grid, and it really excludes the retrieval heads (every head with mean score
+>= 0.1, and never fewer than the top K).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .architectures import HeadGeometry
+from .head_scores import HeadScores
+from .masking import Head, validate_heads
+
+HEAD_KINDS = ("none", "retrieval", "random")
+MATCHES = (None, "layer")
+UNITS = ("head", "kv_group")
+
+
+@dataclass(frozen=True)
+class HeadSelection:
+    """The resolved head set of one condition, with everything needed to reproduce it."""
+
+    kind: str  # none | explicit | retrieval | random
+    heads: tuple[Head, ...]
+    k: int | None = None
+    seed: int | None = None
+    match: str | None = None
+    unit: str = "head"
+
+    def describe(self) -> dict:
+        return {
+            "heads_kind": self.kind,
+            "k": self.k,
+            "seed": self.seed,
+            "match": self.match,
+            "unit": self.unit,
+            "num_masked": len(self.heads),
+            "heads": [list(h) for h in self.heads],
+        }
+
+
+def parse_heads_arg(value) -> str | list[list[int]]:
+    """``heads=`` as lm-eval hands it over: a keyword, or a list (already parsed, or still a string)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in HEAD_KINDS:
+            return text.lower()
+        if text.startswith("["):
+            import ast
+
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                raise ValueError(f"heads={value!r} is not a valid list such as [[3,5],[7,1]].") from None
+        else:
+            raise ValueError(
+                f"heads={value!r} is not understood; use none, retrieval, random, or a list of "
+                "[layer, query_head] pairs such as [[3,5],[7,1]]."
+            )
+    if isinstance(value, (list, tuple)) and all(isinstance(h, (list, tuple)) for h in value):
+        return [list(h) for h in value]
+    raise ValueError(f"heads={value!r} must be none, retrieval, random, or a list of [layer, query_head] pairs.")
+
+
+def _units(geometry: HeadGeometry, unit: str) -> list[tuple[Head, ...]]:
+    """The maskable units in (layer, index) order: single heads, or whole KV groups of query heads."""
+    if unit == "head":
+        return [((l, h),) for l in range(geometry.num_layers) for h in range(geometry.num_heads)]
+    size = geometry.group_size
+    return [
+        tuple((l, g * size + i) for i in range(size))
+        for l in range(geometry.num_layers)
+        for g in range(geometry.num_kv_heads)
+    ]
+
+
+def _ranked_units(scores: HeadScores, geometry: HeadGeometry, unit: str) -> list[tuple[Head, ...]]:
+    # A KV group is as strong as its best query head: one copying head is enough to retrieve.
+    def strength(u):
+        return max(scores.means[l, h] for l, h in u)
+
+    return sorted(_units(geometry, unit), key=lambda u: (-strength(u), u[0]))
+
+
+def select_heads(
+    heads,
+    geometry: HeadGeometry,
+    *,
+    k: int | None = None,
+    scores: HeadScores | None = None,
+    seed: int = 0,
+    match: str | None = None,
+    unit: str = "head",
+) -> HeadSelection:
+    """Resolve a ``heads=`` argument into concrete heads, validating everything before any compute.
+
+    ``k`` counts units: single query heads, or whole KV groups with ``unit="kv_group"``. For ``retrieval`` and
+    ``random`` it defaults to the number of retrieval units (mean score >= 0.1).
+    """
+    spec = parse_heads_arg(heads)
+    if unit not in UNITS:
+        raise ValueError(f"Unknown unit {unit!r}; choose one of {', '.join(UNITS)}.")
+    if match not in MATCHES:
+        raise ValueError(f"Unknown match {match!r}; the only option is match=layer.")
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(f"k={k!r} must be a positive integer.")
+    if match is not None and spec != "random":
+        raise ValueError("match=layer applies only to heads=random.")
+
+    if spec == "none":
+        if k is not None:
+            raise ValueError("k is meaningless with heads=none; drop it or choose heads=retrieval/random.")
+        return HeadSelection(kind="none", heads=())
+    if isinstance(spec, list):
+        if k is not None:
+            raise ValueError("k is meaningless with an explicit head list.")
+        listed = validate_heads(spec, geometry)
+        if unit == "kv_group":
+            listed = sorted(
+                {(l, geometry.kv_group(h) * geometry.group_size + i) for l, h in listed for i in range(geometry.group_size)}
+            )
+        return HeadSelection(kind="explicit", heads=tuple(listed), unit=unit)
+
+    if scores is None:
+        raise ValueError(f"heads={spec} needs head scores: pass head_scores=FILE (see rh-eval detect).")
+    scores.check_geometry(geometry)
+    ranked = _ranked_units(scores, geometry, unit)
+    strong = [u for u in ranked if max(scores.means[l, h] for l, h in u) >= 0.1]
+    if k is None:
+        k = len(strong)
+        if k == 0:
+            raise ValueError(f"No head in {scores.path} scores >= 0.1; pass k= to choose how many heads to mask.")
+    total = len(ranked)
+    if k > total:
+        raise ValueError(f"k={k} exceeds the model's {total} {'KV groups' if unit == 'kv_group' else 'heads'}.")
+    top = ranked[:k]
+
+    if spec == "retrieval":
+        return HeadSelection(kind="retrieval", heads=_flatten(top), k=k, unit=unit)
+
+    excluded = set(strong) | set(top)
+    pool = [u for u in _units(geometry, unit) if u not in excluded]
+    rng = random.Random(seed)
+    if match == "layer":
+        drawn = []
+        for layer in sorted({u[0][0] for u in top}):
+            need = sum(1 for u in top if u[0][0] == layer)
+            candidates = [u for u in pool if u[0][0] == layer]
+            if need > len(candidates):
+                raise ValueError(
+                    f"match=layer needs {need} non-retrieval units in layer {layer}, but only {len(candidates)} exist."
+                )
+            drawn.extend(rng.sample(candidates, need))
+    else:
+        if k > len(pool):
+            raise ValueError(f"k={k} exceeds the {len(pool)} non-retrieval units available for the random control.")
+        drawn = rng.sample(pool, k)
+    return HeadSelection(kind="random", heads=_flatten(drawn), k=k, seed=seed, match=match, unit=unit)
+
+
+def _flatten(units) -> tuple[Head, ...]:
+    return tuple(sorted(h for u in units for h in u))
