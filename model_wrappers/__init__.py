@@ -1,0 +1,21 @@
+"""Head masking for Hugging Face causal LMs, and the ``rh-masked`` lm-eval model built on it."""
+
+from .architectures import SUPPORTED_MODEL_TYPES, HeadGeometry, UnsupportedArchitectureError
+from .head_scores import HeadScoreFileError, HeadScores, load_head_scores
+from .head_selection import HeadSelection, select_heads
+from .masking import MODES, PHASES, head_output_means, mask_heads
+
+__all__ = [
+    "MODES",
+    "PHASES",
+    "SUPPORTED_MODEL_TYPES",
+    "HeadGeometry",
+    "HeadScoreFileError",
+    "HeadScores",
+    "HeadSelection",
+    "UnsupportedArchitectureError",
+    "head_output_means",
+    "load_head_scores",
+    "mask_heads",
+    "select_heads",
+]

@@ -70,20 +70,21 @@ class AttentionSite:
     out_proj: nn.Module  # input [B, T, H*D], head h at columns h*D:(h+1)*D
 
 
-def model_type(model: nn.Module) -> str:
-    config = model.config
+def check_supported(config) -> str:
+    """The model type named by ``config``, or a clear error if its heads cannot be masked."""
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return text_config.model_type
+    kind = text_config.model_type
+    if kind not in _LAYOUTS:
+        raise UnsupportedArchitectureError(
+            f"Head masking does not support model_type {kind!r}. Supported model types: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}."
+        )
+    return kind
 
 
 def attention_sites(model: nn.Module) -> list[AttentionSite]:
     """One :class:`AttentionSite` per decoder layer, or a clear error for an unknown architecture."""
-    kind = model_type(model)
-    if kind not in _LAYOUTS:
-        raise UnsupportedArchitectureError(
-            f"Head masking does not support model_type {kind!r} ({type(model).__name__}). "
-            f"Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}."
-        )
+    kind = check_supported(model.config)
     layers_path, attn_name, query_name, out_name = _LAYOUTS[kind]
     layers = model.get_submodule(layers_path)
     sites = []
@@ -95,5 +96,5 @@ def attention_sites(model: nn.Module) -> list[AttentionSite]:
 
 def decoder(model: nn.Module) -> nn.Module:
     """The module that receives ``past_key_values``; its pre-hook tells prefill from decoding."""
-    layers_path = _LAYOUTS[model_type(model)][0]
+    layers_path = _LAYOUTS[check_supported(model.config)][0]
     return model.get_submodule(layers_path.rsplit(".", 1)[0])

@@ -9,6 +9,7 @@ import sys
 # sub-command -> module exposing ``add_parser(subparsers)``; the parser's ``func(args)`` returns an exit code.
 _COMMANDS = {
     "run": "rh_tasks.run_cli",
+    "report": "rh_tasks.report.cli",
 }
 
 

@@ -1,0 +1,147 @@
+"""``rh-masked``: lm-eval's HF model with attention heads masked during every forward pass it makes.
+
+A thin HFLM subclass (after lm-eval's ``steered`` model): it takes its own ``--model_args``, resolves the head
+set before any weights load, and wraps ``_model_call`` and ``_model_generate`` in :func:`mask_heads`, so every
+lm-eval task works unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from .architectures import HeadGeometry, check_supported
+from .gguf_cache import EMBEDDED_NAME, cached_gguf_dir, embedded_model_dir
+from .head_scores import load_head_scores
+from .head_selection import HeadSelection, select_heads
+from .masking import MODES, PHASES, head_output_means, mask_heads
+
+logger = logging.getLogger(__name__)
+
+MEAN_REFERENCE_TOKENS = 512  # tokens of packaged text whose per-head mean output ``mode=mean`` substitutes
+
+
+class PromptTooLongError(ValueError):
+    """A prompt does not fit in the model's context; lm-eval would otherwise cut it silently."""
+
+
+@register_model("rh-masked")
+class RHMaskedLM(HFLM):
+    """HFLM with retrieval-head masking. Omit ``pretrained`` to evaluate the embedded SmolLM2-135M-Instruct."""
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        heads="none",
+        k: int | None = None,
+        head_scores: str | None = None,
+        mode: str = "uniform",
+        phase: str = "all",
+        seed: int = 0,
+        match: str | None = None,
+        unit: str = "head",
+        **kwargs,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is unknown; choose one of {', '.join(MODES)}.")
+        if phase not in PHASES:
+            raise ValueError(f"phase={phase!r} is unknown; choose one of {', '.join(PHASES)}.")
+        needs_scores = isinstance(heads, str) and heads.strip().lower() in ("retrieval", "random")
+        if needs_scores and head_scores is None and pretrained is None:
+            head_scores = _packaged_scores()
+        self._scores = load_head_scores(head_scores) if head_scores is not None else None
+        self._selection_args = dict(heads=heads, k=k, seed=seed, match=match, unit=unit)
+        self._mode, self._phase = mode, phase
+        self._source = _resolve_source(pretrained, kwargs)
+
+        start = time.perf_counter()
+        super().__init__(pretrained=self._source["path"], **kwargs)
+        logger.info("rh-masked: loaded %s in %.1f s", self._source["name"], time.perf_counter() - start)
+
+        self._means = self._reference_means() if mode == "mean" and self.selection.heads else None
+        logger.info(
+            "rh-masked: masking %d heads (%s, mode=%s, phase=%s)",
+            len(self.selection.heads),
+            self.selection.kind,
+            mode,
+            phase,
+        )
+
+    def _get_config(self, pretrained, **kwargs) -> None:
+        """Resolve and validate the head set as soon as the config is known, before any weights load."""
+        super()._get_config(pretrained, **kwargs)
+        check_supported(self._config)
+        geometry = HeadGeometry.from_config(self._config)
+        self.selection: HeadSelection = select_heads(geometry=geometry, scores=self._scores, **self._selection_args)
+
+    def _masked(self):
+        return mask_heads(self.model, self.selection.heads, mode=self._mode, phase=self._phase, means=self._means)
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        with self._masked():
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        with self._masked():
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+    def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
+        input_ids, attention_mask = super().tok_batch_encode(strings, padding_side=padding_side, truncation=truncation)
+        if left_truncate_len and input_ids.shape[1] > left_truncate_len:
+            raise PromptTooLongError(
+                f"A prompt of {input_ids.shape[1]} tokens does not fit: the model takes {self.max_length} tokens "
+                f"and the task reserves {self.max_length - left_truncate_len} for generation. Shorten the task's "
+                "contexts (e.g. smaller niah lengths) or raise max_length if the model supports it."
+            )
+        return input_ids, attention_mask
+
+    def _reference_means(self) -> dict[int, torch.Tensor]:
+        from rh_tasks import packaged_data
+        from rh_tasks.niah import HAYSTACKS
+
+        text = packaged_data.read_text(HAYSTACKS["time_machine"])
+        ids = self.tokenizer(text[:20_000], return_tensors="pt")["input_ids"][:, :MEAN_REFERENCE_TOKENS]
+        return head_output_means(self.model, ids)
+
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        info["rh_masking"] = {
+            **self.selection.describe(),
+            "mode": self._mode,
+            "phase": self._phase,
+            "head_scores": self._scores.path if self._scores else None,
+            "head_scores_sha256": self._scores.sha256 if self._scores else None,
+            "model": self._source["name"],
+            "model_sha256": self._source["sha256"],
+        }
+        return info
+
+
+def _packaged_scores() -> str:
+    from rh_tasks import packaged_data
+
+    return str(packaged_data.data_path("head_scores/smollm2-135m-instruct.json"))
+
+
+def _resolve_source(pretrained: str | None, kwargs: dict) -> dict:
+    """Where the weights come from, and an identity for them that survives into the results file."""
+    if pretrained is None:
+        path = embedded_model_dir()
+        return {"path": str(path), "name": EMBEDDED_NAME, "sha256": _gguf_digest(path)}
+    gguf_file = kwargs.get("gguf_file")
+    if gguf_file and Path(pretrained, gguf_file).is_file():
+        kwargs.pop("gguf_file")
+        path = cached_gguf_dir(Path(pretrained, gguf_file))
+        return {"path": str(path), "name": str(pretrained), "sha256": _gguf_digest(path)}
+    return {"path": pretrained, "name": str(pretrained), "sha256": None}
+
+
+def _gguf_digest(cache_dir: Path) -> str:
+    import json
+
+    return json.loads((cache_dir / "rh_eval_cache.json").read_text())["gguf_sha256"]

@@ -1,0 +1,157 @@
+"""The ``niah`` task: needle-in-a-haystack prompts on a lengths x depths x needles grid, scored per sample.
+
+Every doc carries its length, depth and needle id so that reports can pair conditions item by item and draw
+depth x length heatmaps. Prompts are a pure function of the metadata and the tokenizer: the same metadata
+always gives the same prompts and ``doc_hash`` values.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from lm_eval.api.task import ConfigurableTask
+
+from . import packaged_data
+from .haystack import insert_needle
+from .scoring import contains_answer, rouge1_recall
+from .task_tokenizer import context_limit, resolve_tokenizer
+
+logger = logging.getLogger(__name__)
+
+HAYSTACKS = {"time_machine": "haystack/time_machine_ch01-08.txt.gz"}
+NEEDLES = "needles/niah.jsonl"
+DEFAULTS = {
+    "lengths": [1024, 2048],
+    "depths": [0, 50, 100],
+    "needles": None,  # None: every needle in needles/niah.jsonl
+    "haystack": "time_machine",
+    "seed": 1234,
+    "max_gen_toks": 32,
+}
+# The question follows the context as in Retrieval_Head's NIAH prompt.
+PROMPT = "<book>{context}</book>\nBased on the content of the book, Question: {question}\nAnswer:"
+
+
+def load_haystack(name_or_path: str) -> str:
+    """A packaged haystack by name, or any UTF-8 text file (e.g. Paul Graham essays concatenated) by path."""
+    if name_or_path in HAYSTACKS:
+        return packaged_data.read_text(HAYSTACKS[name_or_path])
+    from pathlib import Path
+
+    path = Path(name_or_path)
+    if path.is_dir():
+        files = sorted(path.glob("*.txt"))
+        if not files:
+            raise ValueError(f"haystack={name_or_path!r} is a folder without .txt files.")
+        return "\n\n".join(f.read_text(encoding="utf-8") for f in files)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    raise ValueError(f"haystack={name_or_path!r} is neither a packaged haystack ({', '.join(HAYSTACKS)}) nor a path.")
+
+
+def _as_list(name: str, value) -> list:
+    if isinstance(value, (int, float, str)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"niah metadata {name}={value!r} must be a non-empty list.")
+    return list(value)
+
+
+def build_grid(tokenizer, *, lengths, depths, needles, haystack, seed, max_gen_toks, limit=None) -> list[dict]:
+    """All docs of the grid, in a seeded random order so that ``--limit N`` takes a spread-out subset."""
+    lengths = _as_list("lengths", lengths)
+    depths = _as_list("depths", depths)
+    for length in lengths:
+        if not isinstance(length, int) or isinstance(length, bool) or length < 64:
+            raise ValueError(f"niah length {length!r} must be an integer number of tokens >= 64.")
+        if limit is not None and length + max_gen_toks > limit:
+            raise ValueError(
+                f"niah length {length} plus max_gen_toks {max_gen_toks} exceeds the model's context of {limit} "
+                f"tokens; lm-eval would silently cut the prompt. Use lengths <= {limit - max_gen_toks}."
+            )
+    for depth in depths:
+        if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 <= depth <= 100:
+            raise ValueError(f"niah depth {depth!r} must be a percentage between 0 and 100.")
+
+    triples = packaged_data.read_jsonl(NEEDLES)
+    by_id = {t["id"]: t for t in triples}
+    chosen = list(by_id) if needles is None else _as_list("needles", needles)
+    unknown = [n for n in chosen if n not in by_id]
+    if unknown:
+        raise ValueError(f"Unknown needle ids {unknown}; available: {', '.join(by_id)}.")
+    text = load_haystack(haystack)
+
+    reserve = len(tokenizer(PROMPT.format(context="", question=""), add_special_tokens=False)["input_ids"])
+    docs = []
+    for needle_id in chosen:
+        triple = by_id[needle_id]
+        question_tokens = len(tokenizer(triple["question"], add_special_tokens=False)["input_ids"])
+        for length in lengths:
+            for depth in depths:
+                context = insert_needle(tokenizer, text, triple["needle"], length - reserve - question_tokens, depth)
+                docs.append(
+                    {
+                        "length": length,
+                        "depth": depth,
+                        "needle_id": needle_id,
+                        "context_id": f"{haystack}/{needle_id}",
+                        "question": triple["question"],
+                        "answer_prefix": triple["answer_prefix"],
+                        "answer": triple["answer"],
+                        "needle": triple["needle"],
+                        "context": context.text,
+                        "context_tokens": context.num_tokens,
+                    }
+                )
+    random.Random(seed).shuffle(docs)
+    return docs
+
+
+def build(**metadata) -> dict:
+    """lm-eval ``custom_dataset`` hook: ``--metadata`` keys override :data:`DEFAULTS`; model_args name the tokenizer."""
+    import datasets
+
+    options = {key: metadata.get(key, default) for key, default in DEFAULTS.items()}
+    if options["needles"] is not None:
+        options["needles"] = _as_list("needles", options["needles"])
+    tokenizer = resolve_tokenizer(**metadata)
+    docs = build_grid(tokenizer, limit=context_limit(**metadata), **options)
+    logger.info("niah: %d docs (lengths %s, depths %s)", len(docs), options["lengths"], options["depths"])
+    return {"test": datasets.Dataset.from_list(docs)}
+
+
+def doc_to_text(doc: dict) -> str:
+    return PROMPT.format(context=doc["context"], question=doc["question"])
+
+
+def score(doc: dict, results: list[str]) -> dict:
+    """Per-sample metrics: answer containment (RULER's string_match) and ROUGE-1 recall (Wu et al.)."""
+    response = results[0]
+    return {"contains": contains_answer(response, doc["answer"]), "rouge1_recall": rouge1_recall(response, doc["answer"])}
+
+
+def mean_present(values: list) -> float:
+    """Mean over the docs a per-length metric applies to (the others log ``None``)."""
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else float("nan")
+
+
+class NIAHTask(ConfigurableTask):
+    """Adds one ``contains@<length>`` metric per context length of the grid, so results break down by length.
+
+    Every doc logs every per-length key, ``None`` where it does not apply, so all metrics count the same docs.
+    """
+
+    def __init__(self, config: dict) -> None:
+        super().__init__(config={key: value for key, value in config.items() if key != "class"})
+        lengths = sorted({doc["length"] for doc in self.eval_docs})
+        self._per_length = {n: f"contains@{n}" for n in lengths}
+        self._aggregation_list |= {name: mean_present for name in self._per_length.values()}
+        self._higher_is_better |= {name: True for name in self._per_length.values()}
+
+    def process_results(self, doc: dict, results: list[str]) -> dict:
+        metrics = super().process_results(doc, results)
+        for length, name in self._per_length.items():
+            metrics[name] = metrics["contains"] if length == doc["length"] else None
+        return metrics
