@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny random-weight models of every supported architecture, built in the test process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+VOCAB = 96
+# model_type -> (config class, kwargs): 2 layers, 4 query heads; GQA wherever the architecture has it.
+TINY_CONFIGS = {
+    "llama": (transformers.LlamaConfig, dict(num_key_value_heads=2, head_dim=16)),
+    "mistral": (transformers.MistralConfig, dict(num_key_value_heads=2, head_dim=16, sliding_window=None)),
+    "qwen2": (transformers.Qwen2Config, dict(num_key_value_heads=2)),
+    "qwen3": (transformers.Qwen3Config, dict(num_key_value_heads=2, head_dim=16)),
+    "gemma3_text": (
+        transformers.Gemma3TextConfig,
+        dict(num_key_value_heads=1, head_dim=32, sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
+    ),
+    "phi3": (transformers.Phi3Config, dict(num_key_value_heads=2, pad_token_id=0)),
+    "gpt2": (transformers.GPT2Config, {}),
+}
+
+
+def tiny_model(model_type: str, attn_implementation: str = "sdpa", seed: int = 0) -> transformers.PreTrainedModel:
+    config_cls, extra = TINY_CONFIGS[model_type]
+    if model_type == "gpt2":
+        config = config_cls(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=256)
+    else:
+        config = config_cls(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            **extra,
+        )
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    # Random init leaves tiny attention logits; sharpen them so that masking a head visibly changes the output.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if any(part in name for part in ("q_proj", "k_proj", "c_attn", "qkv_proj")) and param.dim() == 2:
+                param.mul_(8.0)
+    return model.eval()
+
+
+@pytest.fixture(params=sorted(TINY_CONFIGS))
+def model_type(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def input_ids() -> torch.Tensor:
+    return torch.randint(3, VOCAB, (2, 24), generator=torch.Generator().manual_seed(1))

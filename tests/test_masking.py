@@ -1,0 +1,203 @@
+"""mask_heads on tiny random-weight models of every supported architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from conftest import tiny_model
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.masking_utils import eager_mask
+
+from model_wrappers import HeadGeometry, UnsupportedArchitectureError, head_output_means, mask_heads
+from model_wrappers.architectures import attention_sites
+
+HEADS = [(0, 1), (1, 0), (1, 3)]
+REFERENCE = "rh_test_uniform_reference"
+_reference_heads: dict[int, list[int]] = {}
+
+
+def _reference_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
+    """Eager attention written out by hand, with the listed heads' probabilities set to a uniform distribution
+    over exactly the positions the mask allows (causal prefix or sliding window)."""
+    # query [B, H, Tq, D]; key, value [B, KV, Tk, D]
+    groups = query.shape[1] // key.shape[1]
+    key = key.repeat_interleave(groups, dim=1)
+    value = value.repeat_interleave(groups, dim=1)
+    scores = (query @ key.transpose(2, 3)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is not None:
+        scores = scores + attention_mask[..., : key.shape[-2]]
+    probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    layer_heads = _reference_heads.get(module.layer_idx, [])
+    if layer_heads:
+        allowed = torch.isfinite(scores) & (scores > torch.finfo(scores.dtype).min / 2)
+        uniform = allowed.float() / allowed.float().sum(-1, keepdim=True)
+        probs[:, layer_heads] = uniform[:, layer_heads].to(probs.dtype)
+    return (probs @ value).transpose(1, 2).contiguous(), probs
+
+
+AttentionInterface.register(REFERENCE, _reference_attention)
+AttentionMaskInterface.register(REFERENCE, eager_mask)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_uniform_matches_explicit_reference(model_type, input_ids):
+    model = tiny_model(model_type, "sdpa")
+    reference = tiny_model(model_type, REFERENCE)
+    _reference_heads.clear()
+    torch.testing.assert_close(_logits(reference, input_ids), _logits(model, input_ids), atol=1e-5, rtol=1e-5)
+
+    for layer, head in HEADS:
+        _reference_heads.setdefault(layer, []).append(head)
+    try:
+        expected = _logits(reference, input_ids)
+    finally:
+        _reference_heads.clear()
+    with mask_heads(model, HEADS, mode="uniform"):
+        masked = _logits(model, input_ids)
+    assert (masked - _logits(model, input_ids)).abs().max() > 1e-3, "masking these heads should change the logits"
+    torch.testing.assert_close(masked, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["uniform", "zero", "mean"])
+def test_eager_and_sdpa_agree_under_masking(model_type, input_ids, mode):
+    results = []
+    for implementation in ("eager", "sdpa"):
+        model = tiny_model(model_type, implementation)
+        means = head_output_means(model, input_ids[:1]) if mode == "mean" else None
+        with mask_heads(model, HEADS, mode=mode, means=means):
+            results.append(_logits(model, input_ids))
+    torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-5)
+
+
+def test_zero_mode_zeroes_the_head_output(input_ids):
+    model = tiny_model("llama")
+    seen = {}
+    site = attention_sites(model)[1]
+    handle = site.out_proj.register_forward_hook(lambda m, args, out: seen.setdefault("x", args[0]))
+    try:
+        with mask_heads(model, [(1, 2)], mode="zero"):
+            _logits(model, input_ids)
+    finally:
+        handle.remove()
+    d = HeadGeometry.from_config(model.config).head_dim
+    # Forward hooks see the input as the masking pre-hook left it.
+    assert seen["x"][..., 2 * d : 3 * d].abs().max() == 0
+    assert seen["x"][..., : 2 * d].abs().max() > 0
+
+
+def test_mean_mode_substitutes_reference_means(input_ids):
+    model = tiny_model("qwen2")
+    means = head_output_means(model, input_ids)
+    seen = {}
+    handle = attention_sites(model)[0].out_proj.register_forward_hook(
+        lambda m, args, out: seen.setdefault("x", args[0])
+    )
+    try:
+        with mask_heads(model, [(0, 1)], mode="mean", means=means):
+            _logits(model, input_ids[:1])
+    finally:
+        handle.remove()
+    d = HeadGeometry.from_config(model.config).head_dim
+    expected = means[0][1].expand_as(seen["x"][..., d : 2 * d])
+    torch.testing.assert_close(seen["x"][..., d : 2 * d], expected)
+
+
+def test_no_heads_installs_no_hooks(input_ids):
+    model = tiny_model("llama")
+    before = _logits(model, input_ids)
+    with mask_heads(model, []):
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+        assert torch.equal(_logits(model, input_ids), before)
+
+
+def test_hooks_removed_on_exit_and_after_exceptions(input_ids):
+    model = tiny_model("gpt2")
+    before = _logits(model, input_ids)
+
+    def hook_count():
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+    with mask_heads(model, HEADS, phase="decode"):
+        assert hook_count() == 3  # two layers with masked heads + the phase gate
+    assert hook_count() == 0
+    with pytest.raises(RuntimeError, match="boom"):
+        with mask_heads(model, HEADS):
+            assert hook_count() == 2
+            raise RuntimeError("boom")
+    assert hook_count() == 0
+    assert torch.equal(_logits(model, input_ids), before)
+
+
+def test_decode_phase_leaves_prefill_unmasked_and_masks_generated_tokens(model_type, input_ids):
+    model = tiny_model(model_type)
+    prompt = input_ids[:1]
+    unmasked = _logits(model, prompt)
+    with mask_heads(model, HEADS, phase="decode"):
+        assert torch.equal(_logits(model, prompt), unmasked)
+        out = model.generate(prompt, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    plain = model.generate(prompt, max_new_tokens=1, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    torch.testing.assert_close(out.logits[0], plain.logits[0], atol=0, rtol=0)
+
+    # The first generated token is then fed back with the prompt's cache: that step must be masked.
+    with torch.no_grad():
+        cached = model(prompt, use_cache=True)
+        next_token = out.sequences[:, prompt.shape[1] : prompt.shape[1] + 1]
+        with mask_heads(model, HEADS, phase="all"):
+            masked_step = model(next_token, past_key_values=cached.past_key_values, use_cache=True).logits[:, -1]
+    torch.testing.assert_close(out.logits[1], masked_step, atol=1e-5, rtol=1e-5)
+
+
+def test_masking_a_whole_kv_group_differs_from_one_query_head(input_ids):
+    model = tiny_model("llama")  # 4 query heads, 2 KV heads
+    with mask_heads(model, [(1, 0)]):
+        one = _logits(model, input_ids)
+    with mask_heads(model, [(1, 0), (1, 1)]):
+        group = _logits(model, input_ids)
+    assert (one - group).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(
+    "heads, message",
+    [
+        ([(2, 0)], "out of range"),
+        ([(0, 4)], "out of range"),
+        ([(-1, 0)], "out of range"),
+        ([(0,)], "pair of integers"),
+        ([("0", 1)], "pair of integers"),
+    ],
+)
+def test_bad_heads_are_rejected_before_any_hook(heads, message, input_ids):
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match=message):
+        with mask_heads(model, heads):
+            pass
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"mode": "noise"}, "Unknown mask mode"), ({"phase": "prefill"}, "Unknown mask phase"), ({"mode": "mean"}, "means=")],
+)
+def test_bad_mode_and_phase(kwargs, message):
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match=message):
+        with mask_heads(model, HEADS, **kwargs):
+            pass
+
+
+def test_unsupported_architecture_names_the_supported_ones():
+    config = transformers.GPTNeoXConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with pytest.raises(UnsupportedArchitectureError, match="gpt_neox.*Supported model types: .*llama"):
+        with mask_heads(model, [(0, 0)]):
+            pass
+
