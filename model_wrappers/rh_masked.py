@@ -36,7 +36,7 @@ class RHMaskedLM(HFLM):
 
     def __init__(
         self,
-        pretrained: str | None = None,
+        pretrained=None,
         heads="none",
         k: int | None = None,
         head_scores: str | None = None,
@@ -62,6 +62,8 @@ class RHMaskedLM(HFLM):
         start = time.perf_counter()
         super().__init__(pretrained=self._source["path"], **kwargs)
         logger.info("rh-masked: loaded %s in %.1f s", self._source["name"], time.perf_counter() - start)
+        if not hasattr(self, "selection"):  # a model object was passed, so no config was loaded first
+            self._select_heads(self._model.config)
 
         self._means = self._reference_means() if mode == "mean" and self.selection.heads else None
         logger.info(
@@ -75,8 +77,11 @@ class RHMaskedLM(HFLM):
     def _get_config(self, pretrained, **kwargs) -> None:
         """Resolve and validate the head set as soon as the config is known, before any weights load."""
         super()._get_config(pretrained, **kwargs)
-        check_supported(self._config)
-        geometry = HeadGeometry.from_config(self._config)
+        self._select_heads(self._config)
+
+    def _select_heads(self, config) -> None:
+        check_supported(config)
+        geometry = HeadGeometry.from_config(config)
         self.selection: HeadSelection = select_heads(geometry=geometry, scores=self._scores, **self._selection_args)
 
     def _masked(self):
@@ -128,8 +133,10 @@ def _packaged_scores() -> str:
     return str(packaged_data.data_path("head_scores/smollm2-135m-instruct.json"))
 
 
-def _resolve_source(pretrained: str | None, kwargs: dict) -> dict:
+def _resolve_source(pretrained, kwargs: dict) -> dict:
     """Where the weights come from, and an identity for them that survives into the results file."""
+    if pretrained is not None and not isinstance(pretrained, (str, Path)):  # an already loaded model
+        return {"path": pretrained, "name": pretrained.config.name_or_path, "sha256": None}
     if pretrained is None:
         path = embedded_model_dir()
         return {"path": str(path), "name": EMBEDDED_NAME, "sha256": _gguf_digest(path)}

@@ -1,6 +1,6 @@
 """Registers ``rh-masked`` and the rh-eval task folder with lm-eval.
 
-Called by the start-up hook (:mod:`rh_tasks._autoload`) right after lm-eval's registry and task manager load,
+Called by the start-up hook (:mod:`rh_eval_autoload`) right after lm-eval's registry and task manager load,
 and explicitly by ``rh-eval run`` and :func:`register`.
 """
 
