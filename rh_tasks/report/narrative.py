@@ -1,0 +1,87 @@
+"""Plain-language findings: what each headline comparison shows, whether its interval includes 0, and how
+many items the claim rests on. Shared number formatting for the Markdown and HTML renderers."""
+
+from __future__ import annotations
+
+import math
+
+from .. import stats
+
+_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}
+
+
+def format_value(value: float | None, bounded: bool, *, signed: bool = False) -> str:
+    """Scores in [0, 1] as points (x100, one decimal); anything else with three significant digits."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    shown = value * 100 if bounded else value
+    spec = ("+" if signed else "") + (".1f" if bounded else ".3g")
+    text = format(shown, spec)
+    if float(text) == 0:  # no "-0.0" from rounding noise
+        text = format(0.0, spec.lstrip("+"))
+    return text.replace("-", "\u2212")
+
+
+def format_p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return f"{p:.1e}" if p < 1e-4 else f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
+
+
+def stars(p_holm: float | None) -> str:
+    """Significance marks on the Holm-adjusted p-value: *** < 0.001, ** < 0.01, * < 0.05."""
+    if p_holm is None:
+        return ""
+    return next((mark for cut, mark in ((0.001, "***"), (0.01, "**"), (stats.ALPHA, "*")) if p_holm < cut), "")
+
+
+def includes_zero(comparison: dict) -> bool:
+    return comparison["ci_low"] <= 0 <= comparison["ci_high"]
+
+
+def statements(model: dict, family_size: int, confidence: float) -> list[str]:
+    """One paragraph per headline task (and filter) at the model's headline K."""
+    paragraphs = []
+    for task in (t for t in model["tasks"] if t["headline"]):
+        metric, bounded = task["primary_metric"], task["bounded"]
+        for f, summary in task["filters"].items():
+            chosen = sorted(
+                (c for c in model["comparisons"]
+                 if c["task"] == task["task"] and c["filter"] == f and c["metric"] == metric and c["in_family"]
+                 and (model["headline_k"] is None or c["k"] in (None, model["headline_k"]))),
+                key=lambda c: (_ORDER[c["kind"]], c["k"] or 0, c["condition"]),
+            )
+            where = f", filter {f}" if len(task["filters"]) > 1 else ""
+            contexts = f" from {summary['n_clusters']} shared contexts" if summary["n_clusters"] else ""
+            lines = [f"{task['task']} ({metric}{where}): {summary['n']} paired items{contexts}; unmasked score "
+                     f"{format_value(summary['baseline'], bounded)}."]
+            lines += [_describe(c, bounded, family_size, confidence) for c in chosen]
+            unit = " points" if bounded else ""
+            lines.append(
+                f"With {summary['n']} items the smallest effect detectable with {stats.POWER:.0%} power at "
+                f"\u03b1 = {stats.ALPHA} is about {format_value(summary['mde'], bounded)}{unit}"
+                + ("; a smaller true effect could be missed." if any(includes_zero(c) for c in chosen) else ".")
+            )
+            paragraphs.append(" ".join(lines))
+    return paragraphs
+
+
+def _describe(c: dict, bounded: bool, family_size: int, confidence: float) -> str:
+    unit = " points" if bounded else ""
+    name = c["condition"] + (f" (pooled over {c['n_seeds']} seeds)" if c["kind"] == "random" else "")
+    if c["kind"] == "contrast":
+        name = f"Causal contrast {c['condition']} ({c['n_seeds']} random seeds)"
+    estimate = (
+        f"{format_value(c['delta'], bounded, signed=True)}{unit} ({confidence:.0%} CI "
+        f"{format_value(c['ci_low'], bounded, signed=True)} to {format_value(c['ci_high'], bounded, signed=True)}; "
+        f"Holm p = {format_p(c['p_holm'])}; n = {c['n']})"
+    )
+    if includes_zero(c):
+        return f"{name}: no effect appears, {estimate}; the interval includes 0."
+    direction = "lower" if c["delta"] < 0 else "higher"
+    what = "than under random-head masking" if c["kind"] == "contrast" else "than unmasked"
+    if c["p_holm"] is not None and c["p_holm"] < stats.ALPHA:
+        return (f"{name}: the score is {direction} {what}, {estimate}, significant after Holm correction over "
+                f"{family_size} tests.")
+    return (f"{name}: the score is {direction} {what}, {estimate}; the interval excludes 0 but the effect is not "
+            f"significant after Holm correction over {family_size} tests.")

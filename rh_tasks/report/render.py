@@ -1,0 +1,280 @@
+"""Writing a report: report.json (every number), report.md (findings and tables) and a self-contained
+report.html (jinja2 with autoescape, inline SVG figures, a few lines of inline JS to sort tables).
+
+Everything is rendered in memory first and each file is then replaced atomically, so a failed report never
+leaves a half-written or clobbered file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import jinja2
+
+from . import plots
+from .analysis import Settings, analyse
+from .failures import OUTCOMES
+from .narrative import format_p, format_value, stars
+from .runs import ReportInputError, load_runs
+
+logger = logging.getLogger(__name__)
+
+_KIND_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    markdown: Path
+    json: Path
+    html: Path
+    report: dict
+
+
+def write_report(
+    run_dirs: Sequence[str | Path],
+    output_dir: str | Path,
+    *,
+    seed: int = 0,
+    n_resamples: int = 10_000,
+    confidence: float = 0.95,
+    headline_k: int | None = None,
+) -> ReportFiles:
+    """Read lm-eval output folders, compare every masked condition with the unmasked run, write the report.
+
+    Raises ReportInputError (nothing written) when a folder has no results or samples, or runs differ in model,
+    task version or prompts.
+    """
+    if not 0 < confidence < 1:
+        raise ReportInputError(f"confidence={confidence} must be between 0 and 1, e.g. 0.95.")
+    if n_resamples < 100:
+        raise ReportInputError(f"n_resamples={n_resamples} is too few for a stable interval; use at least 1000.")
+    settings = Settings(confidence=confidence, n_resamples=n_resamples, seed=seed, headline_k=headline_k)
+    report = _finite(analyse(load_runs(list(run_dirs)), settings))
+    texts = {
+        "report.json": json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+        "report.md": render_markdown(report),
+        "report.html": render_html(report),
+    }
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        _write_atomic(output / name, text)
+    return ReportFiles(output / "report.md", output / "report.json", output / "report.html", report)
+
+
+def _finite(value):
+    """JSON has no NaN: undefined statistics (e.g. an SE from one item) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(handle.name, 0o666 & ~_umask())  # temp files are private; reports get the usual mode
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ---- tables shared by Markdown and HTML ---------------------------------------------------------------------
+
+
+def _cell(text: str, sort, significant: bool = False) -> dict:
+    return {"text": text, "sort": "" if sort is None else sort, "cls": "sig" if significant else ("null" if sort is None else "")}
+
+
+def _interval(c: dict, bounded: bool) -> str:
+    return (f"{format_value(c['delta'], bounded, signed=True)} [{format_value(c['ci_low'], bounded, signed=True)}, "
+            f"{format_value(c['ci_high'], bounded, signed=True)}]{stars(c['p_holm'])}")
+
+
+def leaderboard(model: dict) -> dict:
+    """Conditions x headline tasks: the unmasked score, then Δ [CI] with Holm significance marks."""
+    columns = []
+    for task in (t for t in model["tasks"] if t["headline"]):
+        for f, summary in task["filters"].items():
+            columns.append((task, f, summary))
+    labels = sorted({(c["kind"], c["k"] or 0, c["condition"]) for c in model["comparisons"] if c["in_family"]},
+                    key=lambda x: (_KIND_ORDER[x[0]], x[1], x[2]))
+    index = {(c["task"], c["filter"], c["metric"], c["condition"]): c for c in model["comparisons"]}
+    rows = [{"label": "none (score)", "cells": [
+        _cell(format_value(s["baseline"], t["bounded"]), s["baseline"]) for t, f, s in columns]}]
+    for _, _, label in labels:
+        cells = []
+        for task, f, _ in columns:
+            c = index.get((task["task"], f, task["primary_metric"], label))
+            cells.append(_cell("—", None) if c is None else _cell(_interval(c, task["bounded"]), c["delta"],
+                                                                   bool(stars(c["p_holm"]))))
+        rows.append({"label": label, "cells": cells})
+    return {
+        "columns": [f"{t['task']}{f' ({f})' if len(t['filters']) > 1 else ''} · {t['primary_metric']}"
+                    for t, f, _ in columns],
+        "rows": rows,
+        "counts": [f"{s['n']}" + (f" ({s['n_clusters']})" if s["n_clusters"] else "") for _, _, s in columns],
+        "mde": [format_value(s["mde"], t["bounded"]) + (" pts" if t["bounded"] else "") for t, _, s in columns],
+    }
+
+
+def _comparison_cells(model: dict) -> list[list[dict]]:
+    bounded = {t["task"]: t["bounded"] for t in model["tasks"]}
+    rows = []
+    for c in model["comparisons"]:
+        b = bounded[c["task"]]
+        clustered = "" if c["se_clustered"] is None else f"{format_value(c['se_clustered'], b)} ({c['n_clusters']})"
+        rows.append([
+            _cell(c["task"], c["task"]), _cell(c["filter"], c["filter"]), _cell(c["metric"], c["metric"]),
+            _cell(c["condition"] + ("" if c["in_family"] else " †"), c["condition"]),
+            _cell(c["reference"], c["reference"]), _cell(str(c["n"]), c["n"]),
+            _cell(format_value(c["baseline"], b), c["baseline"]), _cell(format_value(c["treated"], b), c["treated"]),
+            _cell(format_value(c["delta"], b, signed=True), c["delta"]),
+            _cell(format_value(c["ci_low"], b, signed=True), c["ci_low"]),
+            _cell(format_value(c["ci_high"], b, signed=True), c["ci_high"]),
+            _cell(format_value(c["se"], b), c["se"]), _cell(clustered, c["se_clustered"]), _cell(c["test"], c["test"]),
+            _cell(format_p(c["p_value"]), c["p_value"]), _cell(format_p(c["p_holm"]), c["p_holm"]),
+            _cell(format_p(c["p_bh"]), c["p_bh"]),
+        ])
+    return rows
+
+
+def cross_model_table(report: dict) -> tuple[list[str], list[dict]]:
+    columns = sorted({task for row in report["cross_model"] for task in row["tasks"]})
+    rows = []
+    for row in report["cross_model"]:
+        cells = []
+        for task in columns:
+            entry = row["tasks"].get(task)
+            if entry is None:
+                cells.extend(_cell("—", None) for _ in range(4))
+                continue
+            b = entry["bounded"]
+            cells.append(_cell(format_value(entry["baseline"], b), entry["baseline"]))
+            for kind in ("retrieval", "random", "contrast"):
+                c = entry[kind]
+                cells.append(_cell("—", None) if c is None else _cell(_interval(c, b), c["delta"], bool(stars(c["p_holm"]))))
+        dependence = row["dependence"]
+        rows.append({"rank": row["rank"], "model": row["model"], "k": row["headline_k"], "cells": cells,
+                     "dependence": "n/a" if dependence is None else f"{dependence * 100:.1f}",
+                     "dependence_sort": "" if dependence is None else dependence})
+    return columns, rows
+
+
+# ---- HTML ---------------------------------------------------------------------------------------------------
+
+
+def render_html(report: dict) -> str:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("rh_tasks.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    cross_columns, cross_rows = cross_model_table(report)
+    models = [_html_model(model, number) for number, model in enumerate(report["models"])]
+    return environment.get_template("report.html.j2").render(
+        runs=report["runs"], settings=report["settings"], models=models, outcomes=OUTCOMES,
+        cross_model=report["cross_model"], cross_columns=cross_columns, cross_rows=cross_rows,
+    )
+
+
+def _html_model(model: dict, number: int) -> dict:
+    salt = f"m{number}"
+    bounded = {t["task"]: t["bounded"] for t in model["tasks"]}
+    head_map = model["head_map"]
+    note = None
+    if head_map is None:
+        note = "No head-score file is recorded for these runs, so the layer × head map is left out."
+    elif head_map["means"] is None:
+        note = f"The head-score file {head_map['head_scores']} could not be read, so the layer × head map is left out."
+    return {
+        "name": model["model"],
+        "headline_k": model["headline_k"],
+        "runs": model["runs"],
+        "statements": model["statements"],
+        "leaderboard": leaderboard(model),
+        "k_sweep_svg": plots.k_sweep(model["k_sweep"], bounded, f"{salt}k") if model["k_sweep"] else None,
+        "heatmaps": [{"task": h["task"], "svg": plots.heatmap(h, f"{salt}h{i}")} for i, h in enumerate(model["heatmaps"])],
+        "failures": [f | {"svg": plots.failure_bars(f, f"{salt}f{i}")} for i, f in enumerate(model["failures"])],
+        "head_map_svg": plots.head_map(head_map, f"{salt}m") if head_map and head_map["means"] is not None else None,
+        "head_map_source": head_map["head_scores"] if head_map else None,
+        "head_map_note": note,
+        "comparisons": _comparison_cells(model),
+    }
+
+
+# ---- Markdown -----------------------------------------------------------------------------------------------
+
+
+def _md(text) -> str:
+    """Table-safe Markdown text: no pipes, no raw HTML."""
+    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def render_markdown(report: dict) -> str:
+    settings = report["settings"]
+    lines = [
+        "# Which abilities depend on retrieval heads?",
+        "",
+        f"{len(report['runs'])} runs. Δ = masked minus unmasked score on the same items; scores in [0, 1] in "
+        f"points (×100). {settings['confidence']:.0%} intervals: {settings['bootstrap']} "
+        f"({settings['n_resamples']} resamples, seed {settings['seed']}). Tests: {settings['tests']}. "
+        f"Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 after Holm correction over {settings['family_size']} tests.",
+        "",
+    ]
+    if report["cross_model"]:
+        columns, rows = cross_model_table(report)
+        header = ["rank", "model", "K", "dependence"] + [
+            f"{c} {part}" for c in columns for part in ("baseline", "Δ retrieval", "Δ random", "contrast")]
+        lines += ["## Across models", ""] + _md_table(
+            header, [[str(r["rank"]), r["model"], str(r["k"]), r["dependence"]] + [c["text"] for c in r["cells"]]
+                     for r in rows])
+    for model in report["models"]:
+        board = leaderboard(model)
+        lines += [f"## {_md(model['model'])}", "", f"Headline K: {model['headline_k']}.", "", "### Findings", ""]
+        lines += [f"- {_md(p)}" for p in model["statements"]] + [""]
+        lines += ["### Leaderboard", ""] + _md_table(
+            ["condition"] + board["columns"],
+            [[r["label"]] + [c["text"] for c in r["cells"]] for r in board["rows"]]
+            + [["paired items (contexts)"] + board["counts"], ["minimum detectable effect"] + board["mde"]],
+        )
+        for breakdown in model["failures"]:
+            lines += [f"### {_md(breakdown['task'])}: failure breakdown", ""] + _md_table(
+                ["condition", "n"] + list(OUTCOMES),
+                [[p["condition"], str(p["n"])] + [str(p["counts"][o]) for o in OUTCOMES] for p in breakdown["panels"]],
+            )
+        lines += ["### All comparisons († = exploratory, outside the corrected family)", ""] + _md_table(
+            ["task", "filter", "metric", "condition", "reference", "n", "reference score", "score", "Δ", "CI low",
+             "CI high", "SE", "clustered SE (G)", "test", "p", "Holm p", "BH p"],
+            [[cell["text"] for cell in row] for row in _comparison_cells(model)],
+        )
+    lines.append("Figures (heatmaps, K-sweep, layer × head map) are in report.html; every number is in report.json.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,276 @@
+"""Reading lm-eval output folders: which model ran, under which masking condition, and every per-item score.
+
+Each ``results_<date>.json`` found under a folder (at any depth) is one run; its per-item rows are the
+``samples_<task>_<date>.jsonl`` files beside it, written by ``lm_eval ... --output_path DIR --log_samples``.
+A run without the ``rh_masking`` entry in its config (e.g. a plain ``hf`` run) is the unmasked condition.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import failures
+
+logger = logging.getLogger(__name__)
+
+_DATE = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?"
+_RESULTS_FILE = re.compile(rf"^(?P<stem>.+)_(?P<date>{_DATE})\.json$")
+_SAMPLES_FILE = re.compile(rf"^samples_(?P<task>.+)_(?P<date>{_DATE})\.jsonl$")
+_RESULTS_KEYS = {"results", "versions", "config"}
+_CLUSTER_KEYS = ("article_id", "context_id")  # shared article (QA), else shared needle + haystack (NIAH)
+_MODEL_ARG_KEYS = ("pretrained", "model", "path", "engine", "peft", "delta")  # lm-eval's own naming order
+_HEAD_KINDS = ("none", "explicit", "retrieval", "random")
+
+
+class ReportInputError(ValueError):
+    """The run folders cannot be read or compared; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A masking condition as recorded in ``config["rh_masking"]``; ``none`` for unmasked runs."""
+
+    kind: str  # none | explicit | retrieval | random
+    k: int | None = None
+    seed: int | None = None
+    match: str | None = None
+    unit: str = "head"
+    mode: str = "uniform"
+    phase: str = "all"
+    heads: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def pool_label(self) -> str:
+        """The label without the seed: random draws at the same K (and settings) pool under it."""
+        if self.kind == "none":
+            return "none"
+        if self.kind == "explicit":
+            name = "explicit[" + ",".join(f"{l}.{h}" for l, h in self.heads[:4])
+            name += f",…{len(self.heads)} heads]" if len(self.heads) > 4 else "]"
+        else:
+            name = f"{self.kind}{'-layer' if self.match == 'layer' else ''}@{self.k}"
+        qualifiers = [q for q, default in ((self.unit, "head"), (self.mode, "uniform"), (self.phase, "all")) if q != default]
+        return name + (f" [{', '.join(qualifiers)}]" if qualifiers else "")
+
+    @property
+    def label(self) -> str:
+        return self.pool_label + (f"/seed={self.seed}" if self.kind == "random" else "")
+
+    @property
+    def sort_key(self) -> tuple:
+        return (_HEAD_KINDS.index(self.kind), self.k or 0, self.match or "", self.unit, self.mode, self.phase,
+                self.seed if self.seed is not None else -1, self.heads)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One (document, filter) row of a samples file, reduced to what the report needs."""
+
+    doc_id: int
+    filter: str
+    doc_hash: str
+    prompt_hash: str
+    scores: dict[str, float]
+    cluster: str | None
+    length: float | None
+    depth: float | None
+    outcome: str | None  # failures.OUTCOMES for long-context tasks with a reference answer, else None
+
+
+@dataclass
+class TaskRun:
+    name: str
+    version: object
+    n_shot: object
+    metrics: list[str]  # numeric per-item metrics, in the task's order
+    items: dict[tuple[int, str], Item]
+    source: Path
+
+
+@dataclass
+class Run:
+    path: Path
+    date: str
+    model: str
+    weights_sha256: str | None
+    hub_sha: str | None
+    condition: Condition
+    head_scores: str | None
+    tasks: dict[str, TaskRun]
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+
+def load_runs(folders: list[str | Path]) -> list[Run]:
+    """Every run under the given folders; raises ReportInputError for a folder with nothing usable."""
+    if not folders:
+        raise ReportInputError("No run folder given. Pass the folders written by lm_eval --output_path ... --log_samples.")
+    prompt_cache: dict[str, str] = {}
+    runs = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise ReportInputError(f"{folder} is not a folder. Pass the folder given to lm_eval --output_path.")
+        found = [_load_run(path, prompt_cache) for path in _results_files(folder)]
+        if not found:
+            raise ReportInputError(
+                f"{folder} holds no lm-eval results file (results_<date>.json). "
+                "Pass the folder given to lm_eval --output_path, after the run has finished."
+            )
+        runs.extend(found)
+    return runs
+
+
+def _results_files(folder: Path) -> list[Path]:
+    files = []
+    for path in sorted(folder.rglob("*.json")):
+        if _RESULTS_FILE.match(path.name):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ReportInputError(f"Cannot read {path}: {err}. Remove it or rerun that condition.") from err
+            if isinstance(data, dict) and _RESULTS_KEYS <= data.keys():
+                files.append(path)
+    return files
+
+
+def _load_run(path: Path, prompt_cache: dict[str, str]) -> Run:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    date = _RESULTS_FILE.match(path.name)["date"]
+    config = data["config"] if isinstance(data["config"], dict) else {}
+    masking = config.get("rh_masking") or {}
+    model = masking.get("model") or _model_name(config.get("model_args")) or data.get("model_name") or config.get("model")
+    if not model:
+        raise ReportInputError(f"{path} does not say which model ran (no model_args pretrained=...).")
+    tasks = {}
+    for samples in sorted(path.parent.glob(f"samples_*_{date}.jsonl")):
+        match = _SAMPLES_FILE.match(samples.name)
+        if match and match["date"] == date:
+            name = match["task"]
+            tasks[name] = _load_task(
+                samples, name, data["versions"].get(name), data.get("n-shot", {}).get(name), prompt_cache
+            )
+    if not tasks:
+        raise ReportInputError(
+            f"{path} has no per-item samples (samples_<task>_{date}.jsonl) beside it. "
+            "Rerun that condition with lm_eval --log_samples."
+        )
+    return Run(
+        path=path,
+        date=date,
+        model=str(model).rstrip("/"),
+        weights_sha256=masking.get("model_sha256") or None,
+        hub_sha=config.get("model_sha") or None,
+        condition=_condition(masking, path),
+        head_scores=masking.get("head_scores") or None,
+        tasks=tasks,
+        groups={g: list(s) for g, s in (data.get("group_subtasks") or {}).items() if s},
+    )
+
+
+def _model_name(model_args) -> str | None:
+    if isinstance(model_args, str):
+        model_args = dict(part.split("=", 1) for part in model_args.split(",") if "=" in part)
+    if isinstance(model_args, dict):
+        return next((str(model_args[k]) for k in _MODEL_ARG_KEYS if model_args.get(k)), None)
+    return None
+
+
+def _condition(masking: dict, path: Path) -> Condition:
+    kind = masking.get("heads_kind", "none")
+    if kind not in _HEAD_KINDS:
+        raise ReportInputError(f"{path}: rh_masking.heads_kind={kind!r} is not one of {', '.join(_HEAD_KINDS)}.")
+    if kind == "none":
+        return Condition("none")
+    if kind in ("retrieval", "random") and masking.get("k") is None:
+        raise ReportInputError(f"{path}: a {kind} condition must record k in rh_masking.")
+    return Condition(
+        kind=kind,
+        k=masking.get("k"),
+        seed=masking.get("seed") if kind == "random" else None,
+        match=masking.get("match"),
+        unit=masking.get("unit") or "head",
+        mode=masking.get("mode") or "uniform",
+        phase=masking.get("phase") or "all",
+        heads=tuple(sorted(tuple(h) for h in masking.get("heads") or ())),
+    )
+
+
+def _load_task(path: Path, name: str, version, n_shot, prompt_cache: dict[str, str]) -> TaskRun:
+    items: dict[tuple[int, str], Item] = {}
+    metrics: list[str] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                key = (int(row["doc_id"]), str(row.get("filter", "none")))
+                doc_hash, prompt_hash = row["doc_hash"], row["prompt_hash"]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                raise ReportInputError(
+                    f"{path}:{number} is not an lm-eval sample row ({err!r}); the file may be truncated. "
+                    "Rerun that condition."
+                ) from err
+            if key in items:
+                raise ReportInputError(f"{path} has two rows for doc_id {key[0]} with filter {key[1]!r}; rerun that condition.")
+            scores = _scores(row)
+            metrics.extend(m for m in scores if m not in metrics)
+            items[key] = Item(
+                doc_id=key[0],
+                filter=key[1],
+                doc_hash=doc_hash,
+                prompt_hash=prompt_hash,
+                scores=scores,
+                **_doc_fields(row, prompt_cache),
+            )
+    if not items:
+        raise ReportInputError(f"{path} is empty; rerun that condition with --log_samples.")
+    return TaskRun(name=name, version=version, n_shot=n_shot, metrics=metrics, items=items, source=path)
+
+
+def _scores(row: dict) -> dict[str, float]:
+    """Per-item numeric metrics; corpus-level ones (stored as tuples for later aggregation) are skipped."""
+    names = row.get("metrics") or []
+    scores = {}
+    for name in names:
+        value = row.get(name)
+        if isinstance(value, (bool, int, float)) and math.isfinite(value):
+            scores[name] = float(value)
+    return scores
+
+
+def _doc_fields(row: dict, prompt_cache: dict[str, str]) -> dict:
+    doc = row.get("doc") if isinstance(row.get("doc"), dict) else {}
+    cluster = next((str(doc[k]) for k in _CLUSTER_KEYS if doc.get(k) is not None), None)
+    length, depth = _number(doc.get("length")), _number(doc.get("depth"))
+    answers = doc.get("answers") if isinstance(doc.get("answers"), list) else [doc.get("answer")]
+    answers = [a for a in answers if isinstance(a, str) and a.strip()]
+    outcome = None
+    if length is not None and depth is not None and answers:
+        prompt_words = prompt_cache.get(row["prompt_hash"])
+        if prompt_words is None:
+            prompt_words = prompt_cache[row["prompt_hash"]] = " ".join(failures.words(_prompt(row)))
+        outcome = failures.classify(_response(row), answers, prompt_words)
+    return {"cluster": cluster, "length": length, "depth": depth, "outcome": outcome}
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _prompt(row: dict) -> str:
+    arguments = row.get("arguments") or {}
+    first = arguments.get("gen_args_0", {}) if isinstance(arguments, dict) else {}
+    prompt = first.get("arg_0", "") if isinstance(first, dict) else ""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt)
+
+
+def _response(row: dict) -> str:
+    response = row.get("filtered_resps")
+    while isinstance(response, list) and response:
+        response = response[0]
+    return response if isinstance(response, str) else ""

@@ -1,0 +1,425 @@
+"""The report end to end on synthetic lm-eval output folders written in lm-eval's exact on-disk format."""
+
+import argparse
+import hashlib
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rh_tasks.report import ReportInputError, write_report
+from rh_tasks.report import cli as report_cli
+from rh_tasks.report.failures import classify, words
+
+MODEL = "/models/tiny-llama"
+HAYSTACK = "The Time Traveller was expounding a recondite matter to us. His grey eyes shone and twinkled."
+NEEDLES = [
+    ("sf", "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park.",
+     "What is the best thing to do in San Francisco?", "eat a sandwich and sit in Dolores Park"),
+    ("pw", "The password to the lighthouse storeroom is violet harbor ninety-two.",
+     "What is the password to the lighthouse storeroom?", "violet harbor ninety-two"),
+    ("kite", "The kite festival in Port Elmsworth is held on the first Sunday of September.",
+     "When is the kite festival held?", "on the first Sunday of September"),
+]
+LENGTHS, DEPTHS = (256, 512), (0, 50, 100)
+FAST = {"n_resamples": 2000}
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def niah_docs():
+    docs = []
+    for needle_id, needle, question, answer in NEEDLES:
+        for length in LENGTHS:
+            for depth in DEPTHS:
+                docs.append({"length": length, "depth": depth, "needle_id": needle_id, "answer": answer,
+                             "context_id": f"{needle_id}/{length}", "needle": needle, "question": question})
+    return docs
+
+
+def niah_rows(outcomes: list[str], prompt_suffix: str = "") -> list[dict]:
+    """Rows for the 18 NIAH docs; outcome c(orrect), p(artial), h(allucinated) or w(rong extraction)."""
+    rows = []
+    for doc_id, (doc, outcome) in enumerate(zip(niah_docs(), outcomes)):
+        prompt = f"{HAYSTACK} {doc['needle']} {HAYSTACK}\nQuestion: {doc['question']}\nAnswer:{prompt_suffix}"
+        response = {"c": doc["answer"], "p": doc["answer"].split()[-1], "h": "I like turtles very much",
+                    "w": "grey eyes shone and twinkled"}[outcome]
+        score = {"c": 1.0, "p": 0.0, "h": 0.0, "w": 0.0}[outcome]
+        rows.append(sample_row(doc_id, doc, prompt, response, "none", {"contains": score,
+                                                                      "rouge1_recall": {"c": 1.0, "p": 0.3}.get(outcome, 0.0)}))
+    return rows
+
+
+def sample_row(doc_id, doc, prompt, response, filter_name, metrics) -> dict:
+    return {
+        "doc_id": doc_id, "doc": doc, "target": str(doc.get("answer", "")),
+        "arguments": {"gen_args_0": {"arg_0": prompt, "arg_1": {"until": ["\n\n"], "max_gen_toks": 32}}},
+        "resps": [[response]], "filtered_resps": [response], "filter": filter_name, "metrics": list(metrics),
+        "doc_hash": _sha(json.dumps(doc, sort_keys=True)), "prompt_hash": _sha(prompt),
+        "target_hash": _sha(str(doc.get("answer", ""))), **metrics,
+    }
+
+
+def mc_rows(correct: list[int], subject: str) -> list[dict]:
+    return [sample_row(i, {"question": f"{subject} q{i}", "choices": ["a", "b"], "answer": 0}, f"{subject} q{i}",
+                       ["-1.0", "False"], "none", {"acc": float(c)}) for i, c in enumerate(correct)]
+
+
+def gsm_rows(strict: list[int], flexible: list[int]) -> list[dict]:
+    rows = []
+    for name, values in (("strict-match", strict), ("flexible-extract", flexible)):
+        rows += [sample_row(i, {"question": f"q{i}", "answer": "#### 4"}, f"Q: q{i}\nA:", "4", name,
+                            {"exact_match": float(v)}) for i, v in enumerate(values)]
+    return rows
+
+
+def write_run(folder: Path, tasks: dict[str, list[dict]], *, masking: dict | None = None, model: str = MODEL,
+              versions: dict | None = None, date: str = "2026-01-01T10-00-00.000001",
+              groups: dict | None = None, weights: str | None = "abc123") -> Path:
+    """One condition's lm-eval output, as ``lm_eval --output_path folder --log_samples`` lays it out."""
+    out = folder / model.strip("/").replace("/", "__")
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"model": "rh-masked" if masking else "hf", "model_args": f"pretrained={model},dtype=float32",
+              "model_num_parameters": 1000, "model_dtype": "torch.float32", "model_revision": "main",
+              "model_sha": "", "batch_size": 1, "device": "cpu", "limit": None, "bootstrap_iters": 100000}
+    if masking:
+        config["rh_masking"] = {"heads_kind": "none", "k": None, "seed": None, "match": None, "unit": "head",
+                                "num_masked": 0, "heads": [], "mode": "uniform", "phase": "all",
+                                "head_scores": None, "head_scores_sha256": None, "model": model,
+                                "model_sha256": weights} | masking
+    results = {
+        "results": {t: {"alias": t} for t in tasks} | {g: {"alias": g} for g in (groups or {})},
+        "group_subtasks": (groups or {}) | {t: [] for t in tasks},
+        "configs": {t: {"task": t} for t in tasks},
+        "versions": {t: 1.0 for t in tasks} | (versions or {}),
+        "n-shot": {t: 0 for t in tasks},
+        "higher_is_better": {},
+        "n-samples": {t: {"original": len(r), "effective": len(r)} for t, r in tasks.items()},
+        "config": config, "git_hash": None, "date": 0.0, "model_name": model,
+    }
+    (out / f"results_{date}.json").write_text(json.dumps(results, indent=2))
+    for task, rows in tasks.items():
+        (out / f"samples_{task}_{date}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+NONE = ["c"] * 16 + ["p", "c"]
+RETRIEVAL = {2: ["h"] * 6 + ["w"] * 5 + ["p"] + ["c"] * 6, 4: ["h"] * 9 + ["w"] * 8 + ["c"]}
+RANDOM = {(2, 0): ["c"] * 17 + ["h"], (2, 1): ["c"] * 18, (2, 2): ["h", "h"] + ["c"] * 16, (4, 0): ["h"] * 3 + ["c"] * 15}
+MMLU = {"mmlu_anatomy": ([1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1]), "mmlu_virology": ([1, 1, 0, 1], [1, 1, 0, 0])}
+
+
+def suite(root: Path, model: str = MODEL, weights: str | None = "abc123") -> list[Path]:
+    """none, retrieval@2 and @4, random@2 (3 seeds) and random@4 (1 seed): niah, gsm8k_cot and an mmlu group."""
+    groups = {"mmlu": list(MMLU)}
+    folders = [write_run(root / "none", {
+        "niah": niah_rows(NONE), "gsm8k_cot": gsm_rows([1, 0, 1, 1], [1, 1, 1, 1]),
+        **{s: mc_rows(base, s) for s, (base, _) in MMLU.items()}}, groups=groups, model=model, weights=weights,
+        masking={"heads_kind": "none"} if weights else None)]
+    for k, outcomes in RETRIEVAL.items():
+        folders.append(write_run(root / f"retrieval{k}", {
+            "niah": niah_rows(outcomes), "gsm8k_cot": gsm_rows([0, 0, 1, 1], [1, 0, 1, 1]),
+            **{s: mc_rows(masked, s) for s, (_, masked) in MMLU.items()}}, groups=groups, model=model,
+            weights=weights, masking={"heads_kind": "retrieval", "k": k, "num_masked": k,
+                                      "heads": [[1, h] for h in range(k)]}))
+    for (k, seed), outcomes in RANDOM.items():
+        folders.append(write_run(root / f"random{k}_{seed}", {"niah": niah_rows(outcomes)}, model=model,
+                                 weights=weights, masking={"heads_kind": "random", "k": k, "seed": seed,
+                                                           "num_masked": k, "heads": [[0, seed], [2, k]]}))
+    return folders
+
+
+def contains_scores(folder: Path, task: str = "niah") -> dict[int, float]:
+    """Independent reading of a samples file."""
+    (path,) = folder.rglob(f"samples_{task}_*.jsonl")
+    return {row["doc_id"]: row["contains"] for row in map(json.loads, path.read_text().splitlines())}
+
+
+class WellFormed(HTMLParser):
+    VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "wbr", "source"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.tags = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def assert_well_formed(html: str) -> WellFormed:
+    parser = WellFormed()
+    parser.feed(html)
+    parser.close()
+    assert not parser.errors, parser.errors[:5]
+    assert not parser.stack, parser.stack
+    return parser
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suite")
+    folders = suite(root)
+    files = write_report(folders, root / "report", **FAST)
+    return root, files
+
+
+def _find(report, task, condition, metric=None, filter_name=None):
+    model = report["models"][0]
+    for c in model["comparisons"]:
+        if (c["task"], c["condition"]) == (task, condition) and metric in (None, c["metric"]) \
+                and filter_name in (None, c["filter"]):
+            return c
+    raise AssertionError(f"no comparison {task} {condition}")
+
+
+def test_report_files_and_structure(built):
+    root, files = built
+    report = json.loads(files.json.read_text())
+    assert report == json.loads(json.dumps(files.report))
+    model = report["models"][0]
+    assert model["model"] == MODEL
+    assert model["headline_k"] == 2  # three random seeds at K=2, one at K=4
+    assert [c["label"] for c in model["conditions"]] == [
+        "none", "retrieval@2", "retrieval@4", "random@2/seed=0", "random@2/seed=1", "random@2/seed=2",
+        "random@4/seed=0"]
+    headline = {t["task"] for t in model["tasks"] if t["headline"]}
+    assert headline == {"niah", "gsm8k_cot", "mmlu"}
+    assert {(t["task"], t["headline"]) for t in model["tasks"]} >= {("mmlu_anatomy", False)}
+    niah = next(t for t in model["tasks"] if t["task"] == "niah")
+    assert niah["long_context"] and niah["filters"]["none"]["n"] == 18
+    assert niah["filters"]["none"]["n_clusters"] == 6
+    assert files.markdown.read_text().startswith("# Which abilities")
+
+
+def test_report_json_matches_independent_recomputation(built):
+    root, files = built
+    report = json.loads(files.json.read_text())
+    base = contains_scores(root / "none")
+    masked = contains_scores(root / "retrieval2")
+    c = _find(report, "niah", "retrieval@2", "contains")
+    assert c["n"] == 18
+    assert c["baseline"] == pytest.approx(np.mean(list(base.values())))
+    assert c["delta"] == pytest.approx(np.mean([masked[i] - base[i] for i in base]))
+    lost = sum(base[i] == 1 and masked[i] == 0 for i in base)
+    gained = sum(base[i] == 0 and masked[i] == 1 for i in base)
+    tail = sum(math.comb(lost + gained, j) for j in range(min(lost, gained) + 1)) / 2 ** (lost + gained)
+    assert c["test"] == "mcnemar-exact"
+    assert c["p_value"] == pytest.approx(min(1.0, 2 * tail))
+    assert c["ci_low"] < c["delta"] < c["ci_high"] < 0
+
+    seeds = [contains_scores(root / f"random2_{s}") for s in range(3)]
+    pooled = _find(report, "niah", "random@2", "contains")
+    assert pooled["n_seeds"] == 3 and pooled["test"] == "sign-flip"
+    assert pooled["delta"] == pytest.approx(np.mean([np.mean([s[i] for s in seeds]) - base[i] for i in base]))
+    contrast = _find(report, "niah", "retrieval@2 \u2212 random@2", "contains")
+    assert contrast["delta"] == pytest.approx(c["delta"] - pooled["delta"])
+    assert contrast["in_family"]
+
+
+def test_groups_pool_subtasks_and_filters_stay_apart(built):
+    _, files = built
+    report = files.report
+    mmlu = _find(report, "mmlu", "retrieval@2", "acc")
+    assert mmlu["n"] == 10
+    assert mmlu["delta"] == pytest.approx((-1 - 1) / 10)
+    strict = _find(report, "gsm8k_cot", "retrieval@2", "exact_match", "strict-match")
+    flexible = _find(report, "gsm8k_cot", "retrieval@2", "exact_match", "flexible-extract")
+    assert (strict["n"], strict["delta"], flexible["delta"]) == (4, -0.25, -0.25)
+    assert not _find(report, "mmlu_anatomy", "retrieval@2")["in_family"]
+
+
+def test_holm_family_and_statements(built):
+    _, files = built
+    report = files.report
+    family = [c for m in report["models"] for c in m["comparisons"] if c["in_family"]]
+    assert report["settings"]["family_size"] == len(family)
+    assert all(c["p_holm"] >= c["p_value"] and c["p_bh"] is not None for c in family)
+    assert not any(c["kind"] == "random_seed" for c in family)
+    statements = report["models"][0]["statements"]
+    niah = next(s for s in statements if s.startswith("niah"))
+    assert "18 paired items from 6 shared contexts" in niah
+    assert "random@2 (pooled over 3 seeds): no effect appears" in niah
+    assert "smallest effect detectable" in niah
+
+
+def test_heatmaps_and_failure_breakdown(built):
+    _, files = built
+    model = files.report["models"][0]
+    (heat,) = model["heatmaps"]
+    assert heat["lengths"] == [256, 512] and heat["depths"] == [0, 50, 100]
+    assert [p["condition"] for p in heat["panels"]] == ["none", "retrieval@2", "retrieval@4", "random@2", "random@4"]
+    (failures,) = model["failures"]
+    none, ret2 = failures["panels"][:2]
+    assert none["counts"] == {"correct": 17, "incomplete": 1, "hallucinated": 0, "wrong_extraction": 0, "empty": 0}
+    assert ret2["counts"] == {"correct": 6, "incomplete": 1, "hallucinated": 6, "wrong_extraction": 5, "empty": 0}
+    assert failures["panels"][3]["n"] == 54  # three seeds summed
+
+
+def test_k_sweep_has_both_series(built):
+    _, files = built
+    sweep = [r for r in files.report["models"][0]["k_sweep"] if r["task"] == "niah"]
+    assert {(r["series"], r["k"]) for r in sweep} == {("retrieval", 2), ("retrieval", 4), ("random", 2), ("random", 4)}
+
+
+def test_html_is_self_contained_and_well_formed(built):
+    _, files = built
+    html = files.html.read_text()
+    parser = assert_well_formed(html)
+    assert parser.tags.count("svg") >= 3  # k-sweep, heatmap, failure bars
+    for external in ('href="http', "xlink:href=\"http", "src=", "<link", "@import", "url(http"):
+        assert external not in html
+
+
+def test_malicious_names_are_escaped(tmp_path):
+    evil_task, evil_model = "<img src=x onerror=alert(1)>", "<script>alert(1)</script>"
+    rows = niah_rows(NONE)
+    write_run(tmp_path / "a", {evil_task: rows}, model=evil_model, masking={"heads_kind": "none"})
+    write_run(tmp_path / "b", {evil_task: niah_rows(RETRIEVAL[2])}, model=evil_model,
+              masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]})
+    files = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST)
+    html = files.html.read_text()
+    assert_well_formed(html)
+    assert "<script>alert(1)" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<script>alert" not in files.markdown.read_text()
+
+
+def test_pairs_by_doc_id_not_position(tmp_path):
+    write_run(tmp_path / "a", {"niah": niah_rows(NONE)}, masking={"heads_kind": "none"})
+    write_run(tmp_path / "b", {"niah": niah_rows(RETRIEVAL[2])[::-1]},
+              masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]})
+    shuffled = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST).report
+    c = shuffled["models"][0]["comparisons"][0]
+    lost = sum(a == "c" and b != "c" for a, b in zip(NONE, RETRIEVAL[2]))
+    gained = sum(a != "c" and b == "c" for a, b in zip(NONE, RETRIEVAL[2]))
+    assert c["delta"] == pytest.approx((gained - lost) / 18)
+
+
+def _two_runs(tmp_path, **changes):
+    base = write_run(tmp_path / "none", {"niah": niah_rows(NONE)}, masking={"heads_kind": "none"})
+    other = write_run(tmp_path / "masked", {"niah": changes.pop("rows", niah_rows(RETRIEVAL[2]))},
+                      masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]}, **changes)
+    return [base, other]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"rows": niah_rows(RETRIEVAL[2], prompt_suffix=" ")}, "prompt_hash"),
+    ({"versions": {"niah": 2.0}}, "task versions"),
+    ({"weights": "fff999"}, "different weights"),
+    ({"model": "/models/other"}, "no unmasked run of /models/other"),
+])
+def test_refuses_runs_that_cannot_be_paired(tmp_path, changes, message):
+    folders = _two_runs(tmp_path, **changes)
+    with pytest.raises(ReportInputError, match=message):
+        write_report(folders, tmp_path / "out", **FAST)
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_mismatched_documents(tmp_path):
+    rows = niah_rows(RETRIEVAL[2])
+    rows[3]["doc_hash"] = _sha("another document")
+    with pytest.raises(ReportInputError, match="doc_hash"):
+        write_report(_two_runs(tmp_path, rows=rows), tmp_path / "out", **FAST)
+
+
+def run_cli(argv) -> int:
+    parser = argparse.ArgumentParser(prog="rh-eval")
+    report_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["report", *map(str, argv)])
+    return args.func(args)
+
+
+def test_cli_errors_leave_existing_report_untouched(tmp_path, capsys):
+    folders = _two_runs(tmp_path)
+    assert run_cli([*folders, "-o", tmp_path / "out", "--n-resamples", "2000"]) == 0
+    assert "Wrote" in capsys.readouterr().out
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert set(before) == {"report.md", "report.json", "report.html"}
+
+    (tmp_path / "empty").mkdir()
+    no_samples = tmp_path / "no_samples"
+    write_run(no_samples, {"niah": niah_rows(NONE)})
+    for sample in no_samples.rglob("samples_*"):
+        sample.unlink()
+    bad = _two_runs(tmp_path / "bad", versions={"niah": 9.0})
+    for args in ([tmp_path / "empty"], [no_samples], bad, [tmp_path / "missing"]):
+        assert run_cli([*args, "-o", tmp_path / "out"]) == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert run_cli(folders) == 2  # several folders need -o
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        run_cli(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--output-dir", "--seed", "--n-resamples", "--confidence", "--headline-k"):
+        assert flag in text
+
+
+def test_plain_hf_runs_and_cross_model_ranking(tmp_path):
+    """A plain hf baseline pairs with masked runs of the same model; two models are ranked, never cross-paired."""
+    folders = suite(tmp_path / "m1", weights=None)  # baseline written as a plain hf run
+    folders += suite(tmp_path / "m2", model="/models/robust")
+    for folder in (tmp_path / "m2").glob("retrieval2"):  # the second model barely notices retrieval masking
+        for path in folder.rglob("samples_niah_*.jsonl"):
+            path.write_text("".join(json.dumps(r) + "\n" for r in niah_rows(["c"] * 17 + ["h"])))
+    files = write_report(folders, tmp_path / "out", **FAST)
+    report = files.report
+    assert [row["model"] for row in report["cross_model"]] == [MODEL, "/models/robust"]
+    first, second = report["cross_model"]
+    assert first["dependence"] > second["dependence"]
+    assert first["tasks"]["niah"]["contrast"]["n"] == 18
+    assert first["dependence_basis"] == "long-context tasks"
+    html = files.html.read_text()
+    assert_well_formed(html)
+    assert "Across models" in html
+
+
+def test_head_map_reads_the_score_file(tmp_path):
+    scores = {f"{l}-{h}": [0.05 * (l + h)] for l in range(3) for h in range(4)}
+    (tmp_path / "scores.json").write_text(json.dumps(scores))
+    masking = {"head_scores": str(tmp_path / "scores.json")}
+    write_run(tmp_path / "a", {"niah": niah_rows(NONE)}, masking={"heads_kind": "none"} | masking)
+    write_run(tmp_path / "b", {"niah": niah_rows(RETRIEVAL[2])},
+              masking={"heads_kind": "retrieval", "k": 2, "heads": [[2, 3], [2, 2]]} | masking)
+    write_run(tmp_path / "c", {"niah": niah_rows(RANDOM[2, 0])},
+              masking={"heads_kind": "random", "k": 2, "seed": 0, "heads": [[0, 0], [1, 1]]} | masking)
+    files = write_report([tmp_path / d for d in "abc"], tmp_path / "out", **FAST)
+    head_map = files.report["models"][0]["head_map"]
+    assert np.array(head_map["means"]).shape == (3, 4)
+    assert [m["kind"] for m in head_map["masked"]] == ["retrieval", "random"]
+    assert "Retrieval scores by layer and head" in files.html.read_text()
+
+
+def test_newest_run_of_a_condition_wins(tmp_path):
+    folders = _two_runs(tmp_path)
+    write_run(tmp_path / "masked", {"niah": niah_rows(NONE)}, date="2026-01-02T10-00-00.000001",
+              masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]})
+    report = write_report(folders, tmp_path / "out", **FAST).report
+    assert report["models"][0]["comparisons"][0]["delta"] == 0.0
+
+
+@pytest.mark.parametrize("response, outcome", [
+    ("eat a sandwich and sit in Dolores Park", "correct"),
+    ("Eat a sandwich.", "incomplete"),
+    ("His grey eyes shone and twinkled", "wrong_extraction"),
+    ("What is the best thing to do", "wrong_extraction"),
+    ("Ride a cable car to the bay", "hallucinated"),
+    ("  ...  ", "empty"),
+])
+def test_failure_outcomes(response, outcome):
+    prompt = f"{HAYSTACK} {NEEDLES[0][1]} {HAYSTACK}\nQuestion: {NEEDLES[0][2]}\nAnswer:"
+    assert classify(response, [NEEDLES[0][3]], " ".join(words(prompt))) == outcome
