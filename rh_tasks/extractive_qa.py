@@ -1,0 +1,182 @@
+"""The ``extractive_qa`` task: SQuAD questions answered from a long context of distractor passages.
+
+The gold paragraph sits at a controlled depth among paragraphs from *other* SQuAD articles, and the prompt is
+filled to a target length in the evaluated model's tokens: the copy-from-context ability that retrieval heads
+serve, on natural questions instead of a planted needle. ``extractive_qa_closed_book`` asks the same questions
+with no context, which separates retrieval from what the model already knows.
+
+The same questions appear in every length x depth cell, with the same distractors, so cells pair item by item.
+Docs are ordered question by question, so ``--limit`` keeps whole questions across all cells when it is a
+multiple of the number of cells. Prompts are a pure function of the metadata and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import cache
+
+from .distractor_context import build_context, count_tokens
+from .squad_data import Paragraph, Question, choose_questions, load_dev
+from .squad_metrics import normalize_answer, squad_scores
+from .task_tokenizer import context_limit, resolve_tokenizer
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "lengths": [1024],
+    "depths": [0, 50, 100],
+    "questions_per_cell": 5,
+    "seed": 1234,
+    "max_gen_toks": 32,
+}
+MIN_LENGTH = 128
+# LongBench's multi-document QA prompt (Bai et al. 2023), instruction before and after the passages.
+INSTRUCTION = "Answer the question based on the given passages. Only give me the answer and do not output any other words."
+PROMPT = (
+    f"{INSTRUCTION}\n\nThe following are given passages.\n{{context}}\n\n{INSTRUCTION}\n\nQuestion: {{question}}\nAnswer:"
+)
+CLOSED_BOOK_PROMPT = (
+    "Answer the question. Only give me the answer and do not output any other words.\n\nQuestion: {question}\nAnswer:"
+)
+
+
+def _as_list(name: str, value) -> list:
+    if isinstance(value, (int, float, str)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"extractive_qa metadata {name}={value!r} must be a non-empty list.")
+    return list(value)
+
+
+def check_grid(lengths, depths, max_gen_toks: int, limit: int | None) -> tuple[list[int], list[float]]:
+    """Lengths and depths as lists, or a ``ValueError`` that names the bad value and the fix."""
+    lengths, depths = _as_list("lengths", lengths), _as_list("depths", depths)
+    for length in lengths:
+        if isinstance(length, bool) or not isinstance(length, int) or length < MIN_LENGTH:
+            raise ValueError(f"extractive_qa length {length!r} must be an integer number of tokens >= {MIN_LENGTH}.")
+        if limit is not None and length + max_gen_toks > limit:
+            raise ValueError(
+                f"extractive_qa length {length} plus max_gen_toks {max_gen_toks} exceeds the model's context of "
+                f"{limit} tokens; lm-eval would silently cut the prompt. Use lengths <= {limit - max_gen_toks}."
+            )
+    for depth in depths:
+        if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 <= depth <= 100:
+            raise ValueError(
+                f"extractive_qa depth {depth!r} must be a percentage between 0 and 100 "
+                "(0 puts the gold paragraph first, 100 last)."
+            )
+    return lengths, depths
+
+
+@cache
+def _normalised_paragraphs() -> tuple[tuple[Paragraph, str], ...]:
+    return tuple((p, f" {normalize_answer(p.text)} ") for p in load_dev()[0])
+
+
+def _distractors(question: Question, seed: int) -> list[str]:
+    """Paragraphs of other articles that do not contain a gold answer, in an order seeded by the question.
+
+    Leaving out paragraphs that happen to contain the answer string keeps the gold paragraph its only source.
+    """
+    golds = [f" {normalize_answer(answer)} " for answer in question.answers]
+    pool = [
+        p.text
+        for p, normalised in _normalised_paragraphs()
+        if p.article_id != question.paragraph.article_id and not any(gold in normalised for gold in golds)
+    ]
+    random.Random(f"{seed}:{question.id}").shuffle(pool)
+    return pool
+
+
+def _base_doc(question: Question) -> dict:
+    paragraph = question.paragraph
+    return {
+        "id": question.id,
+        "question": question.question,
+        "answers": list(question.answers),
+        "title": paragraph.title,
+        "article_id": paragraph.article_id,
+        "context_id": paragraph.id,
+    }
+
+
+def build_grid(tokenizer, *, lengths, depths, questions_per_cell, seed, max_gen_toks, limit=None) -> list[dict]:
+    """All docs of the grid: for each question, each length, each depth."""
+    lengths, depths = check_grid(lengths, depths, max_gen_toks, limit)
+    reserve = count_tokens(tokenizer, PROMPT.format(context="", question=""))
+    docs = []
+    for question in choose_questions(questions_per_cell, seed):
+        distractors = _distractors(question, seed)
+        fixed = reserve + count_tokens(tokenizer, question.question)
+        needed = fixed + count_tokens(tokenizer, question.paragraph.text.strip())
+        for length in lengths:
+            if needed > length:
+                raise ValueError(
+                    f"extractive_qa length {length} cannot hold question {question.id}: its gold paragraph and the "
+                    f"prompt alone take {needed} tokens. Use lengths >= {needed} (1024 holds every SQuAD paragraph)."
+                )
+            for depth in depths:
+                context = build_context(tokenizer, question.paragraph.text, distractors, length - fixed, depth)
+                prompt_tokens = count_tokens(tokenizer, PROMPT.format(context=context.text, question=question.question))
+                docs.append(
+                    _base_doc(question)
+                    | {
+                        "length": length,
+                        "depth": depth,
+                        "depth_actual": round(context.depth_actual, 2),
+                        "gold_position": context.gold_position,
+                        "num_passages": context.num_passages,
+                        "gold_start": context.gold_start,
+                        "prompt_tokens": prompt_tokens,
+                        "context": context.text,
+                    }
+                )
+    return docs
+
+
+def _options(metadata: dict) -> dict:
+    return {key: metadata.get(key, default) for key, default in DEFAULTS.items()}
+
+
+def build(**metadata) -> dict:
+    """lm-eval ``custom_dataset`` hook: ``--metadata`` keys override :data:`DEFAULTS`; model_args name the tokenizer."""
+    import datasets
+
+    options = _options(metadata)
+    docs = build_grid(resolve_tokenizer(**metadata), limit=context_limit(**metadata), **options)
+    logger.info(
+        "extractive_qa: %d docs (%d questions x lengths %s x depths %s)",
+        len(docs),
+        options["questions_per_cell"],
+        options["lengths"],
+        options["depths"],
+    )
+    return {"test": datasets.Dataset.from_list(docs)}
+
+
+def build_closed_book(**metadata) -> dict:
+    """``custom_dataset`` hook of ``extractive_qa_closed_book``: the grid's questions, once each, without context."""
+    import datasets
+
+    options = _options(metadata)
+    questions = choose_questions(options["questions_per_cell"], options["seed"])
+    return {"test": datasets.Dataset.from_list([_base_doc(question) for question in questions])}
+
+
+def doc_to_text(doc: dict) -> str:
+    return PROMPT.format(context=doc["context"], question=doc["question"])
+
+
+def doc_to_text_closed_book(doc: dict) -> str:
+    return CLOSED_BOOK_PROMPT.format(question=doc["question"])
+
+
+def first_line(response: str) -> str:
+    """The answer proper: chat models may open with a blank line, and extra lines are not part of the answer."""
+    return next((line.strip() for line in response.splitlines() if line.strip()), "")
+
+
+def score(doc: dict, results: list[str]) -> dict:
+    """Per-sample SQuAD exact match, token F1 and answer containment against all gold answers."""
+    return squad_scores(first_line(results[0]), doc["answers"])
