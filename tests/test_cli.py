@@ -1,0 +1,89 @@
+"""What a user sees: the stock ``lm_eval`` console script, the start-up hook and ``rh-eval``, in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _run(*args, env=None, timeout=900):
+    return subprocess.run(args, capture_output=True, text=True, env=env or ENV, timeout=timeout, cwd=REPO_ROOT)
+
+
+def _python(code: str, **env):
+    return _run(sys.executable, "-c", code, env={**ENV, **env})
+
+
+def test_readme_gives_the_ci_test_command():
+    ci_command = (REPO_ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci_command in (REPO_ROOT / "README.md").read_text()
+
+
+def test_start_up_hook_imports_nothing_heavy():
+    result = _python("import sys; print(sorted(m for m in ('torch', 'lm_eval', 'transformers') if m in sys.modules))")
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_stock_registry_knows_rh_masked_and_keeps_the_built_ins():
+    code = "import lm_eval.api.registry as r; print('rh-masked' in r.model_registry, 'hf' in r.model_registry)"
+    assert _python(code).stdout.split() == ["True", "True"]
+    assert _python(code, RH_EVAL_AUTOLOAD="0").stdout.split()[0] == "False"
+
+
+def test_task_folder_is_added_and_user_paths_still_win(tmp_path):
+    (tmp_path / "mine.yaml").write_text("task: my_own_task\ndataset_path: json\noutput_type: generate_until\n")
+    code = (
+        "from lm_eval.tasks import TaskManager;"
+        f"tm = TaskManager(include_path={str(tmp_path)!r});"
+        "print('niah' in tm.all_tasks, 'my_own_task' in tm.all_tasks, 'gsm8k' in tm.all_tasks)"
+    )
+    assert _python(code).stdout.split() == ["True", "True", "True"]
+
+
+def test_stock_lm_eval_rejects_out_of_range_heads():
+    result = _run(str(BIN / "lm_eval"), "--model", "rh-masked", "--model_args", "heads=[[99,0]]", "--tasks", "niah", "--device", "cpu")
+    assert result.returncode != 0
+    assert "Head (99, 0) is out of range: the model has 30 layers" in result.stderr
+
+
+@pytest.mark.slow
+def test_stock_lm_eval_runs_niah_on_the_embedded_model(tmp_path):
+    result = _run(
+        str(BIN / "lm_eval"),
+        "--model", "rh-masked",
+        "--model_args", "heads=[[17,3],[18,7]],phase=decode",
+        "--tasks", "niah",
+        "--limit", "2",
+        "--device", "cpu",
+        "--apply_chat_template",
+        "--log_samples",
+        "--output_path", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "contains@1024" in result.stdout or "contains@2048" in result.stdout
+    results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())
+    masking = results["config"]["rh_masking"]
+    assert masking["heads"] == [[17, 3], [18, 7]] and masking["phase"] == "decode"
+    assert masking["model"] == "SmolLM2-135M-Instruct" and len(masking["model_sha256"]) == 64
+    samples = [json.loads(line) for line in next(tmp_path.rglob("samples_niah_*.jsonl")).read_text().splitlines()]
+    assert len(samples) == 2 and {"length", "depth", "needle_id"} <= samples[0]["doc"].keys()
+
+
+@pytest.mark.slow
+def test_rh_eval_run_takes_lm_eval_flags(tmp_path):
+    result = _run(
+        str(BIN / "rh-eval"), "run", "--model", "rh-masked", "--tasks", "niah", "--limit", "1", "--device", "cpu",
+        "--metadata", '{"lengths": [512], "depths": [50]}', "--output_path", str(tmp_path),
+        env={**ENV, "RH_EVAL_AUTOLOAD": "0"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(next(tmp_path.rglob("results_*.json")).read_text())["results"]["niah"]["sample_len"] == 1
