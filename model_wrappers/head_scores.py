@@ -1,15 +1,28 @@
-"""Reading retrieval-head score files.
+"""Reading, writing and validating head-score files in the two formats other tools consume.
 
-The Retrieval_Head format (Wu et al. 2024) is one JSON object ``{"layer-head": [score per detection sample]}``
-keyed by 0-based *query* head. Consumers rank heads by the mean of each list.
+* Retrieval_Head JSON (Wu et al. 2024; also read by HeadKV and DeCoRe): one object
+  ``{"layer-head": [score per detection sample]}`` keyed by 0-based *query* head, in layer-major order (HeadKV
+  reshapes the values in key order). Consumers rank heads by the mean of each list. rh-eval writes a metadata
+  sidecar ``<name>.meta.json`` beside it (model identity, head counts, how the scores were made); the JSON
+  itself stays in the plain format so those tools read it unchanged.
+* DuoAttention ``full_attention_heads.tsv``: a tab-separated ``[layers x kv_heads]`` matrix of gates. Every
+  query head reads its group's KV head, so each query head of a group gets the group's gate. Exporting goes the
+  other way: a group's gate is its best query head's score, as a group retrieves if any of its heads copies.
+
+Files are validated against the model's :class:`HeadGeometry`; a mismatch is an error naming both shapes.
+Writes are atomic (temporary file, then rename), so a crash never leaves a half-written score file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-from dataclasses import dataclass
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +41,10 @@ class HeadScores:
     """Mean retrieval score of every query head, ``means[layer, head]``."""
 
     means: np.ndarray  # [num_layers, num_heads]
-    num_samples: int
+    num_samples: int  # per-head samples in a Retrieval_Head file; 1 for DuoAttention gates
     path: str
     sha256: str
+    metadata: dict | None = None  # the rh-eval sidecar, when there is one
 
     def ranking(self) -> list[tuple[int, int]]:
         """All heads, best first; ties broken by (layer, head) so the order is reproducible."""
@@ -49,15 +63,81 @@ class HeadScores:
                 f"{expected[0]} layers x {expected[1]} query heads. Use a score file detected on this model "
                 "(rh-eval detect)."
             )
+        recorded = (self.metadata or {}).get("num_key_value_heads")
+        if recorded is not None and recorded != geometry.num_kv_heads:
+            raise HeadScoreFileError(
+                f"{metadata_path(self.path)} says the scored model has {recorded} KV heads, but this model has "
+                f"{geometry.num_kv_heads}. Use a score file detected on this model (rh-eval detect)."
+            )
+
+    def kv_gates(self, geometry: HeadGeometry) -> np.ndarray:
+        """``[num_layers, num_kv_heads]``: each KV group's best query-head score (DuoAttention's layout)."""
+        self.check_geometry(geometry)
+        return self.means.reshape(geometry.num_layers, geometry.num_kv_heads, geometry.group_size).max(-1)
 
 
-def load_head_scores(path: str | Path) -> HeadScores:
-    """Parse a Retrieval_Head JSON file; every ``L-H`` key of a full L x H grid must be present."""
+def metadata_path(path: str | Path) -> Path:
+    """Where the sidecar of a score file lives: ``scores.json`` -> ``scores.meta.json``."""
+    return Path(path).with_suffix(".meta.json")
+
+
+def load_head_scores(path: str | Path, geometry: HeadGeometry | None = None) -> HeadScores:
+    """Read a Retrieval_Head JSON or DuoAttention TSV file, with its sidecar if present.
+
+    With ``geometry`` the scores are checked against the model. A TSV holds one gate per KV head, so reading
+    one needs ``geometry`` to know which query heads share each KV head.
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as err:
         raise HeadScoreFileError(f"Cannot read head-score file {path}: {err.strerror}.") from err
+    if path.suffix == ".tsv":
+        if geometry is None:
+            raise HeadScoreFileError(
+                f"{path} is a DuoAttention file with one gate per KV head; reading it needs the model's head "
+                "counts (pass the model, e.g. --model_args pretrained=...)."
+            )
+        scores = _parse_duo_tsv(raw, path, geometry)
+    else:
+        scores = _parse_retrieval_head_json(raw, path)
+    sidecar = metadata_path(path)
+    if sidecar.is_file():
+        try:
+            scores = replace(scores, metadata=json.loads(sidecar.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as err:
+            raise HeadScoreFileError(f"{sidecar} is not valid JSON ({err}); delete or regenerate it.") from err
+    if geometry is not None:
+        scores.check_geometry(geometry)
+    return scores
+
+
+def _parse_duo_tsv(raw: bytes, path: Path, geometry: HeadGeometry) -> HeadScores:
+    try:
+        with warnings.catch_warnings():  # an empty file is reported below, more clearly than numpy's warning
+            warnings.simplefilter("ignore", UserWarning)
+            gates = np.loadtxt(io.StringIO(raw.decode("utf-8")), delimiter="\t", ndmin=2, dtype=float)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise HeadScoreFileError(
+            f"{path} is not a tab-separated matrix of numbers ({err}); expected DuoAttention's "
+            "full_attention_heads.tsv, one row per layer and one column per KV head."
+        ) from err
+    if gates.size == 0:
+        raise HeadScoreFileError(f"{path} is empty; expected one row of gates per layer.")
+    if not np.isfinite(gates).all():
+        raise HeadScoreFileError(f"{path} has a gate that is not a finite number.")
+    expected = (geometry.num_layers, geometry.num_kv_heads)
+    if gates.shape != expected:
+        raise HeadScoreFileError(
+            f"{path} holds {gates.shape[0]} layers x {gates.shape[1]} KV heads, but the model has {expected[0]} "
+            f"layers x {expected[1]} KV heads. Use a file made for this model."
+        )
+    means = np.repeat(gates, geometry.group_size, axis=1)  # [L, KV] -> [L, H]: every query head of a group
+    return HeadScores(means=means, num_samples=1, path=str(path), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _parse_retrieval_head_json(raw: bytes, path: Path) -> HeadScores:
+    """Every ``L-H`` key of a full L x H grid must be present, each with the same number of finite scores."""
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -94,3 +174,42 @@ def load_head_scores(path: str | Path) -> HeadScores:
     for (layer, head), mean in means.items():
         grid[layer, head] = mean
     return HeadScores(means=grid, num_samples=lengths.pop(), path=str(path), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+
+
+def write_retrieval_head_json(path: str | Path, per_sample: np.ndarray, metadata: dict | None = None) -> None:
+    """Write ``per_sample[sample, layer, head]`` as Retrieval_Head JSON (layer-major keys), plus the sidecar."""
+    per_sample = np.asarray(per_sample, dtype=float)
+    if per_sample.ndim != 3 or per_sample.shape[0] == 0:
+        raise ValueError(f"per_sample must be [samples, layers, heads] with at least one sample; got {per_sample.shape}.")
+    if not np.isfinite(per_sample).all():
+        raise ValueError("Refusing to write a head score that is not a finite number.")
+    _, layers, heads = per_sample.shape
+    data = {f"{l}-{h}": per_sample[:, l, h].tolist() for l in range(layers) for h in range(heads)}
+    _atomic_write(Path(path), json.dumps(data) + "\n")
+    if metadata is not None:
+        _atomic_write(metadata_path(path), json.dumps(metadata, indent=1) + "\n")
+
+
+def write_duo_tsv(path: str | Path, gates: np.ndarray, metadata: dict | None = None) -> None:
+    """Write ``gates[layer, kv_head]`` as DuoAttention's ``full_attention_heads.tsv`` (np.savetxt, tabs)."""
+    gates = np.asarray(gates, dtype=float)
+    if gates.ndim != 2 or gates.size == 0 or not np.isfinite(gates).all():
+        raise ValueError(f"gates must be a finite, non-empty [layers, kv_heads] matrix; got shape {gates.shape}.")
+    buffer = io.StringIO()
+    np.savetxt(buffer, gates, delimiter="\t")
+    _atomic_write(Path(path), buffer.getvalue())
+    if metadata is not None:
+        _atomic_write(metadata_path(path), json.dumps(metadata, indent=1) + "\n")

@@ -10,6 +10,8 @@ import sys
 _COMMANDS = {
     "run": "rh_tasks.run_cli",
     "report": "rh_tasks.report.cli",
+    "detect": "rh_tasks.detection.cli",
+    "heads": "rh_tasks.detection.heads_cli",
 }
 
 

@@ -1,0 +1,130 @@
+"""``rh-eval heads``: what a head-score file says, per head, per layer and per KV group.
+
+Under GQA the query heads of a group read the same keys, and often score together; masking one of them can
+leave its siblings to do the copying. The per-group view shows that structure and what
+``heads=retrieval,unit=kv_group`` would mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from model_wrappers.head_scores import RETRIEVAL_THRESHOLD, HeadScoreFileError, load_head_scores, write_duo_tsv
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "heads",
+        help="summarise a head-score file: ranking, sparsity, per-layer and per-KV-group views",
+        description="Print the ranking of a Retrieval_Head JSON or DuoAttention TSV file, the share of heads at or "
+        f"above {RETRIEVAL_THRESHOLD} (Wu et al. report under 5%%), and per-layer and per-KV-group summaries.",
+    )
+    parser.add_argument("file", type=Path, help="Retrieval_Head .json or DuoAttention full_attention_heads .tsv")
+    parser.add_argument(
+        "--model_args",
+        default=None,
+        help="model the file is for (lm-eval syntax, e.g. pretrained=DIR); checks the file against its config "
+        "and gives the KV groups. Needed for .tsv files and for .json files without an rh-eval sidecar",
+    )
+    parser.add_argument("--top", type=int, default=20, help="heads to list (default 20)")
+    parser.add_argument(
+        "--threshold", type=float, default=RETRIEVAL_THRESHOLD, help=f"retrieval-head cut-off (default {RETRIEVAL_THRESHOLD})"
+    )
+    parser.add_argument(
+        "--export-duo",
+        type=Path,
+        default=None,
+        metavar="FILE.tsv",
+        help="also write DuoAttention's [layers x kv_heads] TSV; a group's gate is its best query head's score",
+    )
+    parser.set_defaults(func=run)
+
+
+def _geometry(args, file: Path):
+    from model_wrappers.architectures import HeadGeometry
+
+    if args.model_args is not None:
+        from .source import load_geometry, parse_model_args
+
+        return load_geometry(parse_model_args(args.model_args))
+    sidecar = load_head_scores(file).metadata if file.suffix != ".tsv" else None
+    if sidecar and "num_key_value_heads" in sidecar:
+        return HeadGeometry(
+            num_layers=sidecar["num_layers"],
+            num_heads=sidecar["num_attention_heads"],
+            num_kv_heads=sidecar["num_key_value_heads"],
+            head_dim=sidecar.get("head_dim", 0),
+        )
+    return None
+
+
+def summarise(scores, geometry, *, top: int, threshold: float) -> str:
+    """The report printed by ``rh-eval heads``, as text."""
+    means = scores.means  # [L, H]
+    layers, heads = means.shape
+    strong = int((means >= threshold).sum())
+    meta = scores.metadata or {}
+    lines = [
+        f"{scores.path}: {layers} layers x {heads} query heads"
+        + (f" ({geometry.num_kv_heads} KV heads)" if geometry else "")
+        + f", {scores.num_samples} samples per head"
+        + (f", {meta['score']['definition']} score" if "score" in meta else ""),
+        f"Retrieval heads (mean >= {threshold:g}): {strong} of {means.size} ({100 * strong / means.size:.1f}%; "
+        "Wu et al. find under 5%)",
+        "",
+        f"Top {min(top, means.size)} heads:",
+        "  rank  layer  head" + ("  kv" if geometry else "") + "   mean",
+    ]
+    for rank, (l, h) in enumerate(scores.ranking()[:top], 1):
+        kv = f"  {geometry.kv_group(h):>2}" if geometry else ""
+        lines.append(f"  {rank:>4}  {l:>5}  {h:>4}{kv}  {means[l, h]:.3f}")
+    lines += ["", "Per layer:", f"  layer    max   mean  heads>={threshold:g}"]
+    for l in range(layers):
+        lines.append(f"  {l:>5}  {means[l].max():.3f}  {means[l].mean():.3f}  {int((means[l] >= threshold).sum()):>3}")
+    if geometry is None:
+        lines += ["", "KV groups unknown: pass --model_args to see which query heads share a KV head."]
+        return "\n".join(lines)
+
+    groups = means.reshape(layers, geometry.num_kv_heads, geometry.group_size)  # [L, KV, group]
+    order = sorted(np.ndindex(layers, geometry.num_kv_heads), key=lambda lk: (-groups[lk].max(), lk))
+    with_strong = [lk for lk in order if groups[lk].max() >= threshold]
+    lines += [
+        "",
+        f"Per KV group ({geometry.group_size} query heads each; unit=kv_group masks whole groups): "
+        f"{len(with_strong)} of {layers * geometry.num_kv_heads} groups hold a retrieval head",
+        "  layer  kv  query heads   best  heads>=" + f"{threshold:g}  member scores",
+    ]
+    for l, k in order[: max(len(with_strong), min(top, len(order)))]:
+        members = groups[l, k]
+        first = k * geometry.group_size
+        lines.append(
+            f"  {l:>5}  {k:>2}  {first:>3}-{first + geometry.group_size - 1:<6}  {members.max():.3f}  "
+            f"{int((members >= threshold).sum()):>3}  " + " ".join(f"{m:.2f}" for m in members)
+        )
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    try:
+        geometry = _geometry(args, args.file)
+        scores = load_head_scores(args.file, geometry)
+    except HeadScoreFileError as err:
+        raise SystemExit(str(err)) from None
+    print(summarise(scores, geometry, top=args.top, threshold=args.threshold))
+    if args.export_duo is not None:
+        if geometry is None:
+            raise SystemExit("--export-duo needs the KV groups: pass --model_args.")
+        meta = {
+            "source": str(args.file),
+            "source_sha256": scores.sha256,
+            "gate": "max over the group's query heads of the mean retrieval score",
+            "num_layers": geometry.num_layers,
+            "num_attention_heads": geometry.num_heads,
+            "num_key_value_heads": geometry.num_kv_heads,
+        }
+        write_duo_tsv(args.export_duo, scores.kv_gates(geometry), meta)
+        print(f"\nWrote {args.export_duo} ({geometry.num_layers} x {geometry.num_kv_heads} gates).")
+    return 0

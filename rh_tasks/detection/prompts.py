@@ -1,0 +1,132 @@
+"""Detection samples: needle-in-a-haystack prompts built exactly as the ``niah`` task builds them, on disjoint data.
+
+Scores should reflect the behaviour that is later evaluated, so the prompt is ``niah``'s: the same user turn,
+the chat template when the tokenizer has one, and the needle's ``answer_prefix`` opening the answer. The model
+therefore generates only the answer, and the needle span is the answer's tokens inside the context (the
+reference's ``real_needle``). The span comes from the tokenizer's character offsets, which is exact; the
+reference searches for a window covering 90% of the needle's token set instead, and misses needles whose
+tokenization changes in context.
+
+Detection uses its own haystack (chapters IX-XVI of *The Time Machine*) and needles, disjoint from
+``niah``'s, so that the heads are not found on the very items they are later evaluated on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rh_tasks import packaged_data
+from rh_tasks.haystack import insert_needle
+from rh_tasks.niah import PROMPT, load_haystack
+
+DETECT_HAYSTACK = "haystack/time_machine_ch09-16.txt.gz"
+DETECT_NEEDLES = "needles/detect.jsonl"
+NEEDLE_KEYS = ("id", "needle", "question", "answer_prefix", "answer")
+
+
+@dataclass(frozen=True)
+class DetectionSample:
+    sample_id: str  # "<needle id>/<length>/<depth>"
+    needle_id: str
+    length: int
+    depth: float
+    prompt_ids: tuple[int, ...]
+    span: tuple[int, int]  # [start, end) token positions of the answer inside the prompt
+    answer: str
+
+
+def load_needles(spec: str | None) -> list[dict]:
+    """Needle triples: all packaged detection needles (``None``), some of them by id ("a,b"), or a JSONL file."""
+    if spec is not None and Path(spec).is_file():
+        triples = [json.loads(line) for line in Path(spec).read_text(encoding="utf-8").splitlines() if line.strip()]
+        source = spec
+    else:
+        triples = packaged_data.read_jsonl(DETECT_NEEDLES)
+        source = DETECT_NEEDLES
+        if spec is not None:
+            by_id = {t["id"]: t for t in triples}
+            wanted = [s.strip() for s in spec.split(",") if s.strip()]
+            unknown = [n for n in wanted if n not in by_id]
+            if unknown:
+                raise ValueError(
+                    f"Unknown detection needle ids {unknown}; packaged ids: {', '.join(by_id)}. "
+                    "Or pass a JSONL file with keys " + ", ".join(NEEDLE_KEYS) + "."
+                )
+            triples = [by_id[n] for n in wanted]
+    if not triples:
+        raise ValueError(f"{source} holds no needles.")
+    for triple in triples:
+        missing = [k for k in NEEDLE_KEYS if k not in triple]
+        if missing:
+            raise ValueError(f"Needle {triple.get('id', triple)!r} in {source} lacks keys {missing}.")
+        if triple["answer"] not in triple["needle"]:
+            raise ValueError(
+                f"Needle {triple['id']!r}: its answer {triple['answer']!r} must appear verbatim in the needle, "
+                "because copies are scored against the answer's tokens in the context."
+            )
+    return triples
+
+
+def load_detect_haystack(spec: str | None) -> str:
+    """The packaged detection haystack, or any text file or folder of ``.txt`` files."""
+    return packaged_data.read_text(DETECT_HAYSTACK) if spec is None else load_haystack(spec)
+
+
+def render_prompt(tokenizer, user_prompt: str, answer_prefix: str, chat_template: bool) -> str:
+    """The full prompt string, as lm-eval renders a ``niah`` doc whose ``gen_prefix`` is ``answer_prefix``."""
+    if chat_template:
+        messages = [{"role": "user", "content": user_prompt}]
+        templated = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return templated + answer_prefix
+    return f"{user_prompt} {answer_prefix}"
+
+
+def use_chat_template(tokenizer, requested: bool | None) -> bool:
+    """Chat template when the tokenizer has one, unless disabled; asking for one it lacks is an error."""
+    has = getattr(tokenizer, "chat_template", None) is not None
+    if requested and not has:
+        raise ValueError("The tokenizer has no chat template; run without --chat-template.")
+    return has if requested is None else requested
+
+
+def build_sample(tokenizer, haystack: str, triple: dict, length: int, depth: float, chat_template: bool):
+    """One sample of ``length`` prompt tokens (``niah``'s convention: the user turn, without template tokens)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("Detection needs a fast tokenizer (character offsets locate the needle).")
+    reserve = len(tokenizer(PROMPT.format(context="", question=triple["question"]), add_special_tokens=False)["input_ids"])
+    context = insert_needle(tokenizer, haystack, triple["needle"], length - reserve, depth)
+    user_prompt = PROMPT.format(context=context.text, question=triple["question"])
+    text = render_prompt(tokenizer, user_prompt, triple["answer_prefix"], chat_template)
+    base = text.find(user_prompt)
+    if base < 0:
+        raise ValueError("The chat template rewrites the user turn, so the needle cannot be located; use --no-chat-template.")
+    answer_start = base + PROMPT.index("{context}") + context.needle_start + triple["needle"].index(triple["answer"])
+    answer_end = answer_start + len(triple["answer"])
+
+    encoding = tokenizer(text, add_special_tokens=not chat_template, return_offsets_mapping=True)
+    offsets = encoding["offset_mapping"]
+    inside = [i for i, (s, e) in enumerate(offsets) if s < answer_end and e > answer_start and e > s]
+    return DetectionSample(
+        sample_id=f"{triple['id']}/{length}/{depth:g}",
+        needle_id=triple["id"],
+        length=length,
+        depth=depth,
+        prompt_ids=tuple(encoding["input_ids"]),
+        span=(inside[0], inside[-1] + 1),
+        answer=triple["answer"],
+    )
+
+
+def build_samples(tokenizer, *, lengths, depths, needles=None, haystack=None, chat_template=None) -> list[DetectionSample]:
+    """The lengths x depths x needles grid, shortest prompts first so batches pad little."""
+    chat = use_chat_template(tokenizer, chat_template)
+    text = load_detect_haystack(haystack)
+    samples = [
+        build_sample(tokenizer, text, triple, length, depth, chat)
+        for triple in load_needles(needles)
+        for length in lengths
+        for depth in depths
+    ]
+    return sorted(samples, key=lambda s: (len(s.prompt_ids), s.sample_id))

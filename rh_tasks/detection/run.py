@@ -1,0 +1,173 @@
+"""Greedy-decode every detection sample under the attention probe and score its copies, resumably.
+
+Samples run in batches of similar prompt length (left-padded, as ``generate`` expects). Each finished sample
+is appended to a JSONL checkpoint at once, so an interrupted run continues where it stopped; the checkpoint's
+first line records the run's settings, and a rerun with other settings is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from rh_tasks.scoring import rouge1_recall
+
+from .attention_probe import ArgmaxProbe, argmax_probe
+from .copy_events import copy_scores
+from .prompts import DetectionSample
+
+logger = logging.getLogger(__name__)
+
+ACCEPT_ROUGE = 0.5  # Retrieval_Head keeps samples whose ROUGE-1 recall (x100) exceeds 50
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    sample_id: str
+    needle_id: str
+    length: int
+    depth: float
+    prompt_tokens: int
+    response: str
+    rouge1_recall: float
+    accepted: bool
+    set: list[list[float]]  # [num_layers][num_heads]
+    multiset: list[list[float]]
+
+
+def stop_token_ids(tokenizer, model) -> list[int]:
+    """End of turn and newline: the reference stops decoding at the first newline."""
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    for text in ("\n", "\n\n"):
+        encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(encoded) == 1:
+            ids.add(encoded[0])
+    return sorted(ids)
+
+
+def _left_pad(samples: list[DetectionSample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s.prompt_ids) for s in samples)
+    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)  # [B, T]
+    mask = torch.zeros((len(samples), width), dtype=torch.long)  # [B, T]
+    for row, sample in enumerate(samples):
+        input_ids[row, width - len(sample.prompt_ids) :] = torch.tensor(sample.prompt_ids)
+        mask[row, width - len(sample.prompt_ids) :] = 1
+    return input_ids, mask
+
+
+def score_batch(model, tokenizer, samples, probe: ArgmaxProbe, *, max_new_tokens: int, stop_ids) -> list[SampleResult]:
+    """Generate greedily for one batch and score every sample's heads from the probe's records."""
+    from transformers import GenerationConfig
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    input_ids, mask = _left_pad(samples, pad_id)
+    device = model.device
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids, pad_token_id=pad_id
+    )
+    probe.reset()
+    with torch.inference_mode():
+        output = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config)
+    new = output[:, input_ids.shape[1] :].cpu()  # [B, steps]
+    positions = probe.positions().cpu()  # [steps, L, B, H]
+    if positions.shape[0] != new.shape[1]:
+        raise RuntimeError(f"The probe saw {positions.shape[0]} forward passes for {new.shape[1]} generated tokens.")
+
+    results = []
+    stops = torch.tensor(stop_ids)
+    for row, sample in enumerate(samples):
+        tokens = new[row]
+        stopped = torch.isin(tokens, stops).nonzero()
+        steps = int(stopped[0]) + 1 if len(stopped) else len(tokens)  # the stop token's step counts, never copies
+        padding = input_ids.shape[1] - len(sample.prompt_ids)
+        scores = copy_scores(
+            positions[:steps, :, row, :] - padding, tokens[:steps], torch.tensor(sample.prompt_ids), sample.span
+        )
+        response = tokenizer.decode(tokens[: steps - 1 if len(stopped) else steps], skip_special_tokens=True)
+        recall = rouge1_recall(response, sample.answer)
+        results.append(
+            SampleResult(
+                sample_id=sample.sample_id,
+                needle_id=sample.needle_id,
+                length=sample.length,
+                depth=sample.depth,
+                prompt_tokens=len(sample.prompt_ids),
+                response=response,
+                rouge1_recall=recall,
+                accepted=recall > ACCEPT_ROUGE,
+                set=scores.set.tolist(),
+                multiset=scores.multiset.tolist(),
+            )
+        )
+    return results
+
+
+def read_checkpoint(path: Path, settings: dict) -> list[SampleResult]:
+    """Finished samples of an interrupted run with the same settings; an empty list if there is none."""
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = json.loads(lines[0]).get("settings")
+    if header != settings:
+        raise ValueError(
+            f"{path} holds an interrupted run with other settings ({header}); pass --force to start over, "
+            "or choose another --output."
+        )
+    results = []
+    for line in lines[1:]:
+        try:
+            results.append(SampleResult(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError):  # a line cut short by the interruption
+            logger.warning("Ignoring an incomplete line in %s", path)
+    return results
+
+
+def detect(
+    model,
+    tokenizer,
+    samples: list[DetectionSample],
+    *,
+    settings: dict,
+    checkpoint: Path | None = None,
+    batch_size: int = 1,
+    max_new_tokens: int = 32,
+    progress: bool = True,
+) -> list[SampleResult]:
+    """Score every sample, skipping those already in ``checkpoint`` and appending new ones to it."""
+    from tqdm.auto import tqdm
+
+    done = {r.sample_id: r for r in read_checkpoint(checkpoint, settings)} if checkpoint else {}
+    if done:
+        logger.info("Resuming: %d of %d samples already scored in %s", len(done), len(samples), checkpoint)
+    todo = [s for s in samples if s.sample_id not in done]
+    stop_ids = stop_token_ids(tokenizer, model)
+    handle = None
+    if checkpoint is not None:
+        fresh = not done and not (checkpoint.is_file() and checkpoint.stat().st_size)
+        handle = open(checkpoint, "w" if fresh else "a", encoding="utf-8")
+        if fresh:
+            handle.write(json.dumps({"settings": settings}) + "\n")
+    try:
+        with argmax_probe(model) as probe, tqdm(total=len(samples), initial=len(done), desc="detect", disable=not progress) as bar:
+            for first in range(0, len(todo), batch_size):
+                batch = todo[first : first + batch_size]
+                for result in score_batch(model, tokenizer, batch, probe, max_new_tokens=max_new_tokens, stop_ids=stop_ids):
+                    done[result.sample_id] = result
+                    if handle is not None:
+                        handle.write(json.dumps(asdict(result)) + "\n")
+                if handle is not None:
+                    handle.flush()
+                bar.update(len(batch))
+    finally:
+        if handle is not None:
+            handle.close()
+    return [done[s.sample_id] for s in samples]

@@ -1,0 +1,175 @@
+"""Detection on a tiny random Llama: fast path == eager reference, a planted copy head is found, runs resume."""
+
+import json
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+from rh_tasks.detection.aggregate import NoAcceptedSamplesError, per_sample_scores
+from rh_tasks.detection.attention_probe import argmax_probe
+from rh_tasks.detection.prompts import build_samples
+from rh_tasks.detection.reference import reference_detect, reference_positions
+from rh_tasks.detection.run import detect, read_checkpoint, stop_token_ids
+
+PLANTED = (1, 2)  # (layer, query head); query head 3 shares its KV head
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from model_wrappers.gguf_cache import ModelCacheError, embedded_model_dir
+
+    try:
+        return AutoTokenizer.from_pretrained(embedded_model_dir())
+    except ModelCacheError as err:
+        pytest.skip(f"embedded model unavailable: {err}")
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def samples(tokenizer):
+    return build_samples(tokenizer, lengths=[160, 200], depths=[30], needles="rye_bread,sailboat_name")
+
+
+@contextmanager
+def planted_copy_head(model, sample, answer: list[int]):
+    """Test-only hooks: the model emits ``answer``, and head PLANTED attends to the needle token it emits.
+
+    RoPE is made the identity, the planted KV head's key at each position encodes that position's token
+    (needle positions slightly stronger, so a token that also occurs elsewhere is copied from the needle), and
+    the planted query at each step is the code of the token about to be emitted. Its sibling query head gets a
+    zero query (uniform attention), so it does not copy by accident.
+    """
+    gen = torch.Generator().manual_seed(1)
+    codes = torch.nn.functional.normalize(torch.randn(model.config.vocab_size, 16, generator=gen), dim=-1)
+    sequence = torch.tensor(list(sample.prompt_ids) + answer)
+    first_answer_row = len(sample.prompt_ids) - 1
+    state = {}
+
+    def rows(length):
+        return torch.arange(state["offset"], state["offset"] + length)
+
+    def before_decoder(module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        state["offset"] = cache.get_seq_length() if cache is not None else 0
+        inputs = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]
+        state["end"] = state["offset"] + inputs.shape[1]
+
+    def identity_rope(module, args, output):
+        return torch.ones_like(output[0]), torch.zeros_like(output[1])
+
+    def keys(module, args, output):  # [1, q, KV*16]
+        positions = rows(output.shape[1])
+        strength = 10 * (1 + 0.1 * ((positions >= sample.span[0]) & (positions < sample.span[1])).float())
+        output[0, :, 16:32] = codes[sequence[positions]] * strength[:, None]
+        return output
+
+    def queries(module, args, output):  # [1, q, H*16]
+        positions = rows(output.shape[1])
+        step = (positions - first_answer_row).clamp(0, len(answer) - 1)
+        output[0, :, 32:48] = codes[torch.tensor(answer)[step]]
+        output[0, :, 48:64] = 0
+        return output
+
+    def forced(module, args, output):  # logits [1, q, V]; q may be 1 (logits_to_keep)
+        step = state["end"] - 1 - first_answer_row
+        output[0, -1] = -1e4
+        output[0, -1, answer[min(step, len(answer) - 1)]] = 1e4
+        return output
+
+    attn = model.model.layers[PLANTED[0]].self_attn
+    handles = [
+        model.model.register_forward_pre_hook(before_decoder, with_kwargs=True),
+        model.model.rotary_emb.register_forward_hook(identity_rope),
+        attn.k_proj.register_forward_hook(keys),
+        attn.q_proj.register_forward_hook(queries),
+        model.lm_head.register_forward_hook(forced),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_probe_positions_equal_eager_attention_rows_with_padding(tiny, samples):
+    ids = [list(s.prompt_ids) for s in samples[:2]]
+    width = max(map(len, ids))
+    assert len(ids[0]) != len(ids[1])  # rows of different lengths exercise the left padding
+    batch = torch.tensor([[0] * (width - len(x)) + x for x in ids])
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+    with argmax_probe(tiny) as probe, torch.inference_mode():
+        out = tiny.generate(input_ids=batch, attention_mask=mask, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)
+        positions = probe.positions()  # [steps, L, B, H]
+    assert tiny.config._attn_implementation == "sdpa"  # restored
+    for row, prompt in enumerate(ids):
+        generated = out[row, width:].tolist()
+        expected = reference_positions(tiny, prompt, generated)  # [steps, L, H]
+        torch.testing.assert_close(positions[:, :, row, :] - (width - len(prompt)), expected, rtol=0, atol=0)
+
+
+def test_planted_copy_head_ranks_first_with_score_one(tiny, tokenizer, samples):
+    results = []
+    for sample in samples:
+        answer = list(sample.prompt_ids[sample.span[0] : sample.span[1]]) + [tokenizer.eos_token_id]
+        with planted_copy_head(tiny, sample, answer):
+            results += detect(tiny, tokenizer, [sample], settings={}, max_new_tokens=20, progress=False)
+    assert all(r.accepted for r in results)
+    for definition in ("set", "multiset"):
+        means = per_sample_scores(results, definition).mean(0)  # [L, H]
+        assert np.unravel_index(means.argmax(), means.shape) == PLANTED
+        assert means[PLANTED] == pytest.approx(1.0)
+        others = np.delete(means.ravel(), PLANTED[0] * means.shape[1] + PLANTED[1])
+        assert others.max() < 0.2
+
+
+def test_fast_detection_equals_reference_score_for_score(tiny, tokenizer, samples):
+    stop = stop_token_ids(tokenizer, tiny)
+    for sample in samples:
+        answer = list(sample.prompt_ids[sample.span[0] : sample.span[1]]) + [tokenizer.eos_token_id]
+        with planted_copy_head(tiny, sample, answer):
+            (fast,) = detect(tiny, tokenizer, [sample], settings={}, max_new_tokens=20, progress=False)
+            slow = reference_detect(tiny, tokenizer, sample, max_new_tokens=20, stop_ids=stop)
+        assert fast == slow
+    plain = detect(tiny, tokenizer, samples, settings={}, max_new_tokens=5, progress=False)  # random weights
+    for fast, sample in zip(plain, samples):
+        assert fast == reference_detect(tiny, tokenizer, sample, max_new_tokens=5, stop_ids=stop)
+
+
+def test_an_interrupted_run_resumes_and_other_settings_are_refused(tiny, tokenizer, samples, tmp_path):
+    checkpoint = tmp_path / "scores.json.checkpoint.jsonl"
+    settings = {"grid": "test"}
+    full = detect(tiny, tokenizer, samples[:2], settings=settings, checkpoint=checkpoint, max_new_tokens=3, progress=False)
+    header, first, _ = checkpoint.read_text().splitlines()
+    record = json.loads(first) | {"response": "SENTINEL"}  # proves the sample is read back, not recomputed
+    checkpoint.write_text("\n".join([header, json.dumps(record), '{"cut sh']) + "\n")
+
+    resumed = detect(tiny, tokenizer, samples[:2], settings=settings, checkpoint=checkpoint, max_new_tokens=3, progress=False)
+    assert [r.sample_id for r in resumed] == [r.sample_id for r in full]
+    assert resumed[0].response == "SENTINEL" and resumed[1] == full[1]
+    assert len(read_checkpoint(checkpoint, settings)) == 2
+    with pytest.raises(ValueError, match="other settings"):
+        detect(tiny, tokenizer, samples[:2], settings={"grid": "other"}, checkpoint=checkpoint, progress=False)
+
+
+def test_no_accepted_sample_is_a_clear_error(tiny, tokenizer, samples):
+    results = detect(tiny, tokenizer, samples[:1], settings={}, max_new_tokens=3, progress=False)
+    assert not results[0].accepted  # random weights do not answer
+    with pytest.raises(NoAcceptedSamplesError, match="shorter --lengths"):
+        per_sample_scores(results, "set")
