@@ -17,7 +17,8 @@ CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
 ALPHA = 0.05
 POWER = 0.8
-_MAX_DRAW_CELLS = 2_000_000  # bootstrap draws are made in chunks of at most this many counts
+_FEW_DISTINCT = 64  # up to this many distinct differences, bootstrap via multinomial counts
+_MAX_DRAW_CELLS = 2_000_000  # resamples are drawn in batches of at most this many numbers, to bound memory
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,9 @@ def bootstrap_mean_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean paired difference (Efron & Tibshirani 1993, ch. 13).
 
-    Resampling n items with replacement is drawn as multinomial counts over the distinct values, which is the
-    same distribution but costs O(distinct values) per resample: 0/1 metrics have at most three distinct
-    differences. Percentile rather than BCa because BCa's jackknife is O(n^2) and undefined when every item
-    has the same difference.
+    With few distinct differences (0/1 metrics have at most three) a resample of n items is drawn as multinomial
+    counts over the distinct values: the same distribution at O(distinct values) per resample. Percentile rather
+    than BCa because BCa's jackknife is O(n^2) and undefined when every item has the same difference.
     """
     d = np.asarray(diffs, dtype=float)
     if d.size == 0:
@@ -66,15 +66,17 @@ def bootstrap_mean_ci(
     if values.size == 1:
         return float(values[0]), float(values[0])
     rng = np.random.default_rng(seed)
-    chunk = max(1, _MAX_DRAW_CELLS // values.size)
-    means = np.concatenate(
-        [
-            rng.multinomial(d.size, counts / d.size, size=min(chunk, n_resamples - start)) @ values / d.size
-            for start in range(0, n_resamples, chunk)
-        ]
-    )
+    few = values.size <= _FEW_DISTINCT
+    chunk = max(1, _MAX_DRAW_CELLS // (values.size if few else d.size))
+    means = []
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        if few:
+            means.append(rng.multinomial(d.size, counts / d.size, size=size) @ values / d.size)
+        else:
+            means.append(d[rng.integers(0, d.size, size=(size, d.size))].mean(axis=1))
     tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
+    low, high = np.quantile(np.concatenate(means), [tail, 1 - tail])
     return float(low), float(high)
 
 
@@ -92,22 +94,38 @@ def mcnemar_exact(baseline: Sequence[float], treated: Sequence[float]) -> float:
 def sign_flip_pvalue(diffs: Sequence[float], *, n_resamples: int = N_RESAMPLES, seed=0) -> float:
     """Two-sided sign-flip permutation test of mean difference = 0 (Fisher 1935; Good 2005, §3.6).
 
-    Zero differences are dropped: flipping them changes nothing, and fewer items lets scipy enumerate all
-    2^n sign patterns exactly whenever 2^n <= n_resamples; otherwise it is Monte Carlo with the +1 correction.
+    Zero differences are dropped: flipping them changes nothing. When 2^n <= n_resamples, scipy enumerates
+    every sign pattern exactly. Otherwise it is Monte Carlo, p = (1 + #{|sum*| >= |sum|}) / (1 + n_resamples),
+    drawing for each distinct magnitude how many of its items keep their sign (a binomial): the same
+    distribution as flipping items one by one, and far cheaper for discrete scores.
     """
     d = np.asarray(diffs, dtype=float)
     d = d[d != 0]
     if d.size < 2:  # both sign patterns of a single difference are as extreme as the observed one
         return 1.0
-    result = sps.permutation_test(
-        (d,),
-        lambda x, axis: np.mean(x, axis=axis),
-        permutation_type="samples",
-        vectorized=True,
-        n_resamples=n_resamples,
-        rng=np.random.default_rng(seed),
-    )
-    return float(min(1.0, result.pvalue))
+    if 2**d.size <= n_resamples:
+        exact = sps.permutation_test(
+            (d,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples", vectorized=True,
+            n_resamples=n_resamples,
+        )
+        return float(min(1.0, exact.pvalue))
+    magnitudes, counts = np.unique(np.abs(d), return_counts=True)
+    if magnitudes.size > _FEW_DISTINCT:  # continuous scores: one random bit per item
+        magnitudes, counts = np.abs(d), None
+    total = float(np.abs(d).sum())  # sum with every sign kept; a resampled sum is 2 * kept - total
+    observed = abs(d.sum()) * (1 - 1e-12)  # ties with the observed sum count as extreme despite rounding
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _MAX_DRAW_CELLS // magnitudes.size)
+    extreme = 0
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        if counts is None:
+            bits = rng.integers(0, 256, size=(size, (magnitudes.size + 7) // 8), dtype=np.uint8)
+            kept_sum = np.unpackbits(bits, axis=1, count=magnitudes.size) @ magnitudes
+        else:
+            kept_sum = rng.binomial(counts, 0.5, size=(size, magnitudes.size)) @ magnitudes
+        extreme += int(np.sum(np.abs(2 * kept_sum - total) >= observed))
+    return (1 + extreme) / (1 + n_resamples)
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from rh_tasks import stats
 
@@ -37,6 +38,13 @@ def test_sign_flip_monte_carlo_matches_enumeration():
     exact = np.mean(np.abs(signs @ d) >= observed - 1e-12)
     assert stats.sign_flip_pvalue(d, seed=1) == pytest.approx(exact, abs=0.012)
     assert stats.sign_flip_pvalue(d, seed=1) == stats.sign_flip_pvalue(d, seed=1)
+
+
+def test_sign_flip_monte_carlo_agrees_with_scipy_for_continuous_scores():
+    d = np.random.default_rng(5).normal(0.15, 1.0, size=120)  # > 64 distinct magnitudes: one bit per item
+    reference = scipy_stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=20_000,
+                                             rng=np.random.default_rng(0)).pvalue
+    assert stats.sign_flip_pvalue(d, n_resamples=20_000, seed=2) == pytest.approx(reference, abs=0.015)
 
 
 def test_holm_hand_worked():

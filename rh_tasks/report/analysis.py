@@ -209,6 +209,7 @@ def _task_summary(table: TaskTable, rows: list[dict], is_headline: bool) -> dict
     """Per task: item counts, unmasked score and the minimum detectable effect of its primary metric."""
     primary = table.metrics[0]
     values = np.concatenate([s[m] for s in table.scores.values() for m in table.metrics])
+    bounded = bool(np.all((values >= 0) & (values <= 1)))  # scores in [0, 1] are shown as points x100
     per_filter = {}
     for f in _filters(table):
         mine = [r for r in rows if r["filter"] == f and r["metric"] == primary and r["reference"] == "none"]
@@ -218,7 +219,10 @@ def _task_summary(table: TaskTable, rows: list[dict], is_headline: bool) -> dict
         base = table.scores["none"][primary][table.filters == f]
         if ses:
             se, basis = float(np.median(ses)), "median paired standard error of this task's comparisons with none"
-        else:  # no item changed under any condition: plan with independent outcomes instead
+        elif bounded:  # nothing changed, so the data give no spread: plan with the widest a [0, 1] score has
+            se = float(np.sqrt(2) * 0.5 / np.sqrt(base.size))
+            basis = "no item changed; assumes the worst case for [0, 1] scores (SD 0.5, independent conditions)"
+        else:
             se = float(np.sqrt(2) * np.std(base, ddof=1) / np.sqrt(base.size)) if base.size > 1 else float("nan")
             basis = "no item changed; assumes masked and unmasked outcomes independent"
         per_filter[f] = {
@@ -235,7 +239,7 @@ def _task_summary(table: TaskTable, rows: list[dict], is_headline: bool) -> dict
         "headline": is_headline,
         "metrics": table.metrics,
         "primary_metric": primary,
-        "bounded": bool(np.all((values >= 0) & (values <= 1))),  # scores in [0, 1] are shown as points x100
+        "bounded": bounded,
         "long_context": all(i.length is not None and i.depth is not None for i in table.items),
         "dropped_items": table.dropped,
         "filters": per_filter,
@@ -297,7 +301,7 @@ def _k_sweep(comparisons: list[dict]) -> list[dict]:
 
 def _head_map(model_runs: ModelRuns, headline_k: int | None) -> dict | None:
     """Retrieval scores per layer x head, with the heads masked at the headline K (retrieval and random)."""
-    from model_wrappers.head_scores import HeadScoreFileError, load_head_scores
+    from model_wrappers.head_scores import HeadScoreFileError, load_head_scores  # lazy: model_wrappers imports torch
 
     masked = [c for c in model_runs.conditions if c.kind in ("retrieval", "random") and c.k == headline_k]
     if not model_runs.head_scores or not masked:

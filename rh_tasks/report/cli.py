@@ -26,16 +26,16 @@ def add_parser(subparsers) -> None:
         help="folders searched recursively for results_<date>.json with samples_<task>_<date>.jsonl beside them",
     )
     parser.add_argument(
-        "-o", "--output-dir", type=Path, default=None,
+        "-o", "--output-dir", type=Path, default=None, metavar="DIR",
         help="where to write the report files (default: RUN_DIR when exactly one is given)",
     )
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
                         help="seed of the bootstrap and Monte Carlo permutation draws; same seed, same numbers")
-    parser.add_argument("--n-resamples", type=int, default=10_000,
+    parser.add_argument("--n-resamples", type=int, default=10_000, metavar="N",
                         help="bootstrap resamples and Monte Carlo sign flips per comparison (default: 10000)")
-    parser.add_argument("--confidence", type=float, default=0.95,
+    parser.add_argument("--confidence", type=float, default=0.95, metavar="LEVEL",
                         help="confidence level of the intervals (default: 0.95)")
-    parser.add_argument("--headline-k", type=int, default=None,
+    parser.add_argument("--headline-k", type=int, default=None, metavar="K",
                         help="K whose results the findings and cross-model ranking describe (default: the K with "
                         "the most random-head seeds, the smallest on ties)")
     parser.set_defaults(func=run)

@@ -200,7 +200,10 @@ def _check_comparable(task: str, base_run: Run, run: Run, base, other) -> None:
     for key in base.items.keys() & other.items.keys():
         a, b = base.items[key], other.items[key]
         if a.doc_hash != b.doc_hash:
-            raise refuse(f"the documents of doc_id {key[0]} (doc_hash)")
+            raise refuse(
+                f"the documents with doc_id {key[0]} (doc_hash) — the task built different documents or put them "
+                "in a different order, e.g. through different --metadata or a model_args key the task also reads —"
+            )
         if a.prompt_hash != b.prompt_hash:
             raise refuse(f"the prompts of doc_id {key[0]}, filter {key[1]!r} (prompt_hash)")
 

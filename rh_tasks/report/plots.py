@@ -22,6 +22,7 @@ from .failures import OUTCOMES
 GKAMRADT = LinearSegmentedColormap.from_list("gkamradt", ["#F0496E", "#EBB839", "#0CD79F"])
 _OUTCOME_COLOURS = dict(zip(OUTCOMES, ("#0CD79F", "#EBB839", "#F0496E", "#7B61FF", "#9E9E9E")))
 _SERIES_STYLE = {"retrieval": ("#C62828", "o"), "random": ("#1565C0", "s")}
+_HEAD_MARK = {"retrieval": "black", "random": "white"}  # visible on viridis' bright and dark ends
 _STRIPPED = re.compile(r"<!--.*?-->|<metadata>.*?</metadata>", re.DOTALL)  # comments echo text; metadata is noise
 _PANELS_PER_ROW = 4
 
@@ -82,9 +83,8 @@ def head_map(head_map: dict, salt: str) -> str:
                 counts[(layer, head)] = counts.get((layer, head), 0) + 1
         if counts:
             xs, ys = [h for _, h in counts], [l for l, _ in counts]
-            colour, marker = _SERIES_STYLE[kind]
-            ax.scatter(xs, ys, s=[18 + 10 * c for c in counts.values()], marker=marker, facecolors="none",
-                       edgecolors="white" if kind == "random" else colour, linewidths=1.4)
+            ax.scatter(xs, ys, s=[18 + 10 * c for c in counts.values()], marker=_SERIES_STYLE[kind][1],
+                       facecolors="none", edgecolors=_HEAD_MARK[kind], linewidths=1.6)
         title = masked[0]["condition"].split("/")[0]
         ax.set_title(f"{title}" + (f" ({len(masked)} seeds)" if kind == "random" else ""), fontsize=9)
         ax.set_xlabel("Head", fontsize=8)
