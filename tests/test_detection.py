@@ -173,3 +173,16 @@ def test_no_accepted_sample_is_a_clear_error(tiny, tokenizer, samples):
     assert not results[0].accepted  # random weights do not answer
     with pytest.raises(NoAcceptedSamplesError, match="shorter --lengths"):
         per_sample_scores(results, "set")
+
+
+def test_probe_matches_eager_on_every_supported_architecture(model_type, input_ids):
+    """GQA, q/k norms, Gemma-3's sliding-window cache and GPT-2's layout all give the eager arg-max."""
+    from conftest import tiny_model
+
+    model = tiny_model(model_type)
+    with argmax_probe(model) as probe, torch.inference_mode():
+        out = model.generate(input_ids=input_ids[:1], max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)
+        positions = probe.positions()[:, :, 0, :]  # [steps, L, H]
+    assert model.config._attn_implementation == "sdpa"
+    expected = reference_positions(model, input_ids[0].tolist(), out[0, input_ids.shape[1] :].tolist())
+    torch.testing.assert_close(positions, expected, rtol=0, atol=0)
