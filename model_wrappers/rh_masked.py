@@ -47,31 +47,47 @@ class RHMaskedLM(HFLM):
         unit: str = "head",
         **kwargs,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is unknown; choose one of {', '.join(MODES)}.")
-        if phase not in PHASES:
-            raise ValueError(f"phase={phase!r} is unknown; choose one of {', '.join(PHASES)}.")
-        needs_scores = isinstance(heads, str) and heads.strip().lower() in ("retrieval", "random")
-        if needs_scores and head_scores is None and pretrained is None:
-            head_scores = _packaged_scores()
-        self._scores = load_head_scores(head_scores) if head_scores is not None else None
-        self._selection_args = dict(heads=heads, k=k, seed=seed, match=match, unit=unit)
-        self._mode, self._phase = mode, phase
         self._source = _resolve_source(pretrained, kwargs)
+        self._set_masking(heads=heads, k=k, head_scores=head_scores, mode=mode, phase=phase, seed=seed, match=match, unit=unit)
+        self._means = None
 
         start = time.perf_counter()
         super().__init__(pretrained=self._source["path"], **kwargs)
         logger.info("rh-masked: loaded %s in %.1f s", self._source["name"], time.perf_counter() - start)
         if not hasattr(self, "selection"):  # a model object was passed, so no config was loaded first
             self._select_heads(self._model.config)
+        self._log_masking()
 
-        self._means = self._reference_means() if mode == "mean" and self.selection.heads else None
+    def remask(self, **masking) -> None:
+        """Switch to another masking condition (same arguments as the constructor) without reloading weights.
+
+        A suite of conditions loads a model once and calls this between runs.
+        """
+        self._set_masking(**masking)
+        self._select_heads(self._model.config)
+        self._log_masking()
+
+    def _set_masking(self, heads="none", k=None, head_scores=None, mode="uniform", phase="all", seed=0, match=None, unit="head"):
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is unknown; choose one of {', '.join(MODES)}.")
+        if phase not in PHASES:
+            raise ValueError(f"phase={phase!r} is unknown; choose one of {', '.join(PHASES)}.")
+        needs_scores = isinstance(heads, str) and heads.strip().lower() in ("retrieval", "random")
+        if needs_scores and head_scores is None and self._source["name"] == EMBEDDED_NAME:
+            head_scores = _packaged_scores()
+        self._scores = load_head_scores(head_scores) if head_scores is not None else None
+        self._selection_args = dict(heads=heads, k=k, seed=seed, match=match, unit=unit)
+        self._mode, self._phase = mode, phase
+
+    def _log_masking(self) -> None:
+        if self._mode == "mean" and self.selection.heads and self._means is None:
+            self._means = self._reference_means()
         logger.info(
             "rh-masked: masking %d heads (%s, mode=%s, phase=%s)",
             len(self.selection.heads),
             self.selection.kind,
-            mode,
-            phase,
+            self._mode,
+            self._phase,
         )
 
     def _get_config(self, pretrained, **kwargs) -> None:

@@ -12,6 +12,7 @@ _COMMANDS = {
     "report": "rh_tasks.report.cli",
     "detect": "rh_tasks.detection.cli",
     "heads": "rh_tasks.detection.heads_cli",
+    "suite": "rh_tasks.suite.cli",
 }
 
 

@@ -26,7 +26,7 @@ DEFAULTS = {
     "depths": [0, 50, 100],
     "needles": None,  # None: every needle in needles/niah.jsonl
     "haystack": "time_machine",
-    "seed": 1234,
+    "shuffle_seed": 1234,  # not "seed": lm-eval merges model_args (rh-masked has its own seed) into metadata
     "max_gen_toks": 32,
 }
 # The question follows the context as in Retrieval_Head's NIAH prompt.
@@ -58,7 +58,7 @@ def _as_list(name: str, value) -> list:
     return list(value)
 
 
-def build_grid(tokenizer, *, lengths, depths, needles, haystack, seed, max_gen_toks, limit=None) -> list[dict]:
+def build_grid(tokenizer, *, lengths, depths, needles, haystack, shuffle_seed, max_gen_toks, limit=None) -> list[dict]:
     """All docs of the grid, in a seeded random order so that ``--limit N`` takes a spread-out subset."""
     lengths = _as_list("lengths", lengths)
     depths = _as_list("depths", depths)
@@ -104,7 +104,7 @@ def build_grid(tokenizer, *, lengths, depths, needles, haystack, seed, max_gen_t
                         "context_tokens": context.num_tokens,
                     }
                 )
-    random.Random(seed).shuffle(docs)
+    random.Random(shuffle_seed).shuffle(docs)
     return docs
 
 

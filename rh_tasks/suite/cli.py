@@ -1,0 +1,47 @@
+"""``rh-eval suite FILE.yaml``: run every condition of a suite, resumably, and write the report."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "suite",
+        help="run a whole none / retrieval / random experiment from one YAML file and write its report",
+        description="Run every task of the suite under each masking condition (none, retrieval heads at each K, "
+        "random heads at each K and seed) with lm-eval, then write report.md, report.json and report.html. "
+        "A rerun resumes: complete conditions are skipped, interrupted ones are redone. "
+        "Examples ship in rh-eval's task_configs/suites/.",
+    )
+    parser.add_argument("suite_file", metavar="FILE.yaml", help="the suite config (see task_configs/suites/default.yaml)")
+    parser.add_argument("--output-dir", metavar="DIR", help="override the suite's output_dir")
+    parser.add_argument(
+        "--force", action="store_true", help="discard results in the output folder that came from a different config"
+    )
+    parser.add_argument("--no-report", action="store_true", help="run the conditions but do not write the report")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rh_tasks.registration import register
+
+    from .config import SuiteConfigError, load_suite
+    from .runner import SuiteStateError, run_suite
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    register()
+    try:
+        config = load_suite(args.suite_file)
+        if args.output_dir:
+            config = dataclasses.replace(config, output_dir=args.output_dir)
+        out = run_suite(config, force=args.force, write_report=not args.no_report)
+    except (SuiteConfigError, SuiteStateError, ValueError, OSError) as err:
+        logger.error("%s", err)
+        return 2
+    print(f"Suite complete: {out}" + ("" if args.no_report else f"; report in {out / 'report'}"))
+    return 0

@@ -1,0 +1,170 @@
+"""The suite file: one YAML that describes a whole causal experiment, validated strictly.
+
+Unknown keys are errors, because a misspelt key that is silently ignored produces a different experiment from
+the one the user wrote down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from model_wrappers.head_selection import MATCHES, UNITS
+from model_wrappers.masking import MODES, PHASES
+
+
+class SuiteConfigError(ValueError):
+    """The suite file is malformed; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task: str
+    limit: int | float | None = None
+    metadata: dict = field(default_factory=dict)
+    num_fewshot: int | None = None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One masking condition; ``name`` is also its folder name."""
+
+    heads: str  # none | retrieval | random
+    k: int | None = None
+    seed: int | None = None
+
+    @property
+    def name(self) -> str:
+        if self.heads == "none":
+            return "none"
+        return f"{self.heads}-k{self.k}" + (f"-seed{self.seed}" if self.seed is not None else "")
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    tasks: tuple[TaskSpec, ...]
+    conditions: tuple[Condition, ...]
+    pretrained: str | None = None
+    model_args: dict = field(default_factory=dict)
+    head_scores: str | None = None
+    mode: str = "uniform"
+    phase: str = "all"
+    unit: str = "head"
+    match: str | None = None
+    apply_chat_template: bool = True
+    output_dir: str = "runs/suite"
+    batch_size: int = 1
+    device: str = "cpu"
+
+    def digest(self) -> str:
+        """Hash of everything that changes results; the output folder does not."""
+        content = {key: value for key, value in asdict(self).items() if key != "output_dir"}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+_TOP_KEYS = {"model", "tasks", "masking", "conditions", "apply_chat_template", "output_dir", "batch_size", "device"}
+_MODEL_KEYS = {"pretrained", "args", "head_scores"}
+_TASK_KEYS = {"task", "limit", "metadata", "num_fewshot"}
+_MASKING_KEYS = {"mode", "phase", "unit"}
+_CONDITION_KEYS = {"retrieval", "random"}
+_RANDOM_KEYS = {"k", "seeds", "match"}
+
+
+def _check_keys(where: str, mapping, allowed: set[str]) -> dict:
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise SuiteConfigError(f"{where} must be a mapping, got {type(mapping).__name__}.")
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise SuiteConfigError(f"Unknown key(s) {unknown} in {where}; allowed: {', '.join(sorted(allowed))}.")
+    return mapping
+
+
+def _positive_ints(where: str, values) -> list[int]:
+    values = [values] if isinstance(values, int) else values
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+    ):
+        raise SuiteConfigError(f"{where} must be a positive integer or a list of them, got {values!r}.")
+    return values
+
+
+def _choice(where: str, value, choices) -> None:
+    if value not in choices:
+        raise SuiteConfigError(f"{where}={value!r} is not one of {', '.join(map(str, choices))}.")
+
+
+def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
+    data = _check_keys(source, data, _TOP_KEYS)
+    model = _check_keys(f"{source}: model", data.get("model"), _MODEL_KEYS)
+    masking = _check_keys(f"{source}: masking", data.get("masking"), _MASKING_KEYS)
+    conditions = _check_keys(f"{source}: conditions", data.get("conditions"), _CONDITION_KEYS)
+
+    raw_tasks = data.get("tasks")
+    if not isinstance(raw_tasks, list) or not raw_tasks:
+        raise SuiteConfigError(f"{source}: tasks must be a non-empty list of {{task: NAME, limit: N, metadata: {{...}}}}.")
+    tasks = []
+    for i, entry in enumerate(raw_tasks):
+        entry = {"task": entry} if isinstance(entry, str) else entry
+        entry = _check_keys(f"{source}: tasks[{i}]", entry, _TASK_KEYS)
+        if not isinstance(entry.get("task"), str):
+            raise SuiteConfigError(f"{source}: tasks[{i}] needs a task name.")
+        if not isinstance(entry.get("metadata", {}), dict):
+            raise SuiteConfigError(f"{source}: tasks[{i}].metadata must be a mapping.")
+        tasks.append(TaskSpec(**entry))
+
+    expanded = [Condition("none")]
+    for k in _positive_ints(f"{source}: conditions.retrieval", conditions["retrieval"]) if "retrieval" in conditions else []:
+        expanded.append(Condition("retrieval", k=k))
+    random_spec = _check_keys(f"{source}: conditions.random", conditions.get("random"), _RANDOM_KEYS)
+    if random_spec:
+        ks = _positive_ints(f"{source}: conditions.random.k", random_spec.get("k"))
+        seeds = random_spec.get("seeds", [0])
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise SuiteConfigError(f"{source}: conditions.random.seeds must be a list of integers, got {seeds!r}.")
+        expanded += [Condition("random", k=k, seed=seed) for k in ks for seed in seeds]
+
+    config = SuiteConfig(
+        tasks=tuple(tasks),
+        conditions=tuple(expanded),
+        pretrained=model.get("pretrained"),
+        model_args=dict(model.get("args") or {}),
+        head_scores=model.get("head_scores"),
+        mode=masking.get("mode", "uniform"),
+        phase=masking.get("phase", "all"),
+        unit=masking.get("unit", "head"),
+        match=random_spec.get("match") if random_spec else None,
+        apply_chat_template=data.get("apply_chat_template", True),
+        output_dir=str(data.get("output_dir", "runs/suite")),
+        batch_size=data.get("batch_size", 1),
+        device=data.get("device", "cpu"),
+    )
+    _choice(f"{source}: masking.mode", config.mode, MODES)
+    _choice(f"{source}: masking.phase", config.phase, PHASES)
+    _choice(f"{source}: masking.unit", config.unit, UNITS)
+    _choice(f"{source}: conditions.random.match", config.match, MATCHES)
+    if not isinstance(config.apply_chat_template, bool):
+        raise SuiteConfigError(f"{source}: apply_chat_template must be true or false.")
+    _positive_ints(f"{source}: batch_size", config.batch_size)
+    reserved = {"heads", "k", "seed", "match", "unit", "mode", "phase", "head_scores", "pretrained"} & set(config.model_args)
+    if reserved:
+        raise SuiteConfigError(f"{source}: model.args may not set {sorted(reserved)}; the suite sets them per condition.")
+    return config
+
+
+def load_suite(path: str | Path) -> SuiteConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise SuiteConfigError(f"Cannot read suite file {path}: {err.strerror}.") from err
+    except yaml.YAMLError as err:
+        raise SuiteConfigError(f"{path} is not valid YAML: {err}") from err
+    return parse_suite(data, source=str(path))

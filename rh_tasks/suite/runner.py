@@ -1,0 +1,155 @@
+"""Runs every condition of a suite through lm-eval in-process, resumably, then writes the report.
+
+Layout of the output folder::
+
+    suite.json                      resolved config, its hash, library versions
+    conditions/<name>/              lm-eval's own results_*.json and samples_*.jsonl, plus condition.json
+    report/report.{md,json,html}
+
+A condition is written into a hidden ``.partial-<name>`` folder and renamed when complete, so an interrupted run
+leaves nothing that looks finished; a rerun skips complete conditions and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .config import Condition, SuiteConfig
+
+logger = logging.getLogger(__name__)
+
+# model_args that also name the tokenizer and context length the task builders must use
+_MODEL_METADATA_KEYS = ("gguf_file", "tokenizer", "max_length", "revision", "trust_remote_code")
+
+
+class SuiteStateError(RuntimeError):
+    """The output folder holds a different experiment, or cannot be written."""
+
+
+def _versions() -> dict[str, str]:
+    return {name: importlib_metadata.version(name) for name in ("rh-eval", "lm_eval", "torch", "transformers")}
+
+
+def _write_json(path: Path, content: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=2, default=str))
+    os.replace(temporary, path)
+
+
+def _claim_output(config: SuiteConfig, out: Path, force: bool) -> None:
+    """Refuse to mix two experiments in one folder unless forced."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise SuiteStateError(f"Output folder {out} is not writable; choose another output_dir.")
+    state = out / "suite.json"
+    if state.exists():
+        previous = json.loads(state.read_text()).get("config_hash")
+        if previous != config.digest():
+            if not force:
+                raise SuiteStateError(
+                    f"{out} holds results of a different suite config (hash {previous}, this one {config.digest()}). "
+                    "Use another output_dir, or pass --force to discard the old conditions."
+                )
+            logger.warning("Discarding the conditions of a different config in %s (--force)", out)
+            shutil.rmtree(out / "conditions", ignore_errors=True)
+    _write_json(state, {"config_hash": config.digest(), "config": asdict(config), "versions": _versions()})
+
+
+def _is_complete(folder: Path, config: SuiteConfig) -> bool:
+    record = folder / "condition.json"
+    return record.is_file() and json.loads(record.read_text()).get("config_hash") == config.digest()
+
+
+def _task_metadata(config: SuiteConfig) -> dict:
+    meta = {key: config.model_args[key] for key in _MODEL_METADATA_KEYS if key in config.model_args}
+    return meta | ({"pretrained": config.pretrained} if config.pretrained else {})
+
+
+def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+
+    from rh_tasks.registration import task_configs_dir
+
+    partial = folder.with_name(f".partial-{folder.name}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    start = time.perf_counter()
+    for spec in config.tasks:
+        manager = TaskManager(
+            include_defaults=False,
+            include_path=[str(task_configs_dir())],
+            metadata=_task_metadata(config) | spec.metadata,
+        )
+        tracker = EvaluationTracker(output_path=str(partial))
+        results = simple_evaluate(
+            model=lm,
+            tasks=[spec.task],
+            task_manager=manager,
+            limit=spec.limit,
+            num_fewshot=spec.num_fewshot,
+            log_samples=True,
+            apply_chat_template=config.apply_chat_template,
+            evaluation_tracker=tracker,
+        )
+        samples = results.pop("samples")
+        tracker.save_results_aggregated(results=results, samples=samples)
+        for task_name in results["configs"]:
+            tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    _write_json(
+        partial / "condition.json",
+        {
+            "condition": condition.name,
+            "config_hash": config.digest(),
+            "rh_masking": lm.get_model_info()["rh_masking"],
+            "seconds": round(time.perf_counter() - start, 1),
+            "versions": _versions(),
+        },
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    os.rename(partial, folder)
+
+
+def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = True) -> Path:
+    """Run the conditions that are not complete yet; return the output folder."""
+    from model_wrappers.rh_masked import RHMaskedLM
+
+    out = Path(config.output_dir)
+    _claim_output(config, out, force)
+    conditions_dir = out / "conditions"
+    pending = [c for c in config.conditions if not _is_complete(conditions_dir / c.name, config)]
+    done = len(config.conditions) - len(pending)
+    if done:
+        logger.info("Resuming: %d of %d conditions are complete and match the config", done, len(config.conditions))
+
+    if pending:
+        lm = RHMaskedLM(
+            pretrained=config.pretrained, batch_size=config.batch_size, device=config.device, **config.model_args
+        )
+        masking = dict(head_scores=config.head_scores, mode=config.mode, phase=config.phase, unit=config.unit)
+
+        def remask(condition: Condition) -> None:
+            match = config.match if condition.heads == "random" else None
+            lm.remask(heads=condition.heads, k=condition.k, seed=condition.seed or 0, match=match, **masking)
+
+        for condition in pending:  # every head set is resolved, and so validated, before any evaluation
+            remask(condition)
+        for condition in tqdm(pending, desc="conditions", unit="condition"):
+            remask(condition)
+            _run_condition(lm, config, condition, conditions_dir / condition.name)
+
+    if write_report:
+        from rh_tasks.report import write_report as build_report
+
+        build_report([str(conditions_dir)], out / "report")
+    return out
