@@ -81,7 +81,7 @@ def _distractors(question: Question, seed: int) -> list[str]:
     """
     golds = [f" {normalize_answer(answer)} " for answer in question.answers]
     pool = [
-        p.text
+        p.text.strip()
         for p, normalised in _normalised_paragraphs()
         if p.article_id != question.paragraph.article_id and not any(gold in normalised for gold in golds)
     ]

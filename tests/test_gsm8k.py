@@ -167,3 +167,29 @@ def test_missing_data_is_an_error(data_copy):
     (data_copy / gsm8k.PACKAGED_TEST).unlink()
     with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
         gsm8k.load_test()
+
+
+@pytest.mark.slow
+def test_runs_through_lm_eval_on_the_embedded_model():
+    """One problem per task: both filters score every sample, on packaged data, with no hub access."""
+    import lm_eval
+
+    from model_wrappers.gguf_cache import embedded_model_dir
+
+    model_dir = str(embedded_model_dir())
+    manager = TaskManager(include_defaults=False, include_path=str(task_configs_dir()), metadata={"pretrained": model_dir})
+    out = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": model_dir, "dtype": "float32"},
+        device="cpu",
+        tasks=["gsm8k_cot", "gsm8k_direct"],
+        task_manager=manager,
+        limit=1,
+        gen_kwargs={"max_gen_toks": 48},
+        log_samples=True,
+    )
+    for task in ("gsm8k_cot", "gsm8k_direct"):
+        samples = out["samples"][task]
+        assert sorted(s["filter"] for s in samples) == ["flexible-extract", "strict-match"]
+        assert all(s["exact_match"] in (0.0, 1.0) for s in samples)
+        assert samples[0]["target"] == "18"

@@ -195,3 +195,27 @@ def test_modified_or_missing_data_is_an_error(data_copy):
     (data_copy / mmlu.packaged_file("virology", "dev")).unlink()
     with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
         mmlu.subject_dataset("virology")
+
+
+@pytest.mark.slow
+def test_runs_through_lm_eval_on_the_embedded_model():
+    """Two 5-shot questions of one subject: per-sample ``acc`` on packaged data, with no hub access."""
+    import lm_eval
+
+    from model_wrappers.gguf_cache import embedded_model_dir
+
+    model_dir = str(embedded_model_dir())
+    manager = TaskManager(include_defaults=False, include_path=str(task_configs_dir()), metadata={"pretrained": model_dir})
+    out = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": model_dir, "dtype": "float32"},
+        device="cpu",
+        tasks=["mmlu_anatomy"],
+        task_manager=manager,
+        num_fewshot=5,
+        limit=2,
+        log_samples=True,
+    )
+    samples = out["samples"]["mmlu_anatomy"]
+    assert len(samples) == 2 and all(s["acc"] in (0.0, 1.0) for s in samples)
+    assert out["n-shot"]["mmlu_anatomy"] == 5
