@@ -47,11 +47,9 @@ def insert_needle(tokenizer, haystack: str, needle: str, context_tokens: int, de
     text = text[: ends[budget - 1]]
 
     target = 0 if depth == 0 else ends[min(budget, round(budget * depth / 100)) - 1]
-    if depth == 100:
-        cut = len(text)
-    else:
-        boundaries = [m.end() for m in _SENTENCE_END.finditer(text, 0, target + 1) if m.end() <= target]
-        cut = boundaries[-1] if boundaries else 0
+    # The trimmed text usually ends mid-sentence, so depth 100 too means "after the last complete sentence".
+    boundaries = [m.end() for m in _SENTENCE_END.finditer(text + " ", 0, target + 1) if m.end() <= target + 1]
+    cut = min(boundaries[-1], len(text)) if boundaries else 0
     before, after = text[:cut].rstrip(), text[cut:].lstrip()
     start = len(before) + 1 if before else 0
     joined = " ".join(part for part in (before, needle, after) if part)
