@@ -63,3 +63,20 @@ def model_type(request) -> str:
 @pytest.fixture
 def input_ids() -> torch.Tensor:
     return torch.randint(3, VOCAB, (2, 24), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    """A tiny random Llama saved like any local checkpoint, with the embedded model's tokenizer."""
+    import shutil
+
+    from model_wrappers.gguf_cache import embedded_model_dir
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    source = embedded_model_dir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(source / name, path / name)
+    model = tiny_model("llama")
+    model.resize_token_embeddings(49152)
+    model.save_pretrained(path)
+    return str(path)

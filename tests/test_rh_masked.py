@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
-
 import pytest
 import torch
-from conftest import tiny_model
 from lm_eval.models.huggingface import HFLM
 
-from model_wrappers.gguf_cache import embedded_model_dir
 from model_wrappers.rh_masked import PromptTooLongError, RHMaskedLM
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A tiny random Llama with the embedded model's tokenizer, saved like any local checkpoint."""
-    path = tmp_path_factory.mktemp("tiny-llama")
-    source = embedded_model_dir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(source / name, path / name)
-    model = tiny_model("llama")
-    model.resize_token_embeddings(49152)
-    model.config.max_position_embeddings = 256
-    model.save_pretrained(path)
-    return str(path)
+@pytest.fixture
+def tiny_dir(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def _lm(cls, path, **kwargs):

@@ -1,0 +1,96 @@
+"""Suite files: strict validation, one folder per condition, resumable runs, refusal to mix experiments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rh_tasks.cli import main
+from rh_tasks.registration import task_configs_dir
+from rh_tasks.suite import SuiteConfigError, SuiteStateError, load_suite, parse_suite, run_suite
+from rh_tasks.suite import runner
+
+BASE = {
+    "tasks": [{"task": "niah", "limit": 2, "metadata": {"lengths": [128], "depths": [50], "needles": ["sf_sandwich", "owl_stamp"]}}],
+    "conditions": {"retrieval": [1], "random": {"k": [1], "seeds": [0, 1]}},
+    "apply_chat_template": False,
+}
+
+
+@pytest.fixture
+def suite(tiny_checkpoint, tmp_path):
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({f"{l}-{h}": [0.6 if (l, h) == (1, 2) else 0.01] for l in range(2) for h in range(4)}))
+    data = {**BASE, "model": {"pretrained": tiny_checkpoint, "head_scores": str(scores)}, "output_dir": str(tmp_path / "out")}
+    return parse_suite(data)
+
+
+def test_shipped_suites_are_valid():
+    files = sorted((task_configs_dir() / "suites").glob("*.yaml"))
+    assert files, "task_configs/suites/ should ship example suites"
+    for path in files:
+        config = load_suite(path)
+        assert config.conditions[0].name == "none"
+
+
+def test_conditions_expand_from_k_and_seeds(suite):
+    assert [c.name for c in suite.conditions] == ["none", "retrieval-k1", "random-k1-seed0", "random-k1-seed1"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"modle": {}}, r"Unknown key\(s\) \['modle'\]"),
+        ({"tasks": []}, "non-empty list"),
+        ({"tasks": [{"task": "niah", "limt": 3}]}, r"Unknown key\(s\) \['limt'\] in suite: tasks\[0\]"),
+        ({"conditions": {"retrieval": [0]}}, "positive integer"),
+        ({"conditions": {"random": {"k": [2], "seeds": "abc"}}}, "list of integers"),
+        ({"conditions": {"random": {"k": [2], "match": "depth"}}}, "match='depth' is not one of"),
+        ({"masking": {"mode": "noise"}}, "mode='noise' is not one of"),
+        ({"masking": {"phase": "prefill"}}, "phase='prefill' is not one of"),
+        ({"model": {"args": {"heads": "retrieval"}}}, "may not set"),
+    ],
+)
+def test_bad_suite_files_name_the_problem(change, message):
+    with pytest.raises(SuiteConfigError, match=message):
+        parse_suite({**BASE, **change})
+
+
+def test_run_resume_and_refusal(suite, monkeypatch):
+    out = run_suite(suite, write_report=False)
+    folders = sorted(p.name for p in (out / "conditions").iterdir())
+    assert folders == ["none", "random-k1-seed0", "random-k1-seed1", "retrieval-k1"]
+    retrieval = json.loads((out / "conditions" / "retrieval-k1" / "condition.json").read_text())
+    assert retrieval["rh_masking"]["heads"] == [[1, 2]]
+    random_heads = json.loads((out / "conditions" / "random-k1-seed0" / "condition.json").read_text())
+    assert random_heads["rh_masking"]["heads"] != [[1, 2]]
+    assert list((out / "conditions" / "none").rglob("samples_niah_*.jsonl"))
+
+    # An interrupted condition (no condition.json) and a stray partial folder are redone; the rest is skipped.
+    (out / "conditions" / "random-k1-seed1" / "condition.json").unlink()
+    (out / "conditions" / ".partial-none").mkdir()
+    ran = []
+    original = runner._run_condition
+    monkeypatch.setattr(runner, "_run_condition", lambda lm, c, cond, folder: ran.append(cond.name) or original(lm, c, cond, folder))
+    run_suite(suite, write_report=False)
+    assert ran == ["random-k1-seed1"]
+
+    changed = parse_suite({**BASE, "model": {"pretrained": suite.pretrained, "head_scores": suite.head_scores},
+                           "output_dir": suite.output_dir, "masking": {"mode": "zero"}})  # fmt: skip
+    with pytest.raises(SuiteStateError, match="different suite config"):
+        run_suite(changed, write_report=False)
+    assert json.loads((out / "suite.json").read_text())["config_hash"] == suite.digest()
+
+
+def test_suite_command_writes_the_report(suite, tmp_path, caplog):
+    path = tmp_path / "suite.yaml"
+    data = {**BASE, "model": {"pretrained": suite.pretrained, "head_scores": suite.head_scores}, "output_dir": suite.output_dir}
+    path.write_text(yaml.safe_dump(data))
+    assert main(["suite", str(path)]) == 0
+    report = json.loads((Path(suite.output_dir) / "report" / "report.json").read_text())
+    assert report["models"], "the report should describe the suite's model"
+    assert main(["suite", str(tmp_path / "missing.yaml")]) == 2
+    assert "Cannot read suite file" in caplog.text
