@@ -75,7 +75,7 @@ class RHMaskedLM(HFLM):
         needs_scores = isinstance(heads, str) and heads.strip().lower() in ("retrieval", "random")
         if needs_scores and head_scores is None and self._source["name"] == EMBEDDED_NAME:
             head_scores = _packaged_scores()
-        self._scores = load_head_scores(head_scores) if head_scores is not None else None
+        self._head_scores_path = head_scores
         self._selection_args = dict(heads=heads, k=k, seed=seed, match=match, unit=unit)
         self._mode, self._phase = mode, phase
 
@@ -98,6 +98,8 @@ class RHMaskedLM(HFLM):
     def _select_heads(self, config) -> None:
         check_supported(config)
         geometry = HeadGeometry.from_config(config)
+        path = self._head_scores_path
+        self._scores = load_head_scores(path, geometry) if path is not None else None
         self.selection: HeadSelection = select_heads(geometry=geometry, scores=self._scores, **self._selection_args)
 
     def _masked(self):

@@ -79,3 +79,10 @@ def test_prompt_that_would_be_truncated_is_an_error(tiny_dir):
     lm = _lm(RHMaskedLM, tiny_dir, max_length=64)
     with pytest.raises(PromptTooLongError, match="does not fit"):
         lm.tok_batch_encode(["word " * 100], left_truncate_len=32)
+
+
+def test_duoattention_gates_select_whole_kv_groups(tiny_dir, tmp_path):
+    path = tmp_path / "full_attention_heads.tsv"
+    path.write_text("0.0\t0.02\n0.97\t0.0\n")  # [layers x kv_heads]; the tiny model has 2 query heads per KV head
+    lm = _lm(RHMaskedLM, tiny_dir, heads="retrieval", unit="kv_group", k=1, head_scores=str(path))
+    assert lm.get_model_info()["rh_masking"]["heads"] == [[1, 0], [1, 1]]
