@@ -94,3 +94,24 @@ def test_suite_command_writes_the_report(suite, tmp_path, caplog):
     assert report["models"], "the report should describe the suite's model"
     assert main(["suite", str(tmp_path / "missing.yaml")]) == 2
     assert "Cannot read suite file" in caplog.text
+
+
+def _without_paths(value):
+    """report.json minus file paths, which name timestamped lm-eval files."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items() if k not in ("path", "runs")}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    return value
+
+
+def test_same_config_and_seeds_give_the_same_report(suite, tmp_path):
+    import dataclasses
+
+    reports = []
+    for name in ("first", "second"):
+        out = run_suite(dataclasses.replace(suite, output_dir=str(tmp_path / name)))
+        reports.append(_without_paths(json.loads((out / "report" / "report.json").read_text())))
+        heads = {p.parent.name: json.loads(p.read_text())["rh_masking"]["heads"] for p in out.rglob("condition.json")}
+        reports.append(heads)
+    assert reports[0] == reports[2] and reports[1] == reports[3]

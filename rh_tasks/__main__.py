@@ -1,0 +1,7 @@
+"""``python -m rh_tasks`` (and ``accelerate launch -m rh_tasks run ...``) is the ``rh-eval`` command."""
+
+import sys
+
+from rh_tasks.cli import main
+
+sys.exit(main())
