@@ -38,7 +38,8 @@ def _describe(source: str) -> str:
 def cot_dataset(source: str = "packaged", **_metadata) -> dict:
     """``custom_dataset`` hook of ``gsm8k_cot``; the task shares its name with lm-eval's built-in, so say which runs."""
     test = load_test(source)
-    logger.info(
+    # A warning, so that it shows: lm-eval's CLI prints only its own loggers below that level.
+    logger.warning(
         "gsm8k_cot: rh-eval's copy of lm-eval's gsm8k_cot is active (same prompts and scoring); data: %s.",
         _describe(source),
     )

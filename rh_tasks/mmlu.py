@@ -58,9 +58,12 @@ def balanced_subset(docs: list[dict], per_subject: int, seed: int, subject: str)
 
 @cache
 def _announce(source: str) -> None:
-    """One line per run, not per subject: our ``mmlu`` shares its names with lm-eval's built-in group."""
+    """One line per run, not per subject: our ``mmlu`` shares its names with lm-eval's built-in group.
+
+    A warning, so that it shows: lm-eval's CLI prints only its own loggers below that level.
+    """
     where = f"{HUB_DATASET} from the Hugging Face hub" if source == "hub" else "the packaged Hendrycks CSVs (sha256 checked)"
-    logger.info("mmlu: rh-eval's copy of lm-eval's mmlu is active (same prompts and scoring); data: %s.", where)
+    logger.warning("mmlu: rh-eval's copy of lm-eval's mmlu is active (same prompts and scoring); data: %s.", where)
 
 
 def subject_dataset(subject: str, source: str = "packaged", per_subject=None, seed: int = 1234, **_metadata) -> dict:
