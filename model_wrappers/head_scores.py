@@ -181,6 +181,9 @@ def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o666 & ~umask)  # mkstemp's 0600 would hide the scores from other users
         with os.fdopen(handle, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(staging, path)

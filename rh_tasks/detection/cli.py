@@ -76,7 +76,12 @@ def add_parser(subparsers) -> None:
         help="wrap prompts in the tokenizer's chat template, as lm-eval's --apply_chat_template does (default: "
         "when the tokenizer has one)",
     )
-    parser.add_argument("--batch_size", type=int, default=1, help="samples decoded together (default 1)")
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=1,
+        help="samples of similar length decoded together; larger batches pay off on a GPU (default 1)",
+    )
     parser.add_argument("--device", default=None, help="cuda, cuda:0, cpu, ... (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto (default float32)")
     parser.add_argument("--seed", type=int, default=1234, help="torch seed, recorded in the sidecar (default 1234)")
@@ -92,7 +97,7 @@ def run(args) -> int:
     import torch
 
     from .aggregate import write_scores
-    from .prompts import build_samples, load_needles
+    from .prompts import build_samples, load_needles, use_chat_template
     from .run import detect
     from .source import load_model, model_identity, parse_model_args
 
@@ -123,7 +128,7 @@ def run(args) -> int:
         "grid": {"lengths": args.lengths, "depths": args.depths},
         "needles": [t["id"] for t in load_needles(args.needles)],
         "haystack": args.haystack or "packaged:time_machine_ch09-16",
-        "chat_template": args.chat_template is not False and getattr(tokenizer, "chat_template", None) is not None,
+        "chat_template": use_chat_template(tokenizer, args.chat_template),
         "max_new_tokens": args.max_new_tokens,
         "dtype": args.dtype,
         "seed": args.seed,

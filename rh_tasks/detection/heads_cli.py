@@ -7,12 +7,18 @@ leave its siblings to do the copying. The per-group view shows that structure an
 
 from __future__ import annotations
 
-import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
-from model_wrappers.head_scores import RETRIEVAL_THRESHOLD, HeadScoreFileError, load_head_scores, write_duo_tsv
+from model_wrappers.head_scores import (
+    RETRIEVAL_THRESHOLD,
+    HeadScoreFileError,
+    load_head_scores,
+    metadata_path,
+    write_duo_tsv,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -50,8 +56,12 @@ def _geometry(args, file: Path):
         from .source import load_geometry, parse_model_args
 
         return load_geometry(parse_model_args(args.model_args))
-    sidecar = load_head_scores(file).metadata if file.suffix != ".tsv" else None
-    if sidecar and "num_key_value_heads" in sidecar:
+    sidecar_path = metadata_path(file)
+    try:
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8")) if sidecar_path.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise HeadScoreFileError(f"{sidecar_path} is not valid JSON ({err}); delete or regenerate it.") from err
+    if "num_key_value_heads" in sidecar:
         return HeadGeometry(
             num_layers=sidecar["num_layers"],
             num_heads=sidecar["num_attention_heads"],

@@ -1,0 +1,107 @@
+"""Detection cost on the embedded model: overhead over plain generation, speed-up over the eager reference, memory.
+
+One run, on the same samples, prints:
+
+1. time per sample of ``rh-eval detect``'s fast path / plain greedy generation of the same tokens (SDPA, same
+   stop tokens, so greedy decoding yields identical tokens);
+2. time and peak memory of the fast path / the reference-style implementation (eager generation, then one
+   teacher-forced eager pass with ``output_attentions=True``) at 1K and 2K tokens;
+3. peak memory of the fast path at 2K, 4K and 8K tokens with a short decode, to show linear growth.
+
+Peak memory is the process's peak resident set size (``VmHWM`` in ``/proc/self/status``), reset before each
+measurement by writing ``5`` to ``/proc/self/clear_refs`` (Linux). It counts every CPU allocation, torch's
+included (tracemalloc sees only Python objects), minus the resident size just before the measurement, so it is
+the extra memory the measured call needed. Large tensors are freed back to the OS, so phases do not overlap.
+The machine may be shared: run with ``OMP_NUM_THREADS`` set to the cores you own, and read ratios (measured
+back to back on the same sample) rather than absolute times.
+
+    .venv/bin/python benchmarks/bench_detection.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from pathlib import Path
+
+import torch
+
+from rh_tasks.detection.attention_probe import argmax_probe
+from rh_tasks.detection.prompts import build_samples
+from rh_tasks.detection.reference import reference_detect
+from rh_tasks.detection.run import score_batch, stop_token_ids
+from rh_tasks.detection.source import load_model
+
+STATUS = Path("/proc/self/status")
+
+
+def _rss_kib(field: str) -> int:
+    line = next(l for l in STATUS.read_text().splitlines() if l.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def measure(fn):
+    """(result, seconds, extra peak RSS in MiB) of ``fn()``."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
+    base = _rss_kib("VmRSS")
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    return result, seconds, (_rss_kib("VmHWM") - base) / 1024
+
+
+def fast(model, tokenizer, sample, max_new_tokens, stop_ids):
+    with argmax_probe(model) as probe:
+        return score_batch(model, tokenizer, [sample], probe, max_new_tokens=max_new_tokens, stop_ids=stop_ids)[0]
+
+
+def plain(model, sample, max_new_tokens, stop_ids):
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids, pad_token_id=stop_ids[0])
+    with torch.inference_mode():
+        return model.generate(input_ids=torch.tensor([sample.prompt_ids]), generation_config=config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=2, help="needles per length (default 2)")
+    parser.add_argument("--max_new_tokens", type=int, default=32, help="decode budget for sections 1-2 (default 32)")
+    parser.add_argument("--quick", action="store_true", help="skip the 4K and 8K memory points")
+    args = parser.parse_args()
+
+    model, tokenizer = load_model({}, "cpu", "float32")
+    stop_ids = stop_token_ids(tokenizer, model)
+    needles = "ginger_tea,rye_bread,lisbon_tram,sailboat_name"
+    print(f"SmolLM2-135M-Instruct, fp32, {torch.get_num_threads()} torch threads\n")
+
+    print("length  sample                    tokens  fast s  plain s  fast/plain  ref s  ref/fast  fast MiB  ref MiB  ref/fast")
+    for length in (1024, 2048):
+        samples = build_samples(tokenizer, lengths=[length], depths=[50], needles=needles)[: args.samples]
+        for sample in samples:
+            plain(model, sample, 2, stop_ids)  # warm-up at this length
+            ours, t_fast, m_fast = measure(lambda: fast(model, tokenizer, sample, args.max_new_tokens, stop_ids))
+            out, t_plain, _ = measure(lambda: plain(model, sample, args.max_new_tokens, stop_ids))
+            ref, t_ref, m_ref = measure(
+                lambda: reference_detect(model, tokenizer, sample, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids)
+            )
+            assert ref == ours, f"{sample.sample_id}: the fast path disagrees with the reference"
+            tokens = out.shape[1] - len(sample.prompt_ids)
+            print(
+                f"{len(sample.prompt_ids):>6}  {sample.sample_id:<24}  {tokens:>6}  {t_fast:6.1f}  {t_plain:7.1f}  "
+                f"{t_fast / t_plain:10.2f}  {t_ref:5.1f}  {t_ref / t_fast:8.1f}  {m_fast:8.0f}  {m_ref:7.0f}  "
+                f"{m_ref / max(m_fast, 1):8.1f}"
+            )
+
+    print("\nPeak extra memory of the fast path, 4 new tokens")
+    print("length  prompt tokens  MiB  MiB per 1K tokens")
+    for length in (2048,) if args.quick else (2048, 4096, 8000):
+        (sample,) = build_samples(tokenizer, lengths=[length], depths=[50], needles="ginger_tea")
+        _, seconds, mib = measure(lambda: fast(model, tokenizer, sample, 4, stop_ids))
+        print(f"{length:>6}  {len(sample.prompt_ids):>13}  {mib:4.0f}  {1024 * mib / len(sample.prompt_ids):17.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""``rh-eval detect`` and ``rh-eval heads`` as a user runs them, and the packaged scores of the embedded model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_wrappers.architectures import HeadGeometry
+from model_wrappers.head_scores import load_head_scores, metadata_path, write_retrieval_head_json
+from rh_tasks.cli import build_parser, main
+
+SHARED_LLAMA = Path(__file__).parents[1].parent / "shared" / "data" / "head_scores" / "retrieval_head" / "llama-2-7b-80k.json"
+SMOLLM2 = HeadGeometry(num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64)
+
+
+@pytest.mark.parametrize("command", ["detect", "heads"])
+def test_help_explains_every_flag(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = capsys.readouterr().out
+    flags = ["--model_args", "--lengths", "--depths", "--needles", "--output", "--force", "--score", "--device"]
+    for flag in flags if command == "detect" else ["--model_args", "--top", "--threshold", "--export-duo"]:
+        assert flag in text
+
+
+def _scores_file(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    per_sample = rng.uniform(0, 0.02, size=(4, 30, 9))
+    per_sample[:, 18, 6] = 0.9  # KV group 2 of layer 18 (query heads 6-8)
+    per_sample[:, 18, 7] = 0.4
+    per_sample[:, 23, 2] = 0.5
+    path = tmp_path / "scores.json"
+    meta = {"num_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "score": {"definition": "set"}}
+    write_retrieval_head_json(path, per_sample, meta)
+    return path
+
+
+def test_heads_prints_ranking_sparsity_layers_and_kv_groups_and_exports_duo(tmp_path, capsys):
+    path = _scores_file(tmp_path)
+    duo = tmp_path / "full_attention_heads.tsv"
+    assert main(["heads", str(path), "--top", "3", "--export-duo", str(duo)]) == 0
+    text = capsys.readouterr().out
+    assert "30 layers x 9 query heads (3 KV heads), 4 samples per head, set score" in text
+    assert "Retrieval heads (mean >= 0.1): 3 of 270 (1.1%" in text
+    top = text.split("Top 3 heads:")[1].splitlines()[2]
+    assert top.split() == ["1", "18", "6", "2", "0.900"]
+    assert "2 of 90 groups hold a retrieval head" in text
+    assert "     18   2    6-8       0.900    2  0.90 0.40" in text
+    gates = load_head_scores(duo, SMOLLM2).kv_gates(SMOLLM2)
+    assert gates.shape == (30, 3) and gates[18, 2] == pytest.approx(0.9) and gates[23, 0] == pytest.approx(0.5)
+
+
+def test_heads_without_sidecar_explains_what_is_missing(capsys):
+    if not SHARED_LLAMA.is_file():
+        pytest.skip(f"{SHARED_LLAMA} is absent (the shared reference data is not mounted)")
+    assert main(["heads", str(SHARED_LLAMA), "--top", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "33 of 1024 (3.2%" in text and "pass --model_args to see which query heads share a KV head" in text
+    with pytest.raises(SystemExit, match="--export-duo needs the KV groups"):
+        main(["heads", str(SHARED_LLAMA), "--export-duo", "x.tsv"])
+
+
+def test_detect_refuses_to_overwrite_without_force(tmp_path):
+    output = tmp_path / "out.json"
+    output.write_text("{}")
+    with pytest.raises(SystemExit, match="pass --force"):
+        main(["detect", "--output", str(output)])
+
+
+def test_packaged_scores_of_the_embedded_model_are_sparse_and_documented():
+    from rh_tasks import packaged_data
+
+    path = packaged_data.data_path("head_scores/smollm2-135m-instruct.json")
+    scores = load_head_scores(path, SMOLLM2)
+    meta = scores.metadata
+    assert meta is not None and packaged_data.data_path("head_scores/smollm2-135m-instruct.meta.json") == metadata_path(path)
+    assert meta["score"]["definition"] == "set" and meta["model"]["model"] == "SmolLM2-135M-Instruct"
+    assert meta["acceptance"]["accepted"] == scores.num_samples == len(meta["accepted_samples"])
+    assert not set(meta["needles"]) & {t["id"] for t in packaged_data.read_jsonl("needles/niah.jsonl")}
+    share = (scores.means >= 0.1).mean()
+    assert 0 < share < 0.1  # sparse, as Wu et al. report (< 5%) and the prototype found (~4%)
+    assert all(layer >= 12 for layer, _ in scores.ranking()[:5])  # upper-middle layers
+
+
+@pytest.mark.slow
+def test_detect_end_to_end_on_the_embedded_model(tmp_path, capsys):
+    output = tmp_path / "smol.json"
+    args = ["detect", "--lengths", "256", "--depths", "50", "--needles", "rye_bread", "--output", str(output)]
+    assert main([*args, "--device", "cpu"]) == 0
+    assert "1/1 samples accepted" in capsys.readouterr().out
+    assert not output.with_name(output.name + ".checkpoint.jsonl").exists()
+    scores = load_head_scores(output, SMOLLM2)
+    meta = json.loads(metadata_path(output).read_text())
+    assert meta["grid"] == {"lengths": [256], "depths": [50.0]} and meta["needles"] == ["rye_bread"]
+    assert meta["num_key_value_heads"] == 3 and meta["chat_template"] is True
+    assert scores.means.max() > 0.5  # the embedded model copies the answer with a few heads
+    with pytest.raises(SystemExit, match="exists"):
+        main([*args])
