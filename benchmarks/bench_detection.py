@@ -11,7 +11,9 @@ One run, on the same samples, prints:
 Peak memory is the process's peak resident set size (``VmHWM`` in ``/proc/self/status``), reset before each
 measurement by writing ``5`` to ``/proc/self/clear_refs`` (Linux). It counts every CPU allocation, torch's
 included (tracemalloc sees only Python objects), minus the resident size just before the measurement, so it is
-the extra memory the measured call needed. Large tensors are freed back to the OS, so phases do not overlap.
+the extra memory the measured call needed. The script re-executes itself with glibc's
+``MALLOC_MMAP_THRESHOLD_`` fixed, so freed tensors go back to the OS and one phase's memory cannot hide the next
+one's peak.
 The machine may be shared: run with ``OMP_NUM_THREADS`` set to the cores you own, and read ratios (measured
 back to back on the same sample) rather than absolute times.
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +70,8 @@ def plain(model, sample, max_new_tokens, stop_ids):
 
 
 def main() -> None:
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # large blocks via mmap, returned to the OS when freed
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=2, help="needles per length (default 2)")
     parser.add_argument("--max_new_tokens", type=int, default=32, help="decode budget for sections 1-2 (default 32)")
