@@ -66,8 +66,13 @@ def _announce(source: str) -> None:
     logger.warning("mmlu: rh-eval's copy of lm-eval's mmlu is active (same prompts and scoring); data: %s.", where)
 
 
-def subject_dataset(subject: str, source: str = "packaged", per_subject=None, seed: int = 1234, **_metadata) -> dict:
-    """``custom_dataset`` hook of each ``mmlu_<subject>`` task: its test split and the 5-question dev split."""
+def subject_dataset(
+    subject: str, source: str = "packaged", per_subject=None, subset_seed: int = 1234, **_metadata
+) -> dict:
+    """``custom_dataset`` hook of each ``mmlu_<subject>`` task: its test split and the 5-question dev split.
+
+    The seed is ``subset_seed``, not ``seed``: lm-eval merges model_args (rh-masked has its own seed) into metadata.
+    """
     import datasets
 
     if source == "packaged":
@@ -79,6 +84,6 @@ def subject_dataset(subject: str, source: str = "packaged", per_subject=None, se
     else:
         raise ValueError(f"MMLU source={source!r} is not one of {SOURCES}; use 'packaged' (default, offline) or 'hub'.")
     if per_subject is not None:
-        test = balanced_subset(test, per_subject, seed, subject)
+        test = balanced_subset(test, per_subject, subset_seed, subject)
     _announce(source)
     return {"test": datasets.Dataset.from_list(test), "dev": dev}
