@@ -47,7 +47,8 @@ def add_task_path(manager_module) -> None:
         if bound.arguments.get("include_defaults", True):
             user = bound.arguments.get("include_path")
             user_paths = [] if user is None else [user] if isinstance(user, (str, Path)) else list(user)
-            bound.arguments["include_path"] = [ours, *[p for p in user_paths if str(p) != ours]]
+            others = [p for p in user_paths if str(Path(p).resolve()) != ours]
+            bound.arguments["include_path"] = [ours, *others]
         original(*bound.args, **bound.kwargs)
 
     __init__._rh_eval = True
