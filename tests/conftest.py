@@ -80,3 +80,21 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     model.resize_token_embeddings(49152)
     model.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture
+def data_copy(tmp_path, monkeypatch):
+    """A private copy of the packaged data that a test may damage."""
+    import shutil
+
+    from rh_tasks import packaged_data
+
+    copy = tmp_path / "data"
+    shutil.copytree(packaged_data.DATA_DIR, copy)
+    monkeypatch.setattr(packaged_data, "DATA_DIR", copy)
+    monkeypatch.setattr(packaged_data, "MANIFEST", copy / "SHA256SUMS")
+    packaged_data.manifest.cache_clear()
+    packaged_data.data_path.cache_clear()
+    yield copy
+    packaged_data.manifest.cache_clear()
+    packaged_data.data_path.cache_clear()

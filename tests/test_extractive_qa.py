@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from lm_eval.utils import handle_non_serializable, hash_string
@@ -217,23 +216,15 @@ def test_build_context_rejects_a_gold_passage_that_cannot_fit(tokenizer):
 
 
 @pytest.fixture
-def data_copy(tmp_path, monkeypatch):
-    """A private copy of the packaged data that a test may damage."""
-    copy = tmp_path / "data"
-    shutil.copytree(packaged_data.DATA_DIR, copy)
-    monkeypatch.setattr(packaged_data, "DATA_DIR", copy)
-    monkeypatch.setattr(packaged_data, "MANIFEST", copy / "SHA256SUMS")
-    packaged_data.manifest.cache_clear()
-    packaged_data.data_path.cache_clear()
+def squad_copy(data_copy):
+    """The damageable data copy, with the parsed SQuAD cache dropped around the test."""
     squad_data.load_dev.cache_clear()
-    yield copy
-    packaged_data.manifest.cache_clear()
-    packaged_data.data_path.cache_clear()
+    yield data_copy
     squad_data.load_dev.cache_clear()
 
 
-def test_modified_or_missing_data_is_an_error(data_copy):
-    path = data_copy / squad_data.PACKAGED_DEV
+def test_modified_or_missing_data_is_an_error(squad_copy):
+    path = squad_copy / squad_data.PACKAGED_DEV
     path.write_bytes(b"tampered" + path.read_bytes())
     with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
         squad_data.load_dev()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import datasets
@@ -140,20 +139,6 @@ def test_name_clash_is_logged(caplog):
         gsm8k.cot_dataset()
     assert "rh-eval's copy of lm-eval's gsm8k_cot is active" in caplog.text
     assert "gsm8k/test.jsonl.gz" in caplog.text
-
-
-@pytest.fixture
-def data_copy(tmp_path, monkeypatch):
-    """A private copy of the packaged data that a test may damage."""
-    copy = tmp_path / "data"
-    shutil.copytree(packaged_data.DATA_DIR, copy)
-    monkeypatch.setattr(packaged_data, "DATA_DIR", copy)
-    monkeypatch.setattr(packaged_data, "MANIFEST", copy / "SHA256SUMS")
-    packaged_data.manifest.cache_clear()
-    packaged_data.data_path.cache_clear()
-    yield copy
-    packaged_data.manifest.cache_clear()
-    packaged_data.data_path.cache_clear()
 
 
 def test_modified_data_is_an_error(data_copy):

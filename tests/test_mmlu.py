@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import datasets
@@ -172,20 +171,6 @@ def test_name_clash_is_logged_once(caplog):
         for subject in ("anatomy", "virology"):
             mmlu.subject_dataset(subject)
     assert caplog.text.count("rh-eval's copy of lm-eval's mmlu is active") == 1
-
-
-@pytest.fixture
-def data_copy(tmp_path, monkeypatch):
-    """A private copy of the packaged data that a test may damage."""
-    copy = tmp_path / "data"
-    shutil.copytree(packaged_data.DATA_DIR, copy)
-    monkeypatch.setattr(packaged_data, "DATA_DIR", copy)
-    monkeypatch.setattr(packaged_data, "MANIFEST", copy / "SHA256SUMS")
-    packaged_data.manifest.cache_clear()
-    packaged_data.data_path.cache_clear()
-    yield copy
-    packaged_data.manifest.cache_clear()
-    packaged_data.data_path.cache_clear()
 
 
 def test_modified_or_missing_data_is_an_error(data_copy):

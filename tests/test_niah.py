@@ -109,24 +109,13 @@ def test_builder_reads_metadata_and_model_args(tokenizer):
     assert len(dataset) == 1 and dataset[0]["length"] == 256
 
 
-def test_modified_packaged_file_is_refused(tmp_path, monkeypatch):
-    copy = tmp_path / "data"
-    copy.mkdir()
-    (copy / "SHA256SUMS").write_text(packaged_data.MANIFEST.read_text())
-    (copy / "needles").mkdir()
-    (copy / "needles" / "niah.jsonl").write_text("{}\n")
-    monkeypatch.setattr(packaged_data, "DATA_DIR", copy)
-    monkeypatch.setattr(packaged_data, "MANIFEST", copy / "SHA256SUMS")
-    packaged_data.manifest.cache_clear()
-    packaged_data.data_path.cache_clear()
-    try:
-        with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
-            packaged_data.data_path("needles/niah.jsonl")
-        with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
-            packaged_data.data_path("needles/detect.jsonl")
-    finally:
-        packaged_data.manifest.cache_clear()
-        packaged_data.data_path.cache_clear()
+def test_modified_or_missing_packaged_file_is_refused(data_copy):
+    (data_copy / "needles" / "niah.jsonl").write_text("{}\n")
+    (data_copy / "needles" / "detect.jsonl").unlink()
+    with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
+        packaged_data.data_path("needles/niah.jsonl")
+    with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
+        packaged_data.data_path("needles/detect.jsonl")
 
 
 def test_packaged_files_match_the_manifest():
