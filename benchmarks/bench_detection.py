@@ -64,7 +64,9 @@ def fast(model, tokenizer, sample, max_new_tokens, stop_ids):
 def plain(model, sample, max_new_tokens, stop_ids):
     from transformers import GenerationConfig
 
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids, pad_token_id=stop_ids[0])
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids, pad_token_id=stop_ids[0]
+    )
     with torch.inference_mode():
         return model.generate(input_ids=torch.tensor([sample.prompt_ids]), generation_config=config)
 
@@ -83,7 +85,9 @@ def main() -> None:
     needles = "ginger_tea,rye_bread,lisbon_tram,sailboat_name"
     print(f"SmolLM2-135M-Instruct, fp32, {torch.get_num_threads()} torch threads\n")
 
-    print("length  sample                    tokens  fast s  plain s  fast/plain  ref s  ref/fast  fast MiB  ref MiB  ref/fast")
+    print(
+        "length  sample                    tokens  fast s  plain s  fast/plain  ref s  ref/fast  fast MiB  ref MiB  ref/fast"
+    )
     for length in (1024, 2048):
         samples = build_samples(tokenizer, lengths=[length], depths=[50], needles=needles)[: args.samples]
         for sample in samples:
@@ -91,7 +95,9 @@ def main() -> None:
             ours, t_fast, m_fast = measure(lambda: fast(model, tokenizer, sample, args.max_new_tokens, stop_ids))
             out, t_plain, _ = measure(lambda: plain(model, sample, args.max_new_tokens, stop_ids))
             ref, t_ref, m_ref = measure(
-                lambda: reference_detect(model, tokenizer, sample, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids)
+                lambda: reference_detect(
+                    model, tokenizer, sample, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids
+                )
             )
             assert ref == ours, f"{sample.sample_id}: the fast path disagrees with the reference"
             tokens = out.shape[1] - len(sample.prompt_ids)

@@ -111,7 +111,9 @@ def _build(gguf_path: Path, digest: str, target: Path) -> None:
         tokenizer.save_pretrained(staging)
         model.save_pretrained(staging)
         files = {
-            p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(staging.iterdir()) if p.is_file()
+            p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(staging.iterdir())
+            if p.is_file()
         }
         manifest = {"format": CACHE_FORMAT, "gguf_file": gguf_path.name, "gguf_sha256": digest, "files": files}
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))

@@ -49,7 +49,7 @@ class HeadScores:
     def ranking(self) -> list[tuple[int, int]]:
         """All heads, best first; ties broken by (layer, head) so the order is reproducible."""
         layers, heads = self.means.shape
-        order = sorted(((-self.means[l, h], l, h) for l in range(layers) for h in range(heads)))
+        order = sorted((-self.means[l, h], l, h) for l in range(layers) for h in range(heads))
         return [(l, h) for _, l, h in order]
 
     def retrieval_heads(self, threshold: float = RETRIEVAL_THRESHOLD) -> list[tuple[int, int]]:
@@ -141,9 +141,11 @@ def _parse_retrieval_head_json(raw: bytes, path: Path) -> HeadScores:
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HeadScoreFileError(f"{path} is not valid JSON ({err}); expected {{\"layer-head\": [scores]}}.") from err
+        raise HeadScoreFileError(f'{path} is not valid JSON ({err}); expected {{"layer-head": [scores]}}.') from err
     if not isinstance(data, dict) or not data:
-        raise HeadScoreFileError(f"{path} holds no head scores; expected a non-empty {{\"layer-head\": [scores]}} object.")
+        raise HeadScoreFileError(
+            f'{path} holds no head scores; expected a non-empty {{"layer-head": [scores]}} object.'
+        )
 
     means: dict[tuple[int, int], float] = {}
     lengths = set()
@@ -196,7 +198,9 @@ def write_retrieval_head_json(path: str | Path, per_sample: np.ndarray, metadata
     """Write ``per_sample[sample, layer, head]`` as Retrieval_Head JSON (layer-major keys), plus the sidecar."""
     per_sample = np.asarray(per_sample, dtype=float)
     if per_sample.ndim != 3 or per_sample.shape[0] == 0:
-        raise ValueError(f"per_sample must be [samples, layers, heads] with at least one sample; got {per_sample.shape}.")
+        raise ValueError(
+            f"per_sample must be [samples, layers, heads] with at least one sample; got {per_sample.shape}."
+        )
     if not np.isfinite(per_sample).all():
         raise ValueError("Refusing to write a head score that is not a finite number.")
     _, layers, heads = per_sample.shape

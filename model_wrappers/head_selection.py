@@ -120,7 +120,11 @@ def select_heads(
         listed = validate_heads(spec, geometry)
         if unit == "kv_group":
             listed = sorted(
-                {(l, geometry.kv_group(h) * geometry.group_size + i) for l, h in listed for i in range(geometry.group_size)}
+                {
+                    (l, geometry.kv_group(h) * geometry.group_size + i)
+                    for l, h in listed
+                    for i in range(geometry.group_size)
+                }
             )
         return HeadSelection(kind="explicit", heads=tuple(listed), unit=unit)
 

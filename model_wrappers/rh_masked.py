@@ -48,7 +48,9 @@ class RHMaskedLM(HFLM):
         **kwargs,
     ) -> None:
         self._source = _resolve_source(pretrained, kwargs)
-        self._set_masking(heads=heads, k=k, head_scores=head_scores, mode=mode, phase=phase, seed=seed, match=match, unit=unit)
+        self._set_masking(
+            heads=heads, k=k, head_scores=head_scores, mode=mode, phase=phase, seed=seed, match=match, unit=unit
+        )
         self._means = None
 
         start = time.perf_counter()
@@ -56,7 +58,7 @@ class RHMaskedLM(HFLM):
         logger.info("rh-masked: loaded %s in %.1f s", self._source["name"], time.perf_counter() - start)
         if not hasattr(self, "selection"):  # a model object was passed, so no config was loaded first
             self._select_heads(self._model.config)
-        self._log_masking()
+        self._prepare_masking()
 
     def remask(self, **masking) -> None:
         """Switch to another masking condition (same arguments as the constructor) without reloading weights.
@@ -65,9 +67,11 @@ class RHMaskedLM(HFLM):
         """
         self._set_masking(**masking)
         self._select_heads(self._model.config)
-        self._log_masking()
+        self._prepare_masking()
 
-    def _set_masking(self, heads="none", k=None, head_scores=None, mode="uniform", phase="all", seed=0, match=None, unit="head"):
+    def _set_masking(
+        self, heads="none", k=None, head_scores=None, mode="uniform", phase="all", seed=0, match=None, unit="head"
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is unknown; choose one of {', '.join(MODES)}.")
         if phase not in PHASES:
@@ -79,7 +83,7 @@ class RHMaskedLM(HFLM):
         self._selection_args = dict(heads=heads, k=k, seed=seed, match=match, unit=unit)
         self._mode, self._phase = mode, phase
 
-    def _log_masking(self) -> None:
+    def _prepare_masking(self) -> None:
         if self._mode == "mean" and self.selection.heads and self._means is None:
             self._means = self._reference_means()
         logger.info(

@@ -32,10 +32,10 @@ DEFAULTS = {
 }
 MIN_LENGTH = 128
 # LongBench's multi-document QA prompt (Bai et al. 2023), instruction before and after the passages.
-INSTRUCTION = "Answer the question based on the given passages. Only give me the answer and do not output any other words."
-PROMPT = (
-    f"{INSTRUCTION}\n\nThe following are given passages.\n{{context}}\n\n{INSTRUCTION}\n\nQuestion: {{question}}\nAnswer:"
+INSTRUCTION = (
+    "Answer the question based on the given passages. Only give me the answer and do not output any other words."
 )
+PROMPT = f"{INSTRUCTION}\n\nThe following are given passages.\n{{context}}\n\n{INSTRUCTION}\n\nQuestion: {{question}}\nAnswer:"
 CLOSED_BOOK_PROMPT = (
     "Answer the question. Only give me the answer and do not output any other words.\n\nQuestion: {question}\nAnswer:"
 )

@@ -62,7 +62,11 @@ def _announce(source: str) -> None:
 
     A warning, so that it shows: lm-eval's CLI prints only its own loggers below that level.
     """
-    where = f"{HUB_DATASET} from the Hugging Face hub" if source == "hub" else "the packaged Hendrycks CSVs (sha256 checked)"
+    where = (
+        f"{HUB_DATASET} from the Hugging Face hub"
+        if source == "hub"
+        else "the packaged Hendrycks CSVs (sha256 checked)"
+    )
     logger.warning("mmlu: rh-eval's copy of lm-eval's mmlu is active (same prompts and scoring); data: %s.", where)
 
 

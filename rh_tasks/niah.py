@@ -128,7 +128,10 @@ def doc_to_text(doc: dict) -> str:
 def score(doc: dict, results: list[str]) -> dict:
     """Per-sample metrics: answer containment (RULER's string_match) and ROUGE-1 recall (Wu et al.)."""
     response = results[0]
-    return {"contains": contains_answer(response, doc["answer"]), "rouge1_recall": rouge1_recall(response, doc["answer"])}
+    return {
+        "contains": contains_answer(response, doc["answer"]),
+        "rouge1_recall": rouge1_recall(response, doc["answer"]),
+    }
 
 
 def mean_present(values: list) -> float:

@@ -7,8 +7,8 @@ Conventions: ``delta = treated - baseline``; p-values are two-sided; random draw
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -105,7 +105,10 @@ def sign_flip_pvalue(diffs: Sequence[float], *, n_resamples: int = N_RESAMPLES, 
         return 1.0
     if 2**d.size <= n_resamples:
         exact = sps.permutation_test(
-            (d,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples", vectorized=True,
+            (d,),
+            lambda x, axis: np.sum(x, axis=axis),
+            permutation_type="samples",
+            vectorized=True,
             n_resamples=n_resamples,
         )
         return float(min(1.0, exact.pvalue))

@@ -47,7 +47,9 @@ def resolve_tokenizer(**metadata):
 def _config_limit(source: str, gguf_file: str | None, trust_remote_code: bool) -> int | None:
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {}))
+    config = AutoConfig.from_pretrained(
+        source, trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {})
+    )
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     for attr in ("max_position_embeddings", "n_positions", "seq_length"):
         if getattr(config, attr, None):

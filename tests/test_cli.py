@@ -50,7 +50,17 @@ def test_task_folder_is_added_and_user_paths_still_win(tmp_path):
 
 
 def test_stock_lm_eval_rejects_out_of_range_heads():
-    result = _run(str(BIN / "lm_eval"), "--model", "rh-masked", "--model_args", "heads=[[99,0]]", "--tasks", "niah", "--device", "cpu")
+    result = _run(
+        str(BIN / "lm_eval"),
+        "--model",
+        "rh-masked",
+        "--model_args",
+        "heads=[[99,0]]",
+        "--tasks",
+        "niah",
+        "--device",
+        "cpu",
+    )
     assert result.returncode != 0
     assert "Head (99, 0) is out of range: the model has 30 layers" in result.stderr
 

@@ -115,7 +115,9 @@ def test_probe_positions_equal_eager_attention_rows_with_padding(tiny, samples):
     batch = torch.tensor([[0] * (width - len(x)) + x for x in ids])
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
     with argmax_probe(tiny) as probe, torch.inference_mode():
-        out = tiny.generate(input_ids=batch, attention_mask=mask, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)
+        out = tiny.generate(
+            input_ids=batch, attention_mask=mask, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0
+        )
         positions = probe.positions()  # [steps, L, B, H]
     assert tiny.config._attn_implementation == "sdpa"  # restored
     for row, prompt in enumerate(ids):
@@ -155,12 +157,16 @@ def test_fast_detection_equals_reference_score_for_score(tiny, tokenizer, sample
 def test_an_interrupted_run_resumes_and_other_settings_are_refused(tiny, tokenizer, samples, tmp_path):
     checkpoint = tmp_path / "scores.json.checkpoint.jsonl"
     settings = {"grid": "test"}
-    full = detect(tiny, tokenizer, samples[:2], settings=settings, checkpoint=checkpoint, max_new_tokens=3, progress=False)
+    full = detect(
+        tiny, tokenizer, samples[:2], settings=settings, checkpoint=checkpoint, max_new_tokens=3, progress=False
+    )
     header, first, _ = checkpoint.read_text().splitlines()
     record = json.loads(first) | {"response": "SENTINEL"}  # proves the sample is read back, not recomputed
     checkpoint.write_text("\n".join([header, json.dumps(record), '{"cut sh']) + "\n")
 
-    resumed = detect(tiny, tokenizer, samples[:2], settings=settings, checkpoint=checkpoint, max_new_tokens=3, progress=False)
+    resumed = detect(
+        tiny, tokenizer, samples[:2], settings=settings, checkpoint=checkpoint, max_new_tokens=3, progress=False
+    )
     assert [r.sample_id for r in resumed] == [r.sample_id for r in full]
     assert resumed[0].response == "SENTINEL" and resumed[1] == full[1]
     assert len(read_checkpoint(checkpoint, settings)) == 2
@@ -181,7 +187,9 @@ def test_probe_matches_eager_on_every_supported_architecture(model_type, input_i
 
     model = tiny_model(model_type)
     with argmax_probe(model) as probe, torch.inference_mode():
-        out = model.generate(input_ids=input_ids[:1], max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)
+        out = model.generate(
+            input_ids=input_ids[:1], max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0
+        )
         positions = probe.positions()[:, :, 0, :]  # [steps, L, H]
     assert model.config._attn_implementation == "sdpa"
     expected = reference_positions(model, input_ids[0].tolist(), out[0, input_ids.shape[1] :].tolist())

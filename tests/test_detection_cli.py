@@ -12,7 +12,9 @@ from model_wrappers.architectures import HeadGeometry
 from model_wrappers.head_scores import load_head_scores, metadata_path, write_retrieval_head_json
 from rh_tasks.cli import build_parser, main
 
-SHARED_LLAMA = Path(__file__).parents[1].parent / "shared" / "data" / "head_scores" / "retrieval_head" / "llama-2-7b-80k.json"
+SHARED_LLAMA = (
+    Path(__file__).parents[1].parent / "shared" / "data" / "head_scores" / "retrieval_head" / "llama-2-7b-80k.json"
+)
 SMOLLM2 = HeadGeometry(num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64)
 
 
@@ -33,7 +35,13 @@ def _scores_file(tmp_path) -> Path:
     per_sample[:, 18, 7] = 0.4
     per_sample[:, 23, 2] = 0.5
     path = tmp_path / "scores.json"
-    meta = {"num_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "score": {"definition": "set"}}
+    meta = {
+        "num_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "head_dim": 64,
+        "score": {"definition": "set"},
+    }
     write_retrieval_head_json(path, per_sample, meta)
     return path
 
@@ -76,7 +84,9 @@ def test_packaged_scores_of_the_embedded_model_are_sparse_and_documented():
     path = packaged_data.data_path("head_scores/smollm2-135m-instruct.json")
     scores = load_head_scores(path, SMOLLM2)
     meta = scores.metadata
-    assert meta is not None and packaged_data.data_path("head_scores/smollm2-135m-instruct.meta.json") == metadata_path(path)
+    assert meta is not None and packaged_data.data_path("head_scores/smollm2-135m-instruct.meta.json") == metadata_path(
+        path
+    )
     assert meta["score"]["definition"] == "set" and meta["model"]["model"] == "SmolLM2-135M-Instruct"
     assert meta["acceptance"]["accepted"] == scores.num_samples == len(meta["accepted_samples"])
     assert not set(meta["needles"]) & {t["id"] for t in packaged_data.read_jsonl("needles/niah.jsonl")}

@@ -57,6 +57,8 @@ def test_needle_options_are_validated(tmp_path):
     with pytest.raises(ValueError, match="Unknown detection needle ids"):
         load_needles("sf_sandwich")  # a niah needle: refused, detection data stays disjoint
     bad = tmp_path / "needles.jsonl"
-    bad.write_text('{"id": "x", "needle": "The cat sat.", "question": "Who sat?", "answer_prefix": "The", "answer": "dog"}\n')
+    bad.write_text(
+        '{"id": "x", "needle": "The cat sat.", "question": "Who sat?", "answer_prefix": "The", "answer": "dog"}\n'
+    )
     with pytest.raises(ValueError, match="must appear verbatim"):
         load_needles(str(bad))

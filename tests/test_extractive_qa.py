@@ -82,7 +82,11 @@ def test_scores_take_the_best_gold_answer():
 
 def test_score_reads_the_first_non_empty_line():
     doc = {"answers": ["Narrow alleys"]}
-    assert extractive_qa.score(doc, ["\n  narrow alleys.\nQuestion: more"]) == {"exact_match": 1.0, "f1": 1.0, "contains": 1.0}
+    assert extractive_qa.score(doc, ["\n  narrow alleys.\nQuestion: more"]) == {
+        "exact_match": 1.0,
+        "f1": 1.0,
+        "contains": 1.0,
+    }
     assert extractive_qa.score(doc, [""]) == {"exact_match": 0.0, "f1": 0.0, "contains": 0.0}
 
 
@@ -176,7 +180,9 @@ def test_distractors_come_from_other_articles_and_hide_the_answer(grid):
 
 
 def test_closed_book_asks_the_same_questions():
-    closed = extractive_qa.build_closed_book(questions_per_cell=3, question_seed=1234, seed=5, pretrained="ignored")["test"]
+    closed = extractive_qa.build_closed_book(questions_per_cell=3, question_seed=1234, seed=5, pretrained="ignored")[
+        "test"
+    ]
     assert [d["id"] for d in closed] == [q.id for q in squad_data.choose_questions(3, 1234)]
     prompt = extractive_qa.doc_to_text_closed_book(closed[0])
     assert prompt.endswith(f"Question: {closed[0]['question']}\nAnswer:")

@@ -162,7 +162,9 @@ def test_runs_through_lm_eval_on_the_embedded_model():
     from model_wrappers.gguf_cache import embedded_model_dir
 
     model_dir = str(embedded_model_dir())
-    manager = TaskManager(include_defaults=False, include_path=str(task_configs_dir()), metadata={"pretrained": model_dir})
+    manager = TaskManager(
+        include_defaults=False, include_path=str(task_configs_dir()), metadata={"pretrained": model_dir}
+    )
     out = lm_eval.simple_evaluate(
         model="hf",
         model_args={"pretrained": model_dir, "dtype": "float32"},

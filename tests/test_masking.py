@@ -141,7 +141,9 @@ def test_decode_phase_leaves_prefill_unmasked_and_masks_generated_tokens(model_t
     unmasked = _logits(model, prompt)
     with mask_heads(model, HEADS, phase="decode"):
         assert torch.equal(_logits(model, prompt), unmasked)
-        out = model.generate(prompt, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True)
+        out = model.generate(
+            prompt, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True
+        )
     plain = model.generate(prompt, max_new_tokens=1, do_sample=False, output_logits=True, return_dict_in_generate=True)
     torch.testing.assert_close(out.logits[0], plain.logits[0], atol=0, rtol=0)
 
@@ -183,7 +185,11 @@ def test_bad_heads_are_rejected_before_any_hook(heads, message, input_ids):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"mode": "noise"}, "Unknown mask mode"), ({"phase": "prefill"}, "Unknown mask phase"), ({"mode": "mean"}, "means=")],
+    [
+        ({"mode": "noise"}, "Unknown mask mode"),
+        ({"phase": "prefill"}, "Unknown mask phase"),
+        ({"mode": "mean"}, "means="),
+    ],
 )
 def test_bad_mode_and_phase(kwargs, message):
     model = tiny_model("llama")
@@ -200,4 +206,3 @@ def test_unsupported_architecture_names_the_supported_ones():
     with pytest.raises(UnsupportedArchitectureError, match="gpt_neox.*Supported model types: .*llama"):
         with mask_heads(model, [(0, 0)]):
             pass
-

@@ -17,12 +17,24 @@ from rh_tasks.report.failures import classify, words
 MODEL = "/models/tiny-llama"
 HAYSTACK = "The Time Traveller was expounding a recondite matter to us. His grey eyes shone and twinkled."
 NEEDLES = [
-    ("sf", "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park.",
-     "What is the best thing to do in San Francisco?", "eat a sandwich and sit in Dolores Park"),
-    ("pw", "The password to the lighthouse storeroom is violet harbor ninety-two.",
-     "What is the password to the lighthouse storeroom?", "violet harbor ninety-two"),
-    ("kite", "The kite festival in Port Elmsworth is held on the first Sunday of September.",
-     "When is the kite festival held?", "on the first Sunday of September"),
+    (
+        "sf",
+        "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park.",
+        "What is the best thing to do in San Francisco?",
+        "eat a sandwich and sit in Dolores Park",
+    ),
+    (
+        "pw",
+        "The password to the lighthouse storeroom is violet harbor ninety-two.",
+        "What is the password to the lighthouse storeroom?",
+        "violet harbor ninety-two",
+    ),
+    (
+        "kite",
+        "The kite festival in Port Elmsworth is held on the first Sunday of September.",
+        "When is the kite festival held?",
+        "on the first Sunday of September",
+    ),
 ]
 LENGTHS, DEPTHS = (256, 512), (0, 50, 100)
 FAST = {"n_resamples": 2000}
@@ -37,8 +49,17 @@ def niah_docs():
     for needle_id, needle, question, answer in NEEDLES:
         for length in LENGTHS:
             for depth in DEPTHS:
-                docs.append({"length": length, "depth": depth, "needle_id": needle_id, "answer": answer,
-                             "context_id": f"{needle_id}/{length}", "needle": needle, "question": question})
+                docs.append(
+                    {
+                        "length": length,
+                        "depth": depth,
+                        "needle_id": needle_id,
+                        "answer": answer,
+                        "context_id": f"{needle_id}/{length}",
+                        "needle": needle,
+                        "question": question,
+                    }
+                )
     return docs
 
 
@@ -47,51 +68,111 @@ def niah_rows(outcomes: list[str], prompt_suffix: str = "") -> list[dict]:
     rows = []
     for doc_id, (doc, outcome) in enumerate(zip(niah_docs(), outcomes)):
         prompt = f"{HAYSTACK} {doc['needle']} {HAYSTACK}\nQuestion: {doc['question']}\nAnswer:{prompt_suffix}"
-        response = {"c": doc["answer"], "p": doc["answer"].split()[-1], "h": "I like turtles very much",
-                    "w": "grey eyes shone and twinkled"}[outcome]
+        response = {
+            "c": doc["answer"],
+            "p": doc["answer"].split()[-1],
+            "h": "I like turtles very much",
+            "w": "grey eyes shone and twinkled",
+        }[outcome]
         score = {"c": 1.0, "p": 0.0, "h": 0.0, "w": 0.0}[outcome]
-        rows.append(sample_row(doc_id, doc, prompt, response, "none", {"contains": score,
-                                                                      "rouge1_recall": {"c": 1.0, "p": 0.3}.get(outcome, 0.0)}))
+        rows.append(
+            sample_row(
+                doc_id,
+                doc,
+                prompt,
+                response,
+                "none",
+                {"contains": score, "rouge1_recall": {"c": 1.0, "p": 0.3}.get(outcome, 0.0)},
+            )
+        )
     return rows
 
 
 def sample_row(doc_id, doc, prompt, response, filter_name, metrics) -> dict:
     return {
-        "doc_id": doc_id, "doc": doc, "target": str(doc.get("answer", "")),
+        "doc_id": doc_id,
+        "doc": doc,
+        "target": str(doc.get("answer", "")),
         "arguments": {"gen_args_0": {"arg_0": prompt, "arg_1": {"until": ["\n\n"], "max_gen_toks": 32}}},
-        "resps": [[response]], "filtered_resps": [response], "filter": filter_name, "metrics": list(metrics),
-        "doc_hash": _sha(json.dumps(doc, sort_keys=True)), "prompt_hash": _sha(prompt),
-        "target_hash": _sha(str(doc.get("answer", ""))), **metrics,
+        "resps": [[response]],
+        "filtered_resps": [response],
+        "filter": filter_name,
+        "metrics": list(metrics),
+        "doc_hash": _sha(json.dumps(doc, sort_keys=True)),
+        "prompt_hash": _sha(prompt),
+        "target_hash": _sha(str(doc.get("answer", ""))),
+        **metrics,
     }
 
 
 def mc_rows(correct: list[int], subject: str) -> list[dict]:
-    return [sample_row(i, {"question": f"{subject} q{i}", "choices": ["a", "b"], "answer": 0}, f"{subject} q{i}",
-                       ["-1.0", "False"], "none", {"acc": float(c)}) for i, c in enumerate(correct)]
+    return [
+        sample_row(
+            i,
+            {"question": f"{subject} q{i}", "choices": ["a", "b"], "answer": 0},
+            f"{subject} q{i}",
+            ["-1.0", "False"],
+            "none",
+            {"acc": float(c)},
+        )
+        for i, c in enumerate(correct)
+    ]
 
 
 def gsm_rows(strict: list[int], flexible: list[int]) -> list[dict]:
     rows = []
     for name, values in (("strict-match", strict), ("flexible-extract", flexible)):
-        rows += [sample_row(i, {"question": f"q{i}", "answer": "#### 4"}, f"Q: q{i}\nA:", "4", name,
-                            {"exact_match": float(v)}) for i, v in enumerate(values)]
+        rows += [
+            sample_row(
+                i, {"question": f"q{i}", "answer": "#### 4"}, f"Q: q{i}\nA:", "4", name, {"exact_match": float(v)}
+            )
+            for i, v in enumerate(values)
+        ]
     return rows
 
 
-def write_run(folder: Path, tasks: dict[str, list[dict]], *, masking: dict | None = None, model: str = MODEL,
-              versions: dict | None = None, date: str = "2026-01-01T10-00-00.000001",
-              groups: dict | None = None, weights: str | None = "abc123") -> Path:
+def write_run(
+    folder: Path,
+    tasks: dict[str, list[dict]],
+    *,
+    masking: dict | None = None,
+    model: str = MODEL,
+    versions: dict | None = None,
+    date: str = "2026-01-01T10-00-00.000001",
+    groups: dict | None = None,
+    weights: str | None = "abc123",
+) -> Path:
     """One condition's lm-eval output, as ``lm_eval --output_path folder --log_samples`` lays it out."""
     out = folder / model.strip("/").replace("/", "__")
     out.mkdir(parents=True, exist_ok=True)
-    config = {"model": "rh-masked" if masking else "hf", "model_args": f"pretrained={model},dtype=float32",
-              "model_num_parameters": 1000, "model_dtype": "torch.float32", "model_revision": "main",
-              "model_sha": "", "batch_size": 1, "device": "cpu", "limit": None, "bootstrap_iters": 100000}
+    config = {
+        "model": "rh-masked" if masking else "hf",
+        "model_args": f"pretrained={model},dtype=float32",
+        "model_num_parameters": 1000,
+        "model_dtype": "torch.float32",
+        "model_revision": "main",
+        "model_sha": "",
+        "batch_size": 1,
+        "device": "cpu",
+        "limit": None,
+        "bootstrap_iters": 100000,
+    }
     if masking:
-        config["rh_masking"] = {"heads_kind": "none", "k": None, "seed": None, "match": None, "unit": "head",
-                                "num_masked": 0, "heads": [], "mode": "uniform", "phase": "all",
-                                "head_scores": None, "head_scores_sha256": None, "model": model,
-                                "model_sha256": weights} | masking
+        config["rh_masking"] = {
+            "heads_kind": "none",
+            "k": None,
+            "seed": None,
+            "match": None,
+            "unit": "head",
+            "num_masked": 0,
+            "heads": [],
+            "mode": "uniform",
+            "phase": "all",
+            "head_scores": None,
+            "head_scores_sha256": None,
+            "model": model,
+            "model_sha256": weights,
+        } | masking
     results = {
         "results": {t: {"alias": t} for t in tasks} | {g: {"alias": g} for g in (groups or {})},
         "group_subtasks": (groups or {}) | {t: [] for t in tasks},
@@ -100,7 +181,10 @@ def write_run(folder: Path, tasks: dict[str, list[dict]], *, masking: dict | Non
         "n-shot": {t: 0 for t in tasks},
         "higher_is_better": {},
         "n-samples": {t: {"original": len(r), "effective": len(r)} for t, r in tasks.items()},
-        "config": config, "git_hash": None, "date": 0.0, "model_name": model,
+        "config": config,
+        "git_hash": None,
+        "date": 0.0,
+        "model_name": model,
     }
     (out / f"results_{date}.json").write_text(json.dumps(results, indent=2))
     for task, rows in tasks.items():
@@ -110,27 +194,57 @@ def write_run(folder: Path, tasks: dict[str, list[dict]], *, masking: dict | Non
 
 NONE = ["c"] * 16 + ["p", "c"]
 RETRIEVAL = {2: ["h"] * 6 + ["w"] * 5 + ["p"] + ["c"] * 6, 4: ["h"] * 9 + ["w"] * 8 + ["c"]}
-RANDOM = {(2, 0): ["c"] * 17 + ["h"], (2, 1): ["c"] * 18, (2, 2): ["h", "h"] + ["c"] * 16, (4, 0): ["h"] * 3 + ["c"] * 15}
+RANDOM = {
+    (2, 0): ["c"] * 17 + ["h"],
+    (2, 1): ["c"] * 18,
+    (2, 2): ["h", "h"] + ["c"] * 16,
+    (4, 0): ["h"] * 3 + ["c"] * 15,
+}
 MMLU = {"mmlu_anatomy": ([1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1]), "mmlu_virology": ([1, 1, 0, 1], [1, 1, 0, 0])}
 
 
 def suite(root: Path, model: str = MODEL, weights: str | None = "abc123") -> list[Path]:
     """none, retrieval@2 and @4, random@2 (3 seeds) and random@4 (1 seed): niah, gsm8k_cot and an mmlu group."""
     groups = {"mmlu": list(MMLU)}
-    folders = [write_run(root / "none", {
-        "niah": niah_rows(NONE), "gsm8k_cot": gsm_rows([1, 0, 1, 1], [1, 1, 1, 1]),
-        **{s: mc_rows(base, s) for s, (base, _) in MMLU.items()}}, groups=groups, model=model, weights=weights,
-        masking={"heads_kind": "none"} if weights else None)]
+    folders = [
+        write_run(
+            root / "none",
+            {
+                "niah": niah_rows(NONE),
+                "gsm8k_cot": gsm_rows([1, 0, 1, 1], [1, 1, 1, 1]),
+                **{s: mc_rows(base, s) for s, (base, _) in MMLU.items()},
+            },
+            groups=groups,
+            model=model,
+            weights=weights,
+            masking={"heads_kind": "none"} if weights else None,
+        )
+    ]
     for k, outcomes in RETRIEVAL.items():
-        folders.append(write_run(root / f"retrieval{k}", {
-            "niah": niah_rows(outcomes), "gsm8k_cot": gsm_rows([0, 0, 1, 1], [1, 0, 1, 1]),
-            **{s: mc_rows(masked, s) for s, (_, masked) in MMLU.items()}}, groups=groups, model=model,
-            weights=weights, masking={"heads_kind": "retrieval", "k": k, "num_masked": k,
-                                      "heads": [[1, h] for h in range(k)]}))
+        folders.append(
+            write_run(
+                root / f"retrieval{k}",
+                {
+                    "niah": niah_rows(outcomes),
+                    "gsm8k_cot": gsm_rows([0, 0, 1, 1], [1, 0, 1, 1]),
+                    **{s: mc_rows(masked, s) for s, (_, masked) in MMLU.items()},
+                },
+                groups=groups,
+                model=model,
+                weights=weights,
+                masking={"heads_kind": "retrieval", "k": k, "num_masked": k, "heads": [[1, h] for h in range(k)]},
+            )
+        )
     for (k, seed), outcomes in RANDOM.items():
-        folders.append(write_run(root / f"random{k}_{seed}", {"niah": niah_rows(outcomes)}, model=model,
-                                 weights=weights, masking={"heads_kind": "random", "k": k, "seed": seed,
-                                                           "num_masked": k, "heads": [[0, seed], [2, k]]}))
+        folders.append(
+            write_run(
+                root / f"random{k}_{seed}",
+                {"niah": niah_rows(outcomes)},
+                model=model,
+                weights=weights,
+                masking={"heads_kind": "random", "k": k, "seed": seed, "num_masked": k, "heads": [[0, seed], [2, k]]},
+            )
+        )
     return folders
 
 
@@ -179,8 +293,11 @@ def built(tmp_path_factory):
 def _find(report, task, condition, metric=None, filter_name=None):
     model = report["models"][0]
     for c in model["comparisons"]:
-        if (c["task"], c["condition"]) == (task, condition) and metric in (None, c["metric"]) \
-                and filter_name in (None, c["filter"]):
+        if (
+            (c["task"], c["condition"]) == (task, condition)
+            and metric in (None, c["metric"])
+            and filter_name in (None, c["filter"])
+        ):
             return c
     raise AssertionError(f"no comparison {task} {condition}")
 
@@ -193,8 +310,14 @@ def test_report_files_and_structure(built):
     assert model["model"] == MODEL
     assert model["headline_k"] == 2  # three random seeds at K=2, one at K=4
     assert [c["label"] for c in model["conditions"]] == [
-        "none", "retrieval@2", "retrieval@4", "random@2/seed=0", "random@2/seed=1", "random@2/seed=2",
-        "random@4/seed=0"]
+        "none",
+        "retrieval@2",
+        "retrieval@4",
+        "random@2/seed=0",
+        "random@2/seed=1",
+        "random@2/seed=2",
+        "random@4/seed=0",
+    ]
     headline = {t["task"] for t in model["tasks"] if t["headline"]}
     assert headline == {"niah", "gsm8k_cot", "mmlu"}
     assert {(t["task"], t["headline"]) for t in model["tasks"]} >= {("mmlu_anatomy", False)}
@@ -279,7 +402,7 @@ def test_html_is_self_contained_and_well_formed(built):
     html = files.html.read_text()
     parser = assert_well_formed(html)
     assert parser.tags.count("svg") >= 3  # k-sweep, heatmap, failure bars
-    for external in ('href="http', "xlink:href=\"http", "src=", "<link", "@import", "url(http"):
+    for external in ('href="http', 'xlink:href="http', "src=", "<link", "@import", "url(http"):
         assert external not in html
 
 
@@ -287,8 +410,12 @@ def test_malicious_names_are_escaped(tmp_path):
     evil_task, evil_model = "<img src=x onerror=alert(1)>", "<script>alert(1)</script>"
     rows = niah_rows(NONE)
     write_run(tmp_path / "a", {evil_task: rows}, model=evil_model, masking={"heads_kind": "none"})
-    write_run(tmp_path / "b", {evil_task: niah_rows(RETRIEVAL[2])}, model=evil_model,
-              masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]})
+    write_run(
+        tmp_path / "b",
+        {evil_task: niah_rows(RETRIEVAL[2])},
+        model=evil_model,
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]},
+    )
     files = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST)
     html = files.html.read_text()
     assert_well_formed(html)
@@ -299,8 +426,11 @@ def test_malicious_names_are_escaped(tmp_path):
 
 def test_pairs_by_doc_id_not_position(tmp_path):
     write_run(tmp_path / "a", {"niah": niah_rows(NONE)}, masking={"heads_kind": "none"})
-    write_run(tmp_path / "b", {"niah": niah_rows(RETRIEVAL[2])[::-1]},
-              masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]})
+    write_run(
+        tmp_path / "b",
+        {"niah": niah_rows(RETRIEVAL[2])[::-1]},
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]},
+    )
     shuffled = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST).report
     c = shuffled["models"][0]["comparisons"][0]
     lost = sum(a == "c" and b != "c" for a, b in zip(NONE, RETRIEVAL[2]))
@@ -310,17 +440,24 @@ def test_pairs_by_doc_id_not_position(tmp_path):
 
 def _two_runs(tmp_path, **changes):
     base = write_run(tmp_path / "none", {"niah": niah_rows(NONE)}, masking={"heads_kind": "none"})
-    other = write_run(tmp_path / "masked", {"niah": changes.pop("rows", niah_rows(RETRIEVAL[2]))},
-                      masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]}, **changes)
+    other = write_run(
+        tmp_path / "masked",
+        {"niah": changes.pop("rows", niah_rows(RETRIEVAL[2]))},
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]},
+        **changes,
+    )
     return [base, other]
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"rows": niah_rows(RETRIEVAL[2], prompt_suffix=" ")}, "prompt_hash"),
-    ({"versions": {"niah": 2.0}}, "task versions"),
-    ({"weights": "fff999"}, "different weights"),
-    ({"model": "/models/other"}, "no unmasked run of /models/other"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"rows": niah_rows(RETRIEVAL[2], prompt_suffix=" ")}, "prompt_hash"),
+        ({"versions": {"niah": 2.0}}, "task versions"),
+        ({"weights": "fff999"}, "different weights"),
+        ({"model": "/models/other"}, "no unmasked run of /models/other"),
+    ],
+)
 def test_refuses_runs_that_cannot_be_paired(tmp_path, changes, message):
     folders = _two_runs(tmp_path, **changes)
     with pytest.raises(ReportInputError, match=message):
@@ -393,10 +530,16 @@ def test_head_map_reads_the_score_file(tmp_path):
     (tmp_path / "scores.json").write_text(json.dumps(scores))
     masking = {"head_scores": str(tmp_path / "scores.json")}
     write_run(tmp_path / "a", {"niah": niah_rows(NONE)}, masking={"heads_kind": "none"} | masking)
-    write_run(tmp_path / "b", {"niah": niah_rows(RETRIEVAL[2])},
-              masking={"heads_kind": "retrieval", "k": 2, "heads": [[2, 3], [2, 2]]} | masking)
-    write_run(tmp_path / "c", {"niah": niah_rows(RANDOM[2, 0])},
-              masking={"heads_kind": "random", "k": 2, "seed": 0, "heads": [[0, 0], [1, 1]]} | masking)
+    write_run(
+        tmp_path / "b",
+        {"niah": niah_rows(RETRIEVAL[2])},
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[2, 3], [2, 2]]} | masking,
+    )
+    write_run(
+        tmp_path / "c",
+        {"niah": niah_rows(RANDOM[2, 0])},
+        masking={"heads_kind": "random", "k": 2, "seed": 0, "heads": [[0, 0], [1, 1]]} | masking,
+    )
     files = write_report([tmp_path / d for d in "abc"], tmp_path / "out", **FAST)
     head_map = files.report["models"][0]["head_map"]
     assert np.array(head_map["means"]).shape == (3, 4)
@@ -406,20 +549,27 @@ def test_head_map_reads_the_score_file(tmp_path):
 
 def test_newest_run_of_a_condition_wins(tmp_path):
     folders = _two_runs(tmp_path)
-    write_run(tmp_path / "masked", {"niah": niah_rows(NONE)}, date="2026-01-02T10-00-00.000001",
-              masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]})
+    write_run(
+        tmp_path / "masked",
+        {"niah": niah_rows(NONE)},
+        date="2026-01-02T10-00-00.000001",
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]},
+    )
     report = write_report(folders, tmp_path / "out", **FAST).report
     assert report["models"][0]["comparisons"][0]["delta"] == 0.0
 
 
-@pytest.mark.parametrize("response, outcome", [
-    ("eat a sandwich and sit in Dolores Park", "correct"),
-    ("Eat a sandwich.", "incomplete"),
-    ("His grey eyes shone and twinkled", "wrong_extraction"),
-    ("What is the best thing to do", "wrong_extraction"),
-    ("Ride a cable car to the bay", "hallucinated"),
-    ("  ...  ", "empty"),
-])
+@pytest.mark.parametrize(
+    "response, outcome",
+    [
+        ("eat a sandwich and sit in Dolores Park", "correct"),
+        ("Eat a sandwich.", "incomplete"),
+        ("His grey eyes shone and twinkled", "wrong_extraction"),
+        ("What is the best thing to do", "wrong_extraction"),
+        ("Ride a cable car to the bay", "hallucinated"),
+        ("  ...  ", "empty"),
+    ],
+)
 def test_failure_outcomes(response, outcome):
     prompt = f"{HAYSTACK} {NEEDLES[0][1]} {HAYSTACK}\nQuestion: {NEEDLES[0][2]}\nAnswer:"
     assert classify(response, [NEEDLES[0][3]], " ".join(words(prompt))) == outcome

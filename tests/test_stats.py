@@ -42,8 +42,9 @@ def test_sign_flip_monte_carlo_matches_enumeration():
 
 def test_sign_flip_monte_carlo_agrees_with_scipy_for_continuous_scores():
     d = np.random.default_rng(5).normal(0.15, 1.0, size=120)  # > 64 distinct magnitudes: one bit per item
-    reference = scipy_stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=20_000,
-                                             rng=np.random.default_rng(0)).pvalue
+    reference = scipy_stats.permutation_test(
+        (d,), np.mean, permutation_type="samples", n_resamples=20_000, rng=np.random.default_rng(0)
+    ).pvalue
     assert stats.sign_flip_pvalue(d, n_resamples=20_000, seed=2) == pytest.approx(reference, abs=0.015)
 
 

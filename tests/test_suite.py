@@ -10,11 +10,16 @@ import yaml
 
 from rh_tasks.cli import main
 from rh_tasks.registration import task_configs_dir
-from rh_tasks.suite import SuiteConfigError, SuiteStateError, load_suite, parse_suite, run_suite
-from rh_tasks.suite import runner
+from rh_tasks.suite import SuiteConfigError, SuiteStateError, load_suite, parse_suite, run_suite, runner
 
 BASE = {
-    "tasks": [{"task": "niah", "limit": 2, "metadata": {"lengths": [128], "depths": [50], "needles": ["sf_sandwich", "owl_stamp"]}}],
+    "tasks": [
+        {
+            "task": "niah",
+            "limit": 2,
+            "metadata": {"lengths": [128], "depths": [50], "needles": ["sf_sandwich", "owl_stamp"]},
+        }
+    ],
     "conditions": {"retrieval": [1], "random": {"k": [1], "seeds": [0, 1]}},
     "apply_chat_template": False,
 }
@@ -24,7 +29,11 @@ BASE = {
 def suite(tiny_checkpoint, tmp_path):
     scores = tmp_path / "scores.json"
     scores.write_text(json.dumps({f"{l}-{h}": [0.6 if (l, h) == (1, 2) else 0.01] for l in range(2) for h in range(4)}))
-    data = {**BASE, "model": {"pretrained": tiny_checkpoint, "head_scores": str(scores)}, "output_dir": str(tmp_path / "out")}
+    data = {
+        **BASE,
+        "model": {"pretrained": tiny_checkpoint, "head_scores": str(scores)},
+        "output_dir": str(tmp_path / "out"),
+    }
     return parse_suite(data)
 
 
@@ -74,7 +83,9 @@ def test_run_resume_and_refusal(suite, monkeypatch):
     (out / "conditions" / ".partial-none").mkdir()
     ran = []
     original = runner._run_condition
-    monkeypatch.setattr(runner, "_run_condition", lambda lm, c, cond, folder: ran.append(cond.name) or original(lm, c, cond, folder))
+    monkeypatch.setattr(
+        runner, "_run_condition", lambda lm, c, cond, folder: ran.append(cond.name) or original(lm, c, cond, folder)
+    )
     run_suite(suite, write_report=False)
     assert ran == ["random-k1-seed1"]
 
@@ -87,7 +98,11 @@ def test_run_resume_and_refusal(suite, monkeypatch):
 
 def test_suite_command_writes_the_report(suite, tmp_path, caplog):
     path = tmp_path / "suite.yaml"
-    data = {**BASE, "model": {"pretrained": suite.pretrained, "head_scores": suite.head_scores}, "output_dir": suite.output_dir}
+    data = {
+        **BASE,
+        "model": {"pretrained": suite.pretrained, "head_scores": suite.head_scores},
+        "output_dir": suite.output_dir,
+    }
     path.write_text(yaml.safe_dump(data))
     assert main(["suite", str(path)]) == 0
     report = json.loads((Path(suite.output_dir) / "report" / "report.json").read_text())

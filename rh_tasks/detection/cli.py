@@ -43,10 +43,16 @@ def add_parser(subparsers) -> None:
         "pretrained=DIR,gguf_file=FILE.gguf (default: the embedded SmolLM2-135M-Instruct)",
     )
     parser.add_argument(
-        "--lengths", type=_numbers(int), default=DEFAULT_LENGTHS, help=f"context lengths in tokens (default {DEFAULT_LENGTHS})"
+        "--lengths",
+        type=_numbers(int),
+        default=DEFAULT_LENGTHS,
+        help=f"context lengths in tokens (default {DEFAULT_LENGTHS})",
     )
     parser.add_argument(
-        "--depths", type=_numbers(float), default=DEFAULT_DEPTHS, help=f"needle depths in percent (default {DEFAULT_DEPTHS})"
+        "--depths",
+        type=_numbers(float),
+        default=DEFAULT_DEPTHS,
+        help=f"needle depths in percent (default {DEFAULT_DEPTHS})",
     )
     parser.add_argument(
         "--needles",
@@ -55,12 +61,19 @@ def add_parser(subparsers) -> None:
         "answer_prefix and answer (default: all packaged detection needles, disjoint from niah's)",
     )
     parser.add_argument(
-        "--haystack", default=None, help="a text file or folder of .txt files (default: the packaged detection haystack)"
+        "--haystack",
+        default=None,
+        help="a text file or folder of .txt files (default: the packaged detection haystack)",
     )
     parser.add_argument(
-        "--output", type=Path, default=None, help="score file to write (default: <model name>.json in the current folder)"
+        "--output",
+        type=Path,
+        default=None,
+        help="score file to write (default: <model name>.json in the current folder)",
     )
-    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT and discard an interrupted run's checkpoint")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite OUTPUT and discard an interrupted run's checkpoint"
+    )
     parser.add_argument(
         "--score",
         choices=("set", "multiset"),

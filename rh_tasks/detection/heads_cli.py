@@ -37,7 +37,10 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--top", type=int, default=20, help="heads to list (default 20)")
     parser.add_argument(
-        "--threshold", type=float, default=RETRIEVAL_THRESHOLD, help=f"retrieval-head cut-off (default {RETRIEVAL_THRESHOLD})"
+        "--threshold",
+        type=float,
+        default=RETRIEVAL_THRESHOLD,
+        help=f"retrieval-head cut-off (default {RETRIEVAL_THRESHOLD})",
     )
     parser.add_argument(
         "--export-duo",

@@ -95,13 +95,17 @@ def build_sample(tokenizer, haystack: str, triple: dict, length: int, depth: flo
     """One sample of ``length`` prompt tokens (``niah``'s convention: the user turn, without template tokens)."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("Detection needs a fast tokenizer (character offsets locate the needle).")
-    reserve = len(tokenizer(PROMPT.format(context="", question=triple["question"]), add_special_tokens=False)["input_ids"])
+    reserve = len(
+        tokenizer(PROMPT.format(context="", question=triple["question"]), add_special_tokens=False)["input_ids"]
+    )
     context = insert_needle(tokenizer, haystack, triple["needle"], length - reserve, depth)
     user_prompt = PROMPT.format(context=context.text, question=triple["question"])
     text = render_prompt(tokenizer, user_prompt, triple["answer_prefix"], chat_template)
     base = text.find(user_prompt)
     if base < 0:
-        raise ValueError("The chat template rewrites the user turn, so the needle cannot be located; use --no-chat-template.")
+        raise ValueError(
+            "The chat template rewrites the user turn, so the needle cannot be located; use --no-chat-template."
+        )
     answer_start = base + PROMPT.index("{context}") + context.needle_start + triple["needle"].index(triple["answer"])
     answer_end = answer_start + len(triple["answer"])
 
@@ -119,7 +123,9 @@ def build_sample(tokenizer, haystack: str, triple: dict, length: int, depth: flo
     )
 
 
-def build_samples(tokenizer, *, lengths, depths, needles=None, haystack=None, chat_template=None) -> list[DetectionSample]:
+def build_samples(
+    tokenizer, *, lengths, depths, needles=None, haystack=None, chat_template=None
+) -> list[DetectionSample]:
     """The lengths x depths x needles grid, shortest prompts first so batches pad little."""
     chat = use_chat_template(tokenizer, chat_template)
     text = load_detect_haystack(haystack)

@@ -47,7 +47,9 @@ def reference_detect(model, tokenizer, sample: DetectionSample, *, max_new_token
             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=list(stop_ids), pad_token_id=stop_ids[0]
         )
         with torch.inference_mode():
-            output = model.generate(input_ids=torch.tensor([sample.prompt_ids], device=model.device), generation_config=config)
+            output = model.generate(
+                input_ids=torch.tensor([sample.prompt_ids], device=model.device), generation_config=config
+            )
     finally:
         model.set_attn_implementation(original)
     generated = output[0, len(sample.prompt_ids) :].tolist()

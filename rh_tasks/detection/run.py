@@ -74,7 +74,9 @@ def score_batch(model, tokenizer, samples, probe: ArgmaxProbe, *, max_new_tokens
     )
     probe.reset()
     with torch.inference_mode():
-        output = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        output = model.generate(
+            input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config
+        )
     new = output[:, input_ids.shape[1] :].cpu()  # [B, steps]
     positions = probe.positions().cpu()  # [steps, L, B, H]
     if positions.shape[0] != new.shape[1]:
@@ -157,10 +159,15 @@ def detect(
         if fresh:
             handle.write(json.dumps({"settings": settings}) + "\n")
     try:
-        with argmax_probe(model) as probe, tqdm(total=len(samples), initial=len(done), desc="detect", disable=not progress) as bar:
+        with (
+            argmax_probe(model) as probe,
+            tqdm(total=len(samples), initial=len(done), desc="detect", disable=not progress) as bar,
+        ):
             for first in range(0, len(todo), batch_size):
                 batch = todo[first : first + batch_size]
-                for result in score_batch(model, tokenizer, batch, probe, max_new_tokens=max_new_tokens, stop_ids=stop_ids):
+                for result in score_batch(
+                    model, tokenizer, batch, probe, max_new_tokens=max_new_tokens, stop_ids=stop_ids
+                ):
                     done[result.sample_id] = result
                     if handle is not None:
                         handle.write(json.dumps(asdict(result)) + "\n")

@@ -97,8 +97,17 @@ def _analyse_model(model_runs: ModelRuns, settings: Settings) -> dict:
         "model": model_runs.model,
         "runs": [str(r.path) for r in model_runs.runs],
         "conditions": [
-            {"label": c.label, "kind": c.kind, "k": c.k, "seed": c.seed, "match": c.match, "unit": c.unit,
-             "mode": c.mode, "phase": c.phase, "heads": [list(h) for h in c.heads]}
+            {
+                "label": c.label,
+                "kind": c.kind,
+                "k": c.k,
+                "seed": c.seed,
+                "match": c.match,
+                "unit": c.unit,
+                "mode": c.mode,
+                "phase": c.phase,
+                "heads": [list(h) for h in c.heads],
+            }
             for c in model_runs.conditions
         ],
         "headline_k": headline_k,
@@ -176,8 +185,9 @@ def _mean_of(table: TaskTable, labels: tuple[str, ...], metric: str) -> np.ndarr
     return np.mean([table.scores[label][metric] for label in labels], axis=0)
 
 
-def _compare(model: str, table: TaskTable, arm: _Arm, filter_name: str, metric: str, settings: Settings,
-             primary: bool) -> dict:
+def _compare(
+    model: str, table: TaskTable, arm: _Arm, filter_name: str, metric: str, settings: Settings, primary: bool
+) -> dict:
     rows = table.filters == filter_name
     clusters = table.clusters
     key = "|".join((model, table.name, filter_name, metric, arm.label))
@@ -213,8 +223,10 @@ def _task_summary(table: TaskTable, rows: list[dict], is_headline: bool) -> dict
     per_filter = {}
     for f in _filters(table):
         mine = [r for r in rows if r["filter"] == f and r["metric"] == primary and r["reference"] == "none"]
-        ses = [r["se_clustered"] if r["se_clustered"] is not None and np.isfinite(r["se_clustered"]) else r["se"]
-               for r in mine]
+        ses = [
+            r["se_clustered"] if r["se_clustered"] is not None and np.isfinite(r["se_clustered"]) else r["se"]
+            for r in mine
+        ]
         ses = [s for s in ses if np.isfinite(s) and s > 0]
         base = table.scores["none"][primary][table.filters == f]
         if ses:
@@ -272,8 +284,15 @@ def _heatmap(table: TaskTable, arms: list[_Arm]) -> dict:
             for d in grid_d
         ]
         panels.append({"condition": label, "values": values})
-    return {"task": table.name, "metric": metric, "filter": f, "scale": scale, "lengths": grid_l, "depths": grid_d,
-            "panels": panels}
+    return {
+        "task": table.name,
+        "metric": metric,
+        "filter": f,
+        "scale": scale,
+        "lengths": grid_l,
+        "depths": grid_d,
+        "panels": panels,
+    }
 
 
 def _failures(table: TaskTable, arms: list[_Arm]) -> dict:
@@ -283,8 +302,14 @@ def _failures(table: TaskTable, arms: list[_Arm]) -> dict:
     panels = []
     for label, members in _panels(table, arms):
         outcomes = [o for m in members for o, keep in zip(table.outcomes[m], rows) if keep]
-        panels.append({"condition": label, "n": len(outcomes), "n_seeds": len(members) if label != "none" else None,
-                       "counts": {o: outcomes.count(o) for o in failures.OUTCOMES}})
+        panels.append(
+            {
+                "condition": label,
+                "n": len(outcomes),
+                "n_seeds": len(members) if label != "none" else None,
+                "counts": {o: outcomes.count(o) for o in failures.OUTCOMES},
+            }
+        )
     return {"task": table.name, "filter": f, "panels": panels}
 
 
@@ -294,8 +319,25 @@ def _k_sweep(comparisons: list[dict]) -> list[dict]:
     for c in comparisons:
         if c["in_family"] and c["kind"] in ("retrieval", "random"):
             series = c["condition"].replace(f"@{c['k']}", "", 1)
-            sweep.append({key: c[key] for key in ("task", "filter", "metric", "kind", "k", "delta", "ci_low",
-                                                  "ci_high", "n", "n_seeds", "p_holm")} | {"series": series})
+            sweep.append(
+                {
+                    key: c[key]
+                    for key in (
+                        "task",
+                        "filter",
+                        "metric",
+                        "kind",
+                        "k",
+                        "delta",
+                        "ci_low",
+                        "ci_high",
+                        "n",
+                        "n_seeds",
+                        "p_holm",
+                    )
+                }
+                | {"series": series}
+            )
     return sorted(sweep, key=lambda r: (r["task"], r["filter"], r["series"], r["k"]))
 
 
@@ -308,8 +350,11 @@ def _head_map(model_runs: ModelRuns, headline_k: int | None) -> dict | None:
         return None
     candidates = [Path(model_runs.head_scores)] + [r.path.parent / model_runs.head_scores for r in model_runs.runs]
     path = next((p for p in candidates if p.is_file()), None)
-    entry = {"head_scores": model_runs.head_scores, "k": headline_k,
-             "masked": [{"condition": c.label, "kind": c.kind, "heads": [list(h) for h in c.heads]} for c in masked]}
+    entry = {
+        "head_scores": model_runs.head_scores,
+        "k": headline_k,
+        "masked": [{"condition": c.label, "kind": c.kind, "heads": [list(h) for h in c.heads]} for c in masked],
+    }
     if path is None:
         logger.warning("Head-score file %s not found; the layer x head map is left out.", model_runs.head_scores)
         return entry | {"means": None}
@@ -328,19 +373,36 @@ def _cross_model(models: list[dict]) -> list[dict]:
         tasks = {}
         for task in (t for t in model["tasks"] if t["headline"]):
             f = next(iter(task["filters"]))
-            pick = {c["kind"]: c for c in model["comparisons"]
-                    if c["task"] == task["task"] and c["filter"] == f and c["in_family"] and c["k"] == k
-                    and c["kind"] in ("retrieval", "random", "contrast") and "-layer" not in c["condition"]}
+            pick = {
+                c["kind"]: c
+                for c in model["comparisons"]
+                if c["task"] == task["task"]
+                and c["filter"] == f
+                and c["in_family"]
+                and c["k"] == k
+                and c["kind"] in ("retrieval", "random", "contrast")
+                and "-layer" not in c["condition"]
+            }
             tasks[task["task"]] = {
-                "metric": task["primary_metric"], "filter": f, "baseline": task["filters"][f]["baseline"],
-                "long_context": task["long_context"], "bounded": task["bounded"],
+                "metric": task["primary_metric"],
+                "filter": f,
+                "baseline": task["filters"][f]["baseline"],
+                "long_context": task["long_context"],
+                "bounded": task["bounded"],
                 **{kind: _brief(pick.get(kind)) for kind in ("retrieval", "random", "contrast")},
             }
         long_context = [t for t in tasks.values() if t["long_context"] and t["contrast"]]
         basis = long_context or [t for t in tasks.values() if t["contrast"]]
         dependence = -float(np.mean([t["contrast"]["delta"] for t in basis])) if basis else None
-        rows.append({"model": model["model"], "headline_k": k, "tasks": tasks, "dependence": dependence,
-                     "dependence_basis": "long-context tasks" if long_context else "all tasks"})
+        rows.append(
+            {
+                "model": model["model"],
+                "headline_k": k,
+                "tasks": tasks,
+                "dependence": dependence,
+                "dependence_basis": "long-context tasks" if long_context else "all tasks",
+            }
+        )
     rows.sort(key=lambda r: (r["dependence"] is None, -(r["dependence"] or 0.0), r["model"]))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank

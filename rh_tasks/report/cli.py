@@ -22,22 +22,48 @@ def add_parser(subparsers) -> None:
         "baseline. Runs of several models give a cross-model leaderboard.",
     )
     parser.add_argument(
-        "run_dirs", nargs="+", metavar="RUN_DIR",
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
         help="folders searched recursively for results_<date>.json with samples_<task>_<date>.jsonl beside them",
     )
     parser.add_argument(
-        "-o", "--output-dir", type=Path, default=None, metavar="DIR",
+        "-o",
+        "--output-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="where to write the report files (default: RUN_DIR when exactly one is given)",
     )
-    parser.add_argument("--seed", type=int, default=0, metavar="N",
-                        help="seed of the bootstrap and Monte Carlo permutation draws; same seed, same numbers")
-    parser.add_argument("--n-resamples", type=int, default=10_000, metavar="N",
-                        help="bootstrap resamples and Monte Carlo sign flips per comparison (default: 10000)")
-    parser.add_argument("--confidence", type=float, default=0.95, metavar="LEVEL",
-                        help="confidence level of the intervals (default: 0.95)")
-    parser.add_argument("--headline-k", type=int, default=None, metavar="K",
-                        help="K whose results the findings and cross-model ranking describe (default: the K with "
-                        "the most random-head seeds, the smallest on ties)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the bootstrap and Monte Carlo permutation draws; same seed, same numbers",
+    )
+    parser.add_argument(
+        "--n-resamples",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="bootstrap resamples and Monte Carlo sign flips per comparison (default: 10000)",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        metavar="LEVEL",
+        help="confidence level of the intervals (default: 0.95)",
+    )
+    parser.add_argument(
+        "--headline-k",
+        type=int,
+        default=None,
+        metavar="K",
+        help="K whose results the findings and cross-model ranking describe (default: the K with "
+        "the most random-head seeds, the smallest on ties)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -50,8 +76,14 @@ def run(args: argparse.Namespace) -> int:
             return 2
         output = Path(args.run_dirs[0])
     try:
-        files = write_report(args.run_dirs, output, seed=args.seed, n_resamples=args.n_resamples,
-                             confidence=args.confidence, headline_k=args.headline_k)
+        files = write_report(
+            args.run_dirs,
+            output,
+            seed=args.seed,
+            n_resamples=args.n_resamples,
+            confidence=args.confidence,
+            headline_k=args.headline_k,
+        )
     except ReportInputError as err:
         logger.error("%s", err)
         return 2

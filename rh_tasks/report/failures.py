@@ -16,7 +16,7 @@ Each response falls in exactly one category, checked in this order:
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 OUTCOMES = ("correct", "incomplete", "hallucinated", "wrong_extraction", "empty")
 COPY_SPAN = 4
@@ -40,7 +40,7 @@ def _copied(response: list[str], prompt_words: str) -> bool:
     """True if some run of min(COPY_SPAN, len(response)) response words occurs verbatim in the prompt."""
     span = min(COPY_SPAN, len(response))
     padded = f" {prompt_words} "
-    return any(f" {' '.join(response[i:i + span])} " in padded for i in range(len(response) - span + 1))
+    return any(f" {' '.join(response[i : i + span])} " in padded for i in range(len(response) - span + 1))
 
 
 def classify(response: str, answers: Sequence[str], prompt_words: str) -> str:

@@ -46,15 +46,23 @@ def statements(model: dict, family_size: int, confidence: float) -> list[str]:
         metric, bounded = task["primary_metric"], task["bounded"]
         for f, summary in task["filters"].items():
             chosen = sorted(
-                (c for c in model["comparisons"]
-                 if c["task"] == task["task"] and c["filter"] == f and c["metric"] == metric and c["in_family"]
-                 and (model["headline_k"] is None or c["k"] in (None, model["headline_k"]))),
+                (
+                    c
+                    for c in model["comparisons"]
+                    if c["task"] == task["task"]
+                    and c["filter"] == f
+                    and c["metric"] == metric
+                    and c["in_family"]
+                    and (model["headline_k"] is None or c["k"] in (None, model["headline_k"]))
+                ),
                 key=lambda c: (_ORDER[c["kind"]], c["k"] or 0, c["condition"]),
             )
             where = f", filter {f}" if len(task["filters"]) > 1 else ""
             contexts = f" from {summary['n_clusters']} shared contexts" if summary["n_clusters"] else ""
-            lines = [f"{task['task']} ({metric}{where}): {summary['n']} paired items{contexts}; unmasked score "
-                     f"{format_value(summary['baseline'], bounded)}."]
+            lines = [
+                f"{task['task']} ({metric}{where}): {summary['n']} paired items{contexts}; unmasked score "
+                f"{format_value(summary['baseline'], bounded)}."
+            ]
             lines += [_describe(c, bounded, family_size, confidence) for c in chosen]
             unit = " points" if bounded else ""
             lines.append(
@@ -81,7 +89,11 @@ def _describe(c: dict, bounded: bool, family_size: int, confidence: float) -> st
     direction = "lower" if c["delta"] < 0 else "higher"
     what = "than under random-head masking" if c["kind"] == "contrast" else "than unmasked"
     if c["p_holm"] is not None and c["p_holm"] < stats.ALPHA:
-        return (f"{name}: the score is {direction} {what}, {estimate}, significant after Holm correction over "
-                f"{family_size} tests.")
-    return (f"{name}: the score is {direction} {what}, {estimate}; the interval excludes 0 but the effect is not "
-            f"significant after Holm correction over {family_size} tests.")
+        return (
+            f"{name}: the score is {direction} {what}, {estimate}, significant after Holm correction over "
+            f"{family_size} tests."
+        )
+    return (
+        f"{name}: the score is {direction} {what}, {estimate}; the interval excludes 0 but the effect is not "
+        f"significant after Holm correction over {family_size} tests."
+    )

@@ -56,8 +56,10 @@ class ModelRuns:
 
     @property
     def runs(self) -> list[Run]:
-        return sorted({id(r): r for by_condition in self.tasks.values() for r in by_condition.values()}.values(),
-                      key=lambda r: str(r.path))
+        return sorted(
+            {id(r): r for by_condition in self.tasks.values() for r in by_condition.values()}.values(),
+            key=lambda r: str(r.path),
+        )
 
 
 def group_by_model(runs: list[Run]) -> list[ModelRuns]:
@@ -82,8 +84,14 @@ def _model_runs(model: str, runs: list[Run]) -> ModelRuns:
         for task in run.tasks:
             older = tasks.setdefault(task, {}).get(run.condition)
             if older is not None:
-                logger.warning("%s: %s under %s is taken from %s, not the older %s.",
-                               model, task, run.condition.label, run.path, older.path)
+                logger.warning(
+                    "%s: %s under %s is taken from %s, not the older %s.",
+                    model,
+                    task,
+                    run.condition.label,
+                    run.path,
+                    older.path,
+                )
             tasks[task][run.condition] = run
     unmasked = Condition("none")
     missing = sorted(t for t, by_condition in tasks.items() if unmasked not in by_condition)
@@ -162,8 +170,9 @@ def _leaf_table(model_runs: ModelRuns, task: str) -> TaskTable:
         )
     dropped = len(set().union(*(run.tasks[task].items for run in by_condition.values())) - keys)
     if dropped:
-        logger.warning("%s: %d items are not in every condition and are left out; %d are paired.",
-                       task, dropped, len(keys))
+        logger.warning(
+            "%s: %d items are not in every condition and are left out; %d are paired.", task, dropped, len(keys)
+        )
     order = sorted(keys)
     items = [base.items[k] for k in order]
     scores, outcomes = {}, {}

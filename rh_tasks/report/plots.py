@@ -32,7 +32,7 @@ def _svg(fig: Figure, salt: str) -> str:
     with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": salt}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
-    return _STRIPPED.sub("", text[text.index("<svg"):])
+    return _STRIPPED.sub("", text[text.index("<svg") :])
 
 
 def heatmap(grid: dict, salt: str) -> str:
@@ -41,7 +41,10 @@ def heatmap(grid: dict, salt: str) -> str:
     columns = min(len(panels), _PANELS_PER_ROW)
     rows = math.ceil(len(panels) / columns)
     lengths, depths = grid["lengths"], grid["depths"]
-    fig = Figure(layout="constrained", figsize=(0.6 + columns * max(2.6, 0.45 * len(lengths)), 0.6 + rows * max(2.4, 0.3 * len(depths))))
+    fig = Figure(
+        layout="constrained",
+        figsize=(0.6 + columns * max(2.6, 0.45 * len(lengths)), 0.6 + rows * max(2.4, 0.3 * len(depths))),
+    )
     axes = fig.subplots(rows, columns, squeeze=False)
     limits = (0, 100) if grid["scale"] == 100 else (None, None)
     cmap = GKAMRADT.with_extremes(bad="#DDDDDD")
@@ -59,7 +62,7 @@ def heatmap(grid: dict, salt: str) -> str:
             for (r, c), v in np.ndenumerate(values):
                 if np.isfinite(v):
                     ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=6)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.colorbar(image, ax=axes, shrink=0.8, label=grid["metric"])
     return _svg(fig, salt)
@@ -68,8 +71,10 @@ def heatmap(grid: dict, salt: str) -> str:
 def head_map(head_map: dict, salt: str) -> str:
     """Layer x head retrieval scores; the masked heads of the retrieval and of the random conditions marked."""
     means = np.array(head_map["means"], dtype=float)
-    kinds = [("retrieval", [m for m in head_map["masked"] if m["kind"] == "retrieval"]),
-             ("random", [m for m in head_map["masked"] if m["kind"] == "random"])]
+    kinds = [
+        ("retrieval", [m for m in head_map["masked"] if m["kind"] == "retrieval"]),
+        ("random", [m for m in head_map["masked"] if m["kind"] == "random"]),
+    ]
     kinds = [(kind, masked) for kind, masked in kinds if masked]
     layers, heads = means.shape
     fig = Figure(layout="constrained", figsize=(0.8 + len(kinds) * max(3.0, 0.3 * heads), max(3.0, 0.18 * layers + 1)))
@@ -83,8 +88,15 @@ def head_map(head_map: dict, salt: str) -> str:
                 counts[(layer, head)] = counts.get((layer, head), 0) + 1
         if counts:
             xs, ys = [h for _, h in counts], [l for l, _ in counts]
-            ax.scatter(xs, ys, s=[18 + 10 * c for c in counts.values()], marker=_SERIES_STYLE[kind][1],
-                       facecolors="none", edgecolors=_HEAD_MARK[kind], linewidths=1.6)
+            ax.scatter(
+                xs,
+                ys,
+                s=[18 + 10 * c for c in counts.values()],
+                marker=_SERIES_STYLE[kind][1],
+                facecolors="none",
+                edgecolors=_HEAD_MARK[kind],
+                linewidths=1.6,
+            )
         title = masked[0]["condition"].split("/")[0]
         ax.set_title(f"{title}" + (f" ({len(masked)} seeds)" if kind == "random" else ""), fontsize=9)
         ax.set_xlabel("Head", fontsize=8)
@@ -114,8 +126,17 @@ def k_sweep(rows: list[dict], bounded: dict[str, bool], salt: str) -> str:
             delta = np.array([p["delta"] for p in points]) * scale
             errors = np.array([[p["delta"] - p["ci_low"], p["ci_high"] - p["delta"]] for p in points]).T * scale
             offset = 0.04 * (1 if points[0]["kind"] == "random" else -1)
-            ax.errorbar(ks * (1 + offset), delta, yerr=errors, color=colour, marker=marker, capsize=3,
-                        label=series, linewidth=1.2, markersize=4)
+            ax.errorbar(
+                ks * (1 + offset),
+                delta,
+                yerr=errors,
+                color=colour,
+                marker=marker,
+                capsize=3,
+                label=series,
+                linewidth=1.2,
+                markersize=4,
+            )
         ax.set_xscale("log", base=2)
         ks_all = sorted({r["k"] for r in series_rows})
         ax.set_xticks(ks_all, [str(k) for k in ks_all])
@@ -124,7 +145,7 @@ def k_sweep(rows: list[dict], bounded: dict[str, bool], salt: str) -> str:
         ax.set_ylabel(f"\u0394 {metric}" + (" (points)" if scale == 100 else ""), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     return _svg(fig, salt)
 

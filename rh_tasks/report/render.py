@@ -12,9 +12,9 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import jinja2
 
@@ -81,8 +81,9 @@ def _finite(value):
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False)
+    handle = tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
     try:
         with handle:
             handle.write(text)
@@ -105,12 +106,18 @@ def _umask() -> int:
 
 
 def _cell(text: str, sort, significant: bool = False) -> dict:
-    return {"text": text, "sort": "" if sort is None else sort, "cls": "sig" if significant else ("null" if sort is None else "")}
+    return {
+        "text": text,
+        "sort": "" if sort is None else sort,
+        "cls": "sig" if significant else ("null" if sort is None else ""),
+    }
 
 
 def _interval(c: dict, bounded: bool) -> str:
-    return (f"{format_value(c['delta'], bounded, signed=True)} [{format_value(c['ci_low'], bounded, signed=True)}, "
-            f"{format_value(c['ci_high'], bounded, signed=True)}]{stars(c['p_holm'])}")
+    return (
+        f"{format_value(c['delta'], bounded, signed=True)} [{format_value(c['ci_low'], bounded, signed=True)}, "
+        f"{format_value(c['ci_high'], bounded, signed=True)}]{stars(c['p_holm'])}"
+    )
 
 
 def leaderboard(model: dict) -> dict:
@@ -119,21 +126,31 @@ def leaderboard(model: dict) -> dict:
     for task in (t for t in model["tasks"] if t["headline"]):
         for f, summary in task["filters"].items():
             columns.append((task, f, summary))
-    labels = sorted({(c["kind"], c["k"] or 0, c["condition"]) for c in model["comparisons"] if c["in_family"]},
-                    key=lambda x: (_KIND_ORDER[x[0]], x[1], x[2]))
+    labels = sorted(
+        {(c["kind"], c["k"] or 0, c["condition"]) for c in model["comparisons"] if c["in_family"]},
+        key=lambda x: (_KIND_ORDER[x[0]], x[1], x[2]),
+    )
     index = {(c["task"], c["filter"], c["metric"], c["condition"]): c for c in model["comparisons"]}
-    rows = [{"label": "none (score)", "cells": [
-        _cell(format_value(s["baseline"], t["bounded"]), s["baseline"]) for t, f, s in columns]}]
+    rows = [
+        {
+            "label": "none (score)",
+            "cells": [_cell(format_value(s["baseline"], t["bounded"]), s["baseline"]) for t, f, s in columns],
+        }
+    ]
     for _, _, label in labels:
         cells = []
         for task, f, _ in columns:
             c = index.get((task["task"], f, task["primary_metric"], label))
-            cells.append(_cell("—", None) if c is None else _cell(_interval(c, task["bounded"]), c["delta"],
-                                                                   bool(stars(c["p_holm"]))))
+            cells.append(
+                _cell("—", None)
+                if c is None
+                else _cell(_interval(c, task["bounded"]), c["delta"], bool(stars(c["p_holm"])))
+            )
         rows.append({"label": label, "cells": cells})
     return {
-        "columns": [f"{t['task']}{f' ({f})' if len(t['filters']) > 1 else ''} · {t['primary_metric']}"
-                    for t, f, _ in columns],
+        "columns": [
+            f"{t['task']}{f' ({f})' if len(t['filters']) > 1 else ''} · {t['primary_metric']}" for t, f, _ in columns
+        ],
         "rows": rows,
         "counts": [f"{s['n']}" + (f" ({s['n_clusters']})" if s["n_clusters"] else "") for _, _, s in columns],
         "mde": [format_value(s["mde"], t["bounded"]) + (" pts" if t["bounded"] else "") for t, _, s in columns],
@@ -146,18 +163,27 @@ def _comparison_cells(model: dict) -> list[list[dict]]:
     for c in model["comparisons"]:
         b = bounded[c["task"]]
         clustered = "" if c["se_clustered"] is None else f"{format_value(c['se_clustered'], b)} ({c['n_clusters']})"
-        rows.append([
-            _cell(c["task"], c["task"]), _cell(c["filter"], c["filter"]), _cell(c["metric"], c["metric"]),
-            _cell(c["condition"] + ("" if c["in_family"] else " †"), c["condition"]),
-            _cell(c["reference"], c["reference"]), _cell(str(c["n"]), c["n"]),
-            _cell(format_value(c["baseline"], b), c["baseline"]), _cell(format_value(c["treated"], b), c["treated"]),
-            _cell(format_value(c["delta"], b, signed=True), c["delta"]),
-            _cell(format_value(c["ci_low"], b, signed=True), c["ci_low"]),
-            _cell(format_value(c["ci_high"], b, signed=True), c["ci_high"]),
-            _cell(format_value(c["se"], b), c["se"]), _cell(clustered, c["se_clustered"]), _cell(c["test"], c["test"]),
-            _cell(format_p(c["p_value"]), c["p_value"]), _cell(format_p(c["p_holm"]), c["p_holm"]),
-            _cell(format_p(c["p_bh"]), c["p_bh"]),
-        ])
+        rows.append(
+            [
+                _cell(c["task"], c["task"]),
+                _cell(c["filter"], c["filter"]),
+                _cell(c["metric"], c["metric"]),
+                _cell(c["condition"] + ("" if c["in_family"] else " †"), c["condition"]),
+                _cell(c["reference"], c["reference"]),
+                _cell(str(c["n"]), c["n"]),
+                _cell(format_value(c["baseline"], b), c["baseline"]),
+                _cell(format_value(c["treated"], b), c["treated"]),
+                _cell(format_value(c["delta"], b, signed=True), c["delta"]),
+                _cell(format_value(c["ci_low"], b, signed=True), c["ci_low"]),
+                _cell(format_value(c["ci_high"], b, signed=True), c["ci_high"]),
+                _cell(format_value(c["se"], b), c["se"]),
+                _cell(clustered, c["se_clustered"]),
+                _cell(c["test"], c["test"]),
+                _cell(format_p(c["p_value"]), c["p_value"]),
+                _cell(format_p(c["p_holm"]), c["p_holm"]),
+                _cell(format_p(c["p_bh"]), c["p_bh"]),
+            ]
+        )
     return rows
 
 
@@ -175,11 +201,20 @@ def cross_model_table(report: dict) -> tuple[list[str], list[dict]]:
             cells.append(_cell(format_value(entry["baseline"], b), entry["baseline"]))
             for kind in ("retrieval", "random", "contrast"):
                 c = entry[kind]
-                cells.append(_cell("—", None) if c is None else _cell(_interval(c, b), c["delta"], bool(stars(c["p_holm"]))))
+                cells.append(
+                    _cell("—", None) if c is None else _cell(_interval(c, b), c["delta"], bool(stars(c["p_holm"])))
+                )
         dependence = row["dependence"]
-        rows.append({"rank": row["rank"], "model": row["model"], "k": row["headline_k"], "cells": cells,
-                     "dependence": "n/a" if dependence is None else f"{dependence * 100:.1f}",
-                     "dependence_sort": "" if dependence is None else dependence})
+        rows.append(
+            {
+                "rank": row["rank"],
+                "model": row["model"],
+                "k": row["headline_k"],
+                "cells": cells,
+                "dependence": "n/a" if dependence is None else f"{dependence * 100:.1f}",
+                "dependence_sort": "" if dependence is None else dependence,
+            }
+        )
     return columns, rows
 
 
@@ -195,8 +230,13 @@ def render_html(report: dict) -> str:
     cross_columns, cross_rows = cross_model_table(report)
     models = [_html_model(model, number) for number, model in enumerate(report["models"])]
     return environment.get_template("report.html.j2").render(
-        runs=report["runs"], settings=report["settings"], models=models, outcomes=OUTCOMES,
-        cross_model=report["cross_model"], cross_columns=cross_columns, cross_rows=cross_rows,
+        runs=report["runs"],
+        settings=report["settings"],
+        models=models,
+        outcomes=OUTCOMES,
+        cross_model=report["cross_model"],
+        cross_columns=cross_columns,
+        cross_rows=cross_rows,
     )
 
 
@@ -216,7 +256,9 @@ def _html_model(model: dict, number: int) -> dict:
         "statements": model["statements"],
         "leaderboard": leaderboard(model),
         "k_sweep_svg": plots.k_sweep(model["k_sweep"], bounded, f"{salt}k") if model["k_sweep"] else None,
-        "heatmaps": [{"task": h["task"], "svg": plots.heatmap(h, f"{salt}h{i}")} for i, h in enumerate(model["heatmaps"])],
+        "heatmaps": [
+            {"task": h["task"], "svg": plots.heatmap(h, f"{salt}h{i}")} for i, h in enumerate(model["heatmaps"])
+        ],
         "failures": [f | {"svg": plots.failure_bars(f, f"{salt}f{i}")} for i, f in enumerate(model["failures"])],
         "head_map_svg": plots.head_map(head_map, f"{salt}m") if head_map and head_map["means"] is not None else None,
         "head_map_source": head_map["head_scores"] if head_map else None,
@@ -253,10 +295,15 @@ def render_markdown(report: dict) -> str:
     if report["cross_model"]:
         columns, rows = cross_model_table(report)
         header = ["rank", "model", "K", "dependence"] + [
-            f"{c} {part}" for c in columns for part in ("baseline", "Δ retrieval", "Δ random", "contrast")]
+            f"{c} {part}" for c in columns for part in ("baseline", "Δ retrieval", "Δ random", "contrast")
+        ]
         lines += ["## Across models", ""] + _md_table(
-            header, [[str(r["rank"]), r["model"], str(r["k"]), r["dependence"]] + [c["text"] for c in r["cells"]]
-                     for r in rows])
+            header,
+            [
+                [str(r["rank"]), r["model"], str(r["k"]), r["dependence"]] + [c["text"] for c in r["cells"]]
+                for r in rows
+            ],
+        )
     for model in report["models"]:
         board = leaderboard(model)
         lines += [f"## {_md(model['model'])}", "", f"Headline K: {model['headline_k']}.", "", "### Findings", ""]
@@ -272,8 +319,25 @@ def render_markdown(report: dict) -> str:
                 [[p["condition"], str(p["n"])] + [str(p["counts"][o]) for o in OUTCOMES] for p in breakdown["panels"]],
             )
         lines += ["### All comparisons († = exploratory, outside the corrected family)", ""] + _md_table(
-            ["task", "filter", "metric", "condition", "reference", "n", "reference score", "score", "Δ", "CI low",
-             "CI high", "SE", "clustered SE (G)", "test", "p", "Holm p", "BH p"],
+            [
+                "task",
+                "filter",
+                "metric",
+                "condition",
+                "reference",
+                "n",
+                "reference score",
+                "score",
+                "Δ",
+                "CI low",
+                "CI high",
+                "SE",
+                "clustered SE (G)",
+                "test",
+                "p",
+                "Holm p",
+                "BH p",
+            ],
             [[cell["text"] for cell in row] for row in _comparison_cells(model)],
         )
     lines.append("Figures (heatmaps, K-sweep, layer × head map) are in report.html; every number is in report.json.")

@@ -54,7 +54,9 @@ class Condition:
             name += f",…{len(self.heads)} heads]" if len(self.heads) > 4 else "]"
         else:
             name = f"{self.kind}{'-layer' if self.match == 'layer' else ''}@{self.k}"
-        qualifiers = [q for q, default in ((self.unit, "head"), (self.mode, "uniform"), (self.phase, "all")) if q != default]
+        qualifiers = [
+            q for q, default in ((self.unit, "head"), (self.mode, "uniform"), (self.phase, "all")) if q != default
+        ]
         return name + (f" [{', '.join(qualifiers)}]" if qualifiers else "")
 
     @property
@@ -63,8 +65,16 @@ class Condition:
 
     @property
     def sort_key(self) -> tuple:
-        return (_HEAD_KINDS.index(self.kind), self.k or 0, self.match or "", self.unit, self.mode, self.phase,
-                self.seed if self.seed is not None else -1, self.heads)
+        return (
+            _HEAD_KINDS.index(self.kind),
+            self.k or 0,
+            self.match or "",
+            self.unit,
+            self.mode,
+            self.phase,
+            self.seed if self.seed is not None else -1,
+            self.heads,
+        )
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,9 @@ class Run:
 def load_runs(folders: list[str | Path]) -> list[Run]:
     """Every run under the given folders; raises ReportInputError for a folder with nothing usable."""
     if not folders:
-        raise ReportInputError("No run folder given. Pass the folders written by lm_eval --output_path ... --log_samples.")
+        raise ReportInputError(
+            "No run folder given. Pass the folders written by lm_eval --output_path ... --log_samples."
+        )
     prompt_cache: dict[str, str] = {}
     runs = []
     for folder in map(Path, folders):
@@ -142,7 +154,9 @@ def _load_run(path: Path, prompt_cache: dict[str, str]) -> Run:
     date = _RESULTS_FILE.match(path.name)["date"]
     config = data["config"] if isinstance(data["config"], dict) else {}
     masking = config.get("rh_masking") or {}
-    model = masking.get("model") or _model_name(config.get("model_args")) or data.get("model_name") or config.get("model")
+    model = (
+        masking.get("model") or _model_name(config.get("model_args")) or data.get("model_name") or config.get("model")
+    )
     if not model:
         raise ReportInputError(f"{path} does not say which model ran (no model_args pretrained=...).")
     tasks = {}
@@ -216,7 +230,9 @@ def _load_task(path: Path, name: str, version, n_shot, prompt_cache: dict[str, s
                     "Rerun that condition."
                 ) from err
             if key in items:
-                raise ReportInputError(f"{path} has two rows for doc_id {key[0]} with filter {key[1]!r}; rerun that condition.")
+                raise ReportInputError(
+                    f"{path} has two rows for doc_id {key[0]} with filter {key[1]!r}; rerun that condition."
+                )
             scores = _scores(row)
             metrics.extend(m for m in scores if m not in metrics)
             items[key] = Item(

@@ -18,7 +18,9 @@ def add_parser(subparsers) -> None:
         "A rerun resumes: complete conditions are skipped, interrupted ones are redone. "
         "Examples ship in rh-eval's task_configs/suites/.",
     )
-    parser.add_argument("suite_file", metavar="FILE.yaml", help="the suite config (see task_configs/suites/default.yaml)")
+    parser.add_argument(
+        "suite_file", metavar="FILE.yaml", help="the suite config (see task_configs/suites/default.yaml)"
+    )
     parser.add_argument("--output-dir", metavar="DIR", help="override the suite's output_dir")
     parser.add_argument(
         "--force", action="store_true", help="discard results in the output folder that came from a different config"

@@ -109,7 +109,9 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
 
     raw_tasks = data.get("tasks")
     if not isinstance(raw_tasks, list) or not raw_tasks:
-        raise SuiteConfigError(f"{source}: tasks must be a non-empty list of {{task: NAME, limit: N, metadata: {{...}}}}.")
+        raise SuiteConfigError(
+            f"{source}: tasks must be a non-empty list of {{task: NAME, limit: N, metadata: {{...}}}}."
+        )
     tasks = []
     for i, entry in enumerate(raw_tasks):
         entry = {"task": entry} if isinstance(entry, str) else entry
@@ -121,13 +123,19 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
         tasks.append(TaskSpec(**entry))
 
     expanded = [Condition("none")]
-    for k in _positive_ints(f"{source}: conditions.retrieval", conditions["retrieval"]) if "retrieval" in conditions else []:
+    for k in (
+        _positive_ints(f"{source}: conditions.retrieval", conditions["retrieval"]) if "retrieval" in conditions else []
+    ):
         expanded.append(Condition("retrieval", k=k))
     random_spec = _check_keys(f"{source}: conditions.random", conditions.get("random"), _RANDOM_KEYS)
     if random_spec:
         ks = _positive_ints(f"{source}: conditions.random.k", random_spec.get("k"))
         seeds = random_spec.get("seeds", [0])
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        if (
+            not isinstance(seeds, list)
+            or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        ):
             raise SuiteConfigError(f"{source}: conditions.random.seeds must be a list of integers, got {seeds!r}.")
         expanded += [Condition("random", k=k, seed=seed) for k in ks for seed in seeds]
 
@@ -153,9 +161,13 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
     if not isinstance(config.apply_chat_template, bool):
         raise SuiteConfigError(f"{source}: apply_chat_template must be true or false.")
     _positive_ints(f"{source}: batch_size", config.batch_size)
-    reserved = {"heads", "k", "seed", "match", "unit", "mode", "phase", "head_scores", "pretrained"} & set(config.model_args)
+    reserved = {"heads", "k", "seed", "match", "unit", "mode", "phase", "head_scores", "pretrained"} & set(
+        config.model_args
+    )
     if reserved:
-        raise SuiteConfigError(f"{source}: model.args may not set {sorted(reserved)}; the suite sets them per condition.")
+        raise SuiteConfigError(
+            f"{source}: model.args may not set {sorted(reserved)}; the suite sets them per condition."
+        )
     return config
 
 
