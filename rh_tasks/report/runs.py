@@ -167,6 +167,7 @@ def _load_run(path: Path, prompt_cache: dict[str, str]) -> Run:
             tasks[name] = _load_task(
                 samples, name, data["versions"].get(name), data.get("n-shot", {}).get(name), prompt_cache
             )
+            tasks[name].metrics.sort(key=_declared_order(data.get("configs", {}).get(name, {})))
     if not tasks:
         raise ReportInputError(
             f"{path} has no per-item samples (samples_<task>_{date}.jsonl) beside it. "
@@ -246,6 +247,12 @@ def _load_task(path: Path, name: str, version, n_shot, prompt_cache: dict[str, s
     if not items:
         raise ReportInputError(f"{path} is empty; rerun that condition with --log_samples.")
     return TaskRun(name=name, version=version, n_shot=n_shot, metrics=metrics, items=items, source=path)
+
+
+def _declared_order(config: dict):
+    """Sort key putting metrics in the order the task's ``metric_list`` declares; its first is the headline."""
+    declared = [m.get("metric") for m in config.get("metric_list") or [] if isinstance(m, dict)]
+    return lambda name: declared.index(name) if name in declared else len(declared)
 
 
 def _scores(row: dict) -> dict[str, float]:
