@@ -573,3 +573,15 @@ def test_newest_run_of_a_condition_wins(tmp_path):
 def test_failure_outcomes(response, outcome):
     prompt = f"{HAYSTACK} {NEEDLES[0][1]} {HAYSTACK}\nQuestion: {NEEDLES[0][2]}\nAnswer:"
     assert classify(response, [NEEDLES[0][3]], " ".join(words(prompt))) == outcome
+
+
+def test_headline_metric_follows_the_declared_metric_list():
+    from rh_tasks.report.runs import _declared_order
+
+    config = {"metric_list": [{"metric": "contains"}, {"metric": "f1"}, {"metric": "exact_match"}]}
+    assert sorted(["exact_match", "f1", "contains@512", "contains"], key=_declared_order(config)) == [
+        "contains",
+        "f1",
+        "exact_match",
+        "contains@512",
+    ]
