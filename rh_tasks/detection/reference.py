@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from rh_tasks.scoring import rouge1_recall
-
 from .copy_events import CopyScores, copy_scores
 from .prompts import DetectionSample
-from .run import ACCEPT_ROUGE, SampleResult
+from .run import SampleResult
 
 
 def reference_positions(model, prompt_ids: list[int], generated: list[int]) -> torch.Tensor:
@@ -56,16 +54,4 @@ def reference_detect(model, tokenizer, sample: DetectionSample, *, max_new_token
     stopped = generated and generated[-1] in stop_ids
     scores = reference_scores(model, sample, generated)
     response = tokenizer.decode(generated[:-1] if stopped else generated, skip_special_tokens=True)
-    recall = rouge1_recall(response, sample.answer)
-    return SampleResult(
-        sample_id=sample.sample_id,
-        needle_id=sample.needle_id,
-        length=sample.length,
-        depth=sample.depth,
-        prompt_tokens=len(sample.prompt_ids),
-        response=response,
-        rouge1_recall=recall,
-        accepted=recall > ACCEPT_ROUGE,
-        set=scores.set.tolist(),
-        multiset=scores.multiset.tolist(),
-    )
+    return SampleResult.score(sample, response, scores)

@@ -38,6 +38,23 @@ class SampleResult:
     set: list[list[float]]  # [num_layers][num_heads]
     multiset: list[list[float]]
 
+    @classmethod
+    def score(cls, sample: DetectionSample, response: str, scores) -> SampleResult:
+        """The result of one decoded sample; it counts only if the answer was recalled (ROUGE-1 > 0.5)."""
+        recall = rouge1_recall(response, sample.answer)
+        return cls(
+            sample_id=sample.sample_id,
+            needle_id=sample.needle_id,
+            length=sample.length,
+            depth=sample.depth,
+            prompt_tokens=len(sample.prompt_ids),
+            response=response,
+            rouge1_recall=recall,
+            accepted=recall > ACCEPT_ROUGE,
+            set=scores.set.tolist(),
+            multiset=scores.multiset.tolist(),
+        )
+
 
 def stop_token_ids(tokenizer, model) -> list[int]:
     """End of turn and newline: the reference stops decoding at the first newline."""
@@ -93,21 +110,7 @@ def score_batch(model, tokenizer, samples, probe: ArgmaxProbe, *, max_new_tokens
             positions[:steps, :, row, :] - padding, tokens[:steps], torch.tensor(sample.prompt_ids), sample.span
         )
         response = tokenizer.decode(tokens[: steps - 1 if len(stopped) else steps], skip_special_tokens=True)
-        recall = rouge1_recall(response, sample.answer)
-        results.append(
-            SampleResult(
-                sample_id=sample.sample_id,
-                needle_id=sample.needle_id,
-                length=sample.length,
-                depth=sample.depth,
-                prompt_tokens=len(sample.prompt_ids),
-                response=response,
-                rouge1_recall=recall,
-                accepted=recall > ACCEPT_ROUGE,
-                set=scores.set.tolist(),
-                multiset=scores.multiset.tolist(),
-            )
-        )
+        results.append(SampleResult.score(sample, response, scores))
     return results
 
 
