@@ -19,7 +19,6 @@ _LAYOUTS: dict[str, tuple[str, str, str, str]] = {
     "qwen2": ("model.layers", "self_attn", "q_proj", "o_proj"),
     "qwen3": ("model.layers", "self_attn", "q_proj", "o_proj"),
     "gemma": ("model.layers", "self_attn", "q_proj", "o_proj"),
-    "gemma2": ("model.layers", "self_attn", "q_proj", "o_proj"),
     "gemma3_text": ("model.layers", "self_attn", "q_proj", "o_proj"),
     "phi3": ("model.layers", "self_attn", "qkv_proj", "o_proj"),
     "gpt2": ("transformer.h", "attn", "c_attn", "c_proj"),

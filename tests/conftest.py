@@ -20,6 +20,8 @@ TINY_CONFIGS = {
     "llama": (transformers.LlamaConfig, dict(num_key_value_heads=2, head_dim=16)),
     "mistral": (transformers.MistralConfig, dict(num_key_value_heads=2, head_dim=16, sliding_window=None)),
     "qwen2": (transformers.Qwen2Config, dict(num_key_value_heads=2)),
+    "mixtral": (transformers.MixtralConfig, dict(num_key_value_heads=2, head_dim=16, num_local_experts=2)),
+    "gemma": (transformers.GemmaConfig, dict(num_key_value_heads=1, head_dim=16)),
     "qwen3": (transformers.Qwen3Config, dict(num_key_value_heads=2, head_dim=16)),
     "gemma3_text": (
         transformers.Gemma3TextConfig,
