@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 
 from .architectures import HeadGeometry
-from .head_scores import HeadScores
+from .head_scores import RETRIEVAL_THRESHOLD, HeadScores
 from .masking import Head, validate_heads
 
 HEAD_KINDS = ("none", "retrieval", "random")
@@ -132,11 +132,13 @@ def select_heads(
         raise ValueError(f"heads={spec} needs head scores: pass head_scores=FILE (see rh-eval detect).")
     scores.check_geometry(geometry)
     ranked = _ranked_units(scores, geometry, unit)
-    strong = [u for u in ranked if max(scores.means[l, h] for l, h in u) >= 0.1]
+    strong = [u for u in ranked if max(scores.means[l, h] for l, h in u) >= RETRIEVAL_THRESHOLD]
     if k is None:
         k = len(strong)
         if k == 0:
-            raise ValueError(f"No head in {scores.path} scores >= 0.1; pass k= to choose how many heads to mask.")
+            raise ValueError(
+                f"No head in {scores.path} scores >= {RETRIEVAL_THRESHOLD}; pass k= to choose how many heads to mask."
+            )
     total = len(ranked)
     if k > total:
         raise ValueError(f"k={k} exceeds the model's {total} {'KV groups' if unit == 'kv_group' else 'heads'}.")

@@ -125,6 +125,13 @@ def _head_columns(heads: list[int], head_dim: int) -> torch.Tensor:
     return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
 
 
+def _keep_vector(width: int, columns: torch.Tensor) -> torch.Tensor:
+    """Ones except zeros at the masked heads' columns: one multiply masks them and leaves the rest bit-exact."""
+    keep = torch.ones(width)
+    keep[columns] = 0.0
+    return keep
+
+
 class _DeviceCache:
     """Builds a small constant once per (device, dtype): hooks stay allocation-free on the hot path."""
 
@@ -142,12 +149,7 @@ class _DeviceCache:
 def _query_hook(gate: _PhaseGate, heads: list[int], geometry: HeadGeometry, width: int):
     columns = _head_columns(heads, geometry.head_dim)
 
-    def build():
-        keep = torch.ones(width)
-        keep[columns] = 0.0
-        return keep
-
-    keep = _DeviceCache(build)
+    keep = _DeviceCache(lambda: _keep_vector(width, columns))
 
     def hook(module, args, output):  # output: [B, T, width], queries first
         if gate.open:
@@ -161,18 +163,13 @@ def _output_hook(gate: _PhaseGate, heads: list[int], geometry: HeadGeometry, mea
     width = geometry.num_heads * geometry.head_dim
     columns = _head_columns(heads, geometry.head_dim)
 
-    def build_keep():
-        keep = torch.ones(width)
-        keep[columns] = 0.0
-        return keep
-
     def build_fill():
         fill = torch.zeros(width)
         if means is not None:
             fill[columns] = means.reshape(-1).float().cpu()[columns]
         return fill
 
-    keep, fill = _DeviceCache(build_keep), _DeviceCache(build_fill)
+    keep, fill = _DeviceCache(lambda: _keep_vector(width, columns)), _DeviceCache(build_fill)
 
     def hook(module, args):  # args[0]: [B, T, H*D]
         if not gate.open:
