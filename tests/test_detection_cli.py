@@ -24,7 +24,7 @@ def test_help_explains_every_flag(command, capsys):
         build_parser().parse_args([command, "--help"])
     text = capsys.readouterr().out
     flags = ["--model_args", "--lengths", "--depths", "--needles", "--output", "--force", "--score", "--device"]
-    for flag in flags if command == "detect" else ["--model_args", "--top", "--threshold", "--export-duo"]:
+    for flag in flags if command == "detect" else ["--model_args", "--top", "--threshold", "--export-duo", "--compare"]:
         assert flag in text
 
 
@@ -59,6 +59,47 @@ def test_heads_prints_ranking_sparsity_layers_and_kv_groups_and_exports_duo(tmp_
     assert "     18   2    6-8       0.900    2  0.90 0.40" in text
     gates = load_head_scores(duo, SMOLLM2).kv_gates(SMOLLM2)
     assert gates.shape == (30, 3) and gates[18, 2] == pytest.approx(0.9) and gates[23, 0] == pytest.approx(0.5)
+
+
+def test_heads_compare_gives_top_k_jaccard_and_spearman(tmp_path, capsys):
+    a = _scores_file(tmp_path)
+    per_sample = np.asarray(json.loads(a.read_text())["18-6"])  # keep A's ranking but swap two top heads' places
+    b_scores = np.zeros((4, 30, 9))
+    b_scores[:, 18, 6] = per_sample
+    b_scores[:, 23, 2] = 0.95
+    b_scores[:, 5, 0] = 0.3  # a head A ranks low
+    b = tmp_path / "b" / "scores.json"
+    b.parent.mkdir()
+    write_retrieval_head_json(b, b_scores, json.loads(metadata_path(a).read_text()))
+
+    assert main(["heads", "--compare", str(a), str(b), "--top", "3"]) == 0
+    text = capsys.readouterr().out
+    # A's top 3: (18,6), (23,2), (18,7); B's: (23,2), (18,6), (5,0): 2 shared of 4.
+    assert "K=3    Jaccard 0.50  (2 shared)" in text
+    assert "K=5" not in text  # --top caps the K compared
+    assert "heads >= 0.1: Jaccard 0.50 (2 shared, 1 only in A, 1 only in B)" in text
+    rho = float(text.split("rho = ")[1].split()[0])
+    assert 0 < rho < 1
+
+    assert main(["heads", "--compare", str(a), str(a)]) == 0
+    same = capsys.readouterr().out
+    assert "K=20   Jaccard 1.00  (20 shared)" in same and "rho = 1.000" in same
+
+
+def test_heads_compare_across_models_shows_sparsity_and_depth_not_pairs(tmp_path, capsys):
+    assert main(["heads", "--compare", str(_scores_file(tmp_path)), str(SHARED_LLAMA)]) == 0
+    text = capsys.readouterr().out
+    assert "A: 3 of 270 (1.1%); B: 33 of 1024 (3.2%)" in text
+    assert "heads cannot be paired" in text and "Jaccard 0" not in text and "rho" not in text
+    depth_a = text.split("\n  A ")[1].split()
+    assert depth_a[:4] == ["0%", "0%", "67%", "33%"] and depth_a[4] == "0.67"  # layer centres 18.5, 18.5, 23.5 of 30
+
+
+def test_heads_needs_exactly_one_of_file_or_compare(tmp_path):
+    path = str(_scores_file(tmp_path))
+    for argv in (["heads"], ["heads", path, "--compare", path, path]):
+        with pytest.raises(SystemExit, match="one head-score file to summarise, or --compare A B"):
+            main(argv)
 
 
 def test_heads_without_sidecar_explains_what_is_missing(capsys):

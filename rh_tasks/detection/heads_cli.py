@@ -20,6 +20,8 @@ from model_wrappers.head_scores import (
     write_duo_tsv,
 )
 
+from .compare import compare
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,14 +30,25 @@ def add_parser(subparsers) -> None:
         description="Print the ranking of a Retrieval_Head JSON or DuoAttention TSV file, the share of heads at or "
         f"above {RETRIEVAL_THRESHOLD} (Wu et al. report under 5%%), and per-layer and per-KV-group summaries.",
     )
-    parser.add_argument("file", type=Path, help="Retrieval_Head .json or DuoAttention full_attention_heads .tsv")
+    parser.add_argument(
+        "file", type=Path, nargs="?", help="Retrieval_Head .json or DuoAttention full_attention_heads .tsv"
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="instead of summarising one file, compare two: Jaccard of their top-K heads and Spearman's rho over "
+        "all heads (same model), or sparsity and depth of the retrieval heads (different models)",
+    )
     parser.add_argument(
         "--model_args",
         default=None,
         help="model the file is for (lm-eval syntax, e.g. pretrained=DIR); checks the file against its config "
         "and gives the KV groups. Needed for .tsv files and for .json files without an rh-eval sidecar",
     )
-    parser.add_argument("--top", type=int, default=20, help="heads to list (default 20)")
+    parser.add_argument("--top", type=int, default=20, help="heads to list, or the largest K compared (default 20)")
     parser.add_argument(
         "--threshold",
         type=float,
@@ -120,12 +133,26 @@ def summarise(scores, geometry, *, top: int, threshold: float) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
+def _load(args, file: Path):
     try:
-        geometry = _geometry(args, args.file)
-        scores = load_head_scores(args.file, geometry)
+        geometry = _geometry(args, file)
+        return geometry, load_head_scores(file, geometry)
     except HeadScoreFileError as err:
         raise SystemExit(str(err)) from None
+
+
+def run(args) -> int:
+    if (args.file is None) == (args.compare is None):
+        raise SystemExit("Give one head-score file to summarise, or --compare A B (not both).")
+    if args.top < 1:
+        raise SystemExit(f"--top must be at least 1, got {args.top}.")
+    if args.compare is not None:
+        if args.export_duo is not None:
+            raise SystemExit("--export-duo works on one file; drop --compare.")
+        (_, a), (_, b) = (_load(args, file) for file in args.compare)
+        print(compare(a, b, threshold=args.threshold, top=args.top))
+        return 0
+    geometry, scores = _load(args, args.file)
     print(summarise(scores, geometry, top=args.top, threshold=args.threshold))
     if args.export_duo is not None:
         if geometry is None:
