@@ -19,13 +19,13 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from rh_tasks.files import atomic_write_text
 
 from .architectures import HeadGeometry
 
@@ -92,6 +92,8 @@ def load_head_scores(path: str | Path, geometry: HeadGeometry | None = None) -> 
         raw = path.read_bytes()
     except OSError as err:
         raise HeadScoreFileError(f"Cannot read head-score file {path}: {err.strerror}.") from err
+    if not raw.strip():
+        raise HeadScoreFileError(f"{path} is empty; regenerate it with rh-eval detect, or pass another file.")
     if path.suffix == ".tsv":
         if geometry is None:
             raise HeadScoreFileError(
@@ -178,22 +180,6 @@ def _parse_retrieval_head_json(raw: bytes, path: Path) -> HeadScores:
     return HeadScores(means=grid, num_samples=lengths.pop(), path=str(path), sha256=hashlib.sha256(raw).hexdigest())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)  # mkstemp's 0600 would hide the scores from other users
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-
-
 def write_retrieval_head_json(path: str | Path, per_sample: np.ndarray, metadata: dict | None = None) -> None:
     """Write ``per_sample[sample, layer, head]`` as Retrieval_Head JSON (layer-major keys), plus the sidecar."""
     per_sample = np.asarray(per_sample, dtype=float)
@@ -205,9 +191,9 @@ def write_retrieval_head_json(path: str | Path, per_sample: np.ndarray, metadata
         raise ValueError("Refusing to write a head score that is not a finite number.")
     _, layers, heads = per_sample.shape
     data = {f"{l}-{h}": per_sample[:, l, h].tolist() for l in range(layers) for h in range(heads)}
-    _atomic_write(Path(path), json.dumps(data) + "\n")
+    atomic_write_text(Path(path), json.dumps(data) + "\n")
     if metadata is not None:
-        _atomic_write(metadata_path(path), json.dumps(metadata, indent=1) + "\n")
+        atomic_write_text(metadata_path(path), json.dumps(metadata, indent=1) + "\n")
 
 
 def write_duo_tsv(path: str | Path, gates: np.ndarray, metadata: dict | None = None) -> None:
@@ -217,6 +203,6 @@ def write_duo_tsv(path: str | Path, gates: np.ndarray, metadata: dict | None = N
         raise ValueError(f"gates must be a finite, non-empty [layers, kv_heads] matrix; got shape {gates.shape}.")
     buffer = io.StringIO()
     np.savetxt(buffer, gates, delimiter="\t")
-    _atomic_write(Path(path), buffer.getvalue())
+    atomic_write_text(Path(path), buffer.getvalue())
     if metadata is not None:
-        _atomic_write(metadata_path(path), json.dumps(metadata, indent=1) + "\n")
+        atomic_write_text(metadata_path(path), json.dumps(metadata, indent=1) + "\n")

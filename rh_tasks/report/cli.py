@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             confidence=args.confidence,
             headline_k=args.headline_k,
         )
-    except ReportInputError as err:
+    except (ReportInputError, OSError) as err:
         logger.error("%s", err)
         return 2
     for paragraph in (p for model in files.report["models"] for p in model["statements"]):

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
+from ..files import atomic_write_text, writable_folder
 from . import plots
 from .analysis import Settings, analyse
 from .failures import OUTCOMES
@@ -62,10 +61,9 @@ def write_report(
         "report.md": render_markdown(report),
         "report.html": render_html(report),
     }
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    output = writable_folder(output_dir)
     for name, text in texts.items():
-        _write_atomic(output / name, text)
+        atomic_write_text(output / name, text)
     return ReportFiles(output / "report.md", output / "report.json", output / "report.html", report)
 
 
@@ -78,28 +76,6 @@ def _finite(value):
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o666 & ~_umask())  # temp files are private; reports get the usual mode
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ---- tables shared by Markdown and HTML ---------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..files import atomic_write_text, writable_folder
 from .config import Condition, SuiteConfig
 
 logger = logging.getLogger(__name__)
@@ -40,16 +41,12 @@ def _versions() -> dict[str, str]:
 
 
 def _write_json(path: Path, content: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(content, indent=2, default=str))
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(content, indent=2, default=str))
 
 
 def _claim_output(config: SuiteConfig, out: Path, force: bool) -> None:
     """Refuse to mix two experiments in one folder unless forced."""
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise SuiteStateError(f"Output folder {out} is not writable; choose another output_dir.")
+    writable_folder(out)
     state = out / "suite.json"
     if state.exists():
         previous = json.loads(state.read_text()).get("config_hash")

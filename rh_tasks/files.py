@@ -1,0 +1,52 @@
+"""Output files that are either complete or absent, and output folders checked before long work starts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+class OutputFolderError(OSError):
+    """An output folder cannot be created or written to."""
+
+
+def writable_folder(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and prove it takes a file, so a run fails now rather than after hours of work.
+
+    A real write is the only test that holds for every user: ``os.access`` says yes to root on a read-only
+    mount, or a path whose parent is a file, alike.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OutputFolderError(
+            f"Cannot write to the output folder {folder} ({err.strerror or err}). Choose a folder you can write to."
+        ) from None
+    return folder
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a temporary file beside ``path`` and rename it over ``path``: a crash never leaves half a file."""
+    path = Path(path)
+    writable_folder(path.parent)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(staging, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
