@@ -19,6 +19,7 @@ from functools import cache
 from .distractor_context import build_context, count_tokens
 from .squad_data import Paragraph, Question, choose_questions, load_dev
 from .squad_metrics import normalize_answer, squad_scores
+from .task_options import task_options
 from .task_tokenizer import context_limit, resolve_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -137,15 +138,11 @@ def build_grid(
     return docs
 
 
-def _options(metadata: dict) -> dict:
-    return {key: metadata.get(key, default) for key, default in DEFAULTS.items()}
-
-
 def build(**metadata) -> dict:
     """lm-eval ``custom_dataset`` hook: ``--metadata`` keys override :data:`DEFAULTS`; model_args name the tokenizer."""
     import datasets
 
-    options = _options(metadata)
+    options = task_options("extractive_qa", metadata, DEFAULTS)
     docs = build_grid(resolve_tokenizer(**metadata), limit=context_limit(**metadata), **options)
     logger.info(
         "extractive_qa: %d docs (%d questions x lengths %s x depths %s)",
@@ -161,7 +158,7 @@ def build_closed_book(**metadata) -> dict:
     """``custom_dataset`` hook of ``extractive_qa_closed_book``: the grid's questions, once each, without context."""
     import datasets
 
-    options = _options(metadata)
+    options = task_options("extractive_qa", metadata, DEFAULTS)
     questions = choose_questions(options["questions_per_cell"], options["question_seed"])
     return {"test": datasets.Dataset.from_list([_base_doc(question) for question in questions])}
 

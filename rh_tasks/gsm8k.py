@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from . import packaged_data
+from .task_options import check_option_names
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def _describe(source: str) -> str:
 
 def cot_dataset(source: str = "packaged", **_metadata) -> dict:
     """``custom_dataset`` hook of ``gsm8k_cot``; the task shares its name with lm-eval's built-in, so say which runs."""
+    check_option_names("gsm8k_cot", _metadata, ("source",))
     test = load_test(source)
     # A warning, so that it shows: lm-eval's CLI prints only its own loggers below that level.
     logger.warning(
@@ -48,6 +50,7 @@ def cot_dataset(source: str = "packaged", **_metadata) -> dict:
 
 def direct_dataset(source: str = "packaged", **_metadata) -> dict:
     """``custom_dataset`` hook of ``gsm8k_direct``: the same questions as ``gsm8k_cot``."""
+    check_option_names("gsm8k_direct", _metadata, ("source",))
     test = load_test(source)
     logger.info("gsm8k_direct: data: %s.", _describe(source))
     return {"test": test}

@@ -14,6 +14,7 @@ import random
 from functools import cache
 
 from . import packaged_data
+from .task_options import check_option_names
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def subject_dataset(
     """
     import datasets
 
+    check_option_names("mmlu", _metadata, ("source", "per_subject", "subset_seed"))
     if source == "packaged":
         test = read_split(subject, "test")
         dev = datasets.Dataset.from_list(read_split(subject, "dev"))

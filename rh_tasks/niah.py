@@ -15,6 +15,7 @@ from lm_eval.api.task import ConfigurableTask
 from . import packaged_data
 from .haystack import insert_needle
 from .scoring import contains_answer, rouge1_recall
+from .task_options import task_options
 from .task_tokenizer import context_limit, resolve_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def build(**metadata) -> dict:
     """lm-eval ``custom_dataset`` hook: ``--metadata`` keys override :data:`DEFAULTS`; model_args name the tokenizer."""
     import datasets
 
-    options = {key: metadata.get(key, default) for key, default in DEFAULTS.items()}
+    options = task_options("niah", metadata, DEFAULTS)
     if options["needles"] is not None:
         options["needles"] = _as_list("needles", options["needles"])
     tokenizer = resolve_tokenizer(**metadata)
