@@ -162,7 +162,10 @@ def select_heads(
             drawn.extend(rng.sample(candidates, need))
     else:
         if k > len(pool):
-            raise ValueError(f"k={k} exceeds the {len(pool)} non-retrieval units available for the random control.")
+            raise ValueError(
+                f"k={k} exceeds the {len(pool)} non-retrieval units available for the random control "
+                "(it excludes every retrieval head and the top k); use a smaller k."
+            )
         drawn = rng.sample(pool, k)
     return HeadSelection(kind="random", heads=_flatten(drawn), k=k, seed=seed, match=match, unit=unit)
 

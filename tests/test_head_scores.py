@@ -92,7 +92,7 @@ def test_duo_tsv_round_trip(tmp_path):
     ("name", "content", "message"),
     [
         ("bad.json", "{not json", "not valid JSON"),
-        ("empty.json", "", "not valid JSON"),
+        ("empty.json", "", "is empty; regenerate it"),
         ("none.json", "{}", "holds no head scores"),
         ("key.json", '{"0_0": [0.1]}', "is not 'layer-head'"),
         ("nan.json", '{"0-0": [NaN]}', "not a finite number"),

@@ -109,10 +109,12 @@ def _default_output(identity: dict) -> Path:
 def run(args) -> int:
     import torch
 
+    from rh_tasks.files import OutputFolderError, writable_folder
+
     from .aggregate import write_scores
     from .prompts import build_samples, load_needles, use_chat_template
     from .run import detect
-    from .source import load_model, model_identity, parse_model_args
+    from .source import load_geometry, load_model, model_identity, parse_model_args
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model_args = parse_model_args(args.model_args)
@@ -123,6 +125,15 @@ def run(args) -> int:
         checkpoint.unlink(missing_ok=True)
     elif output.exists():
         raise SystemExit(f"{output} exists; pass --force to overwrite it, or choose another --output.")
+    try:
+        writable_folder(output.parent)
+    except OutputFolderError as err:
+        raise SystemExit(str(err)) from None
+
+    try:  # the config alone: a refused or unsupported model fails before any download or weights load
+        load_geometry(model_args)
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"Cannot use {identity['model']}: {err}") from None
 
     torch.manual_seed(args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

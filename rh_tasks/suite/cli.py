@@ -45,5 +45,11 @@ def run(args: argparse.Namespace) -> int:
     except (SuiteConfigError, SuiteStateError, ValueError, OSError) as err:
         logger.error("%s", err)
         return 2
+    except KeyboardInterrupt:
+        logger.error(
+            "Interrupted. Finished conditions are kept; the unfinished one is discarded when the same command "
+            "is run again, which resumes the suite."
+        )
+        return 130
     print(f"Suite complete: {out}" + ("" if args.no_report else f"; report in {out / 'report'}"))
     return 0
