@@ -47,9 +47,10 @@ def compare(a: HeadScores, b: HeadScores, *, threshold: float, top: int) -> str:
         shared = top_k(a, k) & top_k(b, k)
         lines.append(f"  K={k:<3}  Jaccard {jaccard(top_k(a, k), top_k(b, k)):.2f}  ({len(shared)} shared)")
     strong_a, strong_b = set(a.retrieval_heads(threshold)), set(b.retrieval_heads(threshold))
+    only_a, only_b = len(strong_a - strong_b), len(strong_b - strong_a)
     lines.append(
         f"  heads >= {threshold:g}: Jaccard {jaccard(strong_a, strong_b):.2f} "
-        f"({len(strong_a & strong_b)} shared, {len(strong_a - strong_b)} only in A, {len(strong_b - strong_a)} only in B)"
+        f"({len(strong_a & strong_b)} shared, {only_a} only in A, {only_b} only in B)"
     )
     rho, p = stats.spearmanr(a.means.ravel(), b.means.ravel())
     lines.append(f"Spearman rank correlation over all {a.means.size} heads: rho = {rho:.3f} (p = {p:.2g})")
