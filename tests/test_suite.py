@@ -120,13 +120,25 @@ def _without_paths(value):
     return value
 
 
+def _samples(out: Path) -> dict:
+    """Per condition: every item's doc and prompt hash and the model's answer, in doc order."""
+    found = {}
+    for path in sorted(out.rglob("samples_*.jsonl")):
+        condition = path.relative_to(out / "conditions").parts[0]
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        found[condition] = sorted((r["doc_id"], r["doc_hash"], r["prompt_hash"], r["filtered_resps"]) for r in rows)
+    return found
+
+
 def test_same_config_and_seeds_give_the_same_report(suite, tmp_path):
+    """Heads, prompts, doc hashes, answers and every number of the report, run twice; only paths and dates differ."""
     import dataclasses
 
-    reports = []
+    runs = []
     for name in ("first", "second"):
         out = run_suite(dataclasses.replace(suite, output_dir=str(tmp_path / name)))
-        reports.append(_without_paths(json.loads((out / "report" / "report.json").read_text())))
         heads = {p.parent.name: json.loads(p.read_text())["rh_masking"]["heads"] for p in out.rglob("condition.json")}
-        reports.append(heads)
-    assert reports[0] == reports[2] and reports[1] == reports[3]
+        report = _without_paths(json.loads((out / "report" / "report.json").read_text()))
+        runs.append({"heads": heads, "samples": _samples(out), "report": report})
+    assert runs[0]["samples"] and len(runs[0]["heads"]) == 4
+    assert runs[0] == runs[1]
