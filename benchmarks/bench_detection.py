@@ -27,6 +27,7 @@ import gc
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -86,17 +87,18 @@ def main() -> None:
     print(f"SmolLM2-135M-Instruct, fp32, {torch.get_num_threads()} torch threads\n")
 
     print(
-        "length  sample                    tokens  fast s  plain s  fast/plain  ref s  ref/fast  fast MiB  ref MiB  ref/fast"
+        "length  sample                    tokens  fast s  plain s  fast/plain  ref s  ref/fast  "
+        "fast MiB  ref MiB  ref/fast"
     )
     for length in (1024, 2048):
         samples = build_samples(tokenizer, lengths=[length], depths=[50], needles=needles)[: args.samples]
         for sample in samples:
             plain(model, sample, 2, stop_ids)  # warm-up at this length
-            ours, t_fast, m_fast = measure(lambda: fast(model, tokenizer, sample, args.max_new_tokens, stop_ids))
-            out, t_plain, _ = measure(lambda: plain(model, sample, args.max_new_tokens, stop_ids))
+            ours, t_fast, m_fast = measure(partial(fast, model, tokenizer, sample, args.max_new_tokens, stop_ids))
+            out, t_plain, _ = measure(partial(plain, model, sample, args.max_new_tokens, stop_ids))
             ref, t_ref, m_ref = measure(
-                lambda: reference_detect(
-                    model, tokenizer, sample, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids
+                partial(
+                    reference_detect, model, tokenizer, sample, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids
                 )
             )
             assert ref == ours, f"{sample.sample_id}: the fast path disagrees with the reference"
@@ -111,7 +113,7 @@ def main() -> None:
     print("length  prompt tokens  MiB  MiB per 1K tokens")
     for length in (2048,) if args.quick else (2048, 4096, 8000):
         (sample,) = build_samples(tokenizer, lengths=[length], depths=[50], needles="ginger_tea")
-        _, seconds, mib = measure(lambda: fast(model, tokenizer, sample, 4, stop_ids))
+        _, seconds, mib = measure(partial(fast, model, tokenizer, sample, 4, stop_ids))
         print(f"{length:>6}  {len(sample.prompt_ids):>13}  {mib:4.0f}  {1024 * mib / len(sample.prompt_ids):17.1f}")
 
 

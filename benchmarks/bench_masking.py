@@ -51,11 +51,12 @@ def main() -> None:
         lm._model_generate(ids, max_length=args.tokens + args.new_tokens, stop=[], min_new_tokens=args.new_tokens)
 
     print(
-        f"model {source}; {geometry.num_layers} layers x {geometry.num_heads} heads; torch threads {torch.get_num_threads()}"
+        f"model {source}; {geometry.num_layers} layers x {geometry.num_heads} heads; "
+        f"torch threads {torch.get_num_threads()}"
     )
     for job_name, job in (("prefill forward", forward), (f"generate {args.new_tokens} tokens", generate)):
         times = {name: [] for name in variants}
-        for name, lm in variants.items():  # warm-up
+        for lm in variants.values():  # warm-up
             job(lm)
         for _ in range(args.rounds):
             for name, lm in variants.items():

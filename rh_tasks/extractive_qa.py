@@ -36,7 +36,10 @@ MIN_LENGTH = 128
 INSTRUCTION = (
     "Answer the question based on the given passages. Only give me the answer and do not output any other words."
 )
-PROMPT = f"{INSTRUCTION}\n\nThe following are given passages.\n{{context}}\n\n{INSTRUCTION}\n\nQuestion: {{question}}\nAnswer:"
+PROMPT = (
+    f"{INSTRUCTION}\n\nThe following are given passages.\n{{context}}\n\n{INSTRUCTION}\n\nQuestion: {{question}}\n"
+    "Answer:"
+)
 CLOSED_BOOK_PROMPT = (
     "Answer the question. Only give me the answer and do not output any other words.\n\nQuestion: {question}\nAnswer:"
 )

@@ -158,7 +158,7 @@ def _leaf_table(model_runs: ModelRuns, task: str) -> TaskTable:
     base = base_run.tasks[task]
     keys = set(base.items)
     metrics = list(base.metrics)
-    for condition, run in by_condition.items():
+    for run in by_condition.values():
         other = run.tasks[task]
         _check_comparable(task, base_run, run, base, other)
         keys &= set(other.items)
