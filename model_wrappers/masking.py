@@ -204,7 +204,9 @@ def head_output_means(model: nn.Module, input_ids: torch.Tensor) -> dict[int, to
     try:
         for layer, site in enumerate(attention_sites(model)):
             handles.append(site.out_proj.register_forward_pre_hook(recorder(layer)))
-        model(input_ids.to(model.device))
+        # With weights offloaded by accelerate (device_map with "cpu"/"disk"), model.device is "meta" and
+        # accelerate's own hooks move the inputs to where each module runs.
+        model(input_ids if model.device.type == "meta" else input_ids.to(model.device))
     finally:
         for handle in handles:
             handle.remove()
