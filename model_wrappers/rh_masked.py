@@ -16,7 +16,14 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from .architectures import HeadGeometry, check_supported
-from .gguf_cache import EMBEDDED_NAME, cached_gguf_dir, embedded_model_dir
+from .gguf_cache import (
+    EMBEDDED_NAME,
+    GEMMA_GGUF_SHA256,
+    GEMMA_NAME,
+    cached_gguf_dir,
+    embedded_model_dir,
+    gemma_model_dir,
+)
 from .head_scores import load_head_scores
 from .head_selection import HeadSelection, select_heads
 from .masking import MODES, PHASES, head_output_means, mask_heads
@@ -24,6 +31,11 @@ from .masking import MODES, PHASES, head_output_means, mask_heads
 logger = logging.getLogger(__name__)
 
 MEAN_REFERENCE_TOKENS = 512  # tokens of packaged text whose per-head mean output ``mode=mean`` substitutes
+# Models rh-eval names itself -> their packaged scores, the default of heads=retrieval/random.
+PACKAGED_SCORES = {
+    EMBEDDED_NAME: "head_scores/smollm2-135m-instruct.json",
+    GEMMA_NAME: "head_scores/gemma-3-270m.json",
+}
 
 
 class PromptTooLongError(ValueError):
@@ -32,7 +44,11 @@ class PromptTooLongError(ValueError):
 
 @register_model("rh-masked")
 class RHMaskedLM(HFLM):
-    """HFLM with retrieval-head masking. Omit ``pretrained`` to evaluate the embedded SmolLM2-135M-Instruct."""
+    """HFLM with retrieval-head masking.
+
+    Omit ``pretrained`` to evaluate the embedded SmolLM2-135M-Instruct; ``pretrained=gemma-3-270m`` names the
+    optional packaged Gemma-3-270M. Both default ``heads=retrieval`` to their packaged scores.
+    """
 
     def __init__(
         self,
@@ -77,8 +93,8 @@ class RHMaskedLM(HFLM):
         if phase not in PHASES:
             raise ValueError(f"phase={phase!r} is unknown; choose one of {', '.join(PHASES)}.")
         needs_scores = isinstance(heads, str) and heads.strip().lower() in ("retrieval", "random")
-        if needs_scores and head_scores is None and self._source["name"] == EMBEDDED_NAME:
-            head_scores = _packaged_scores()
+        if needs_scores and head_scores is None and self._source["name"] in PACKAGED_SCORES:
+            head_scores = _packaged_scores(self._source["name"])
         self._head_scores_path = head_scores
         self._selection_args = dict(heads=heads, k=k, seed=seed, match=match, unit=unit)
         self._mode, self._phase = mode, phase
@@ -149,10 +165,10 @@ class RHMaskedLM(HFLM):
         return info
 
 
-def _packaged_scores() -> str:
+def _packaged_scores(name: str) -> str:
     from rh_tasks import packaged_data
 
-    return str(packaged_data.data_path("head_scores/smollm2-135m-instruct.json"))
+    return str(packaged_data.data_path(PACKAGED_SCORES[name]))
 
 
 def _resolve_source(pretrained, kwargs: dict) -> dict:
@@ -162,6 +178,8 @@ def _resolve_source(pretrained, kwargs: dict) -> dict:
     if pretrained is None:
         path = embedded_model_dir()
         return {"path": str(path), "name": EMBEDDED_NAME, "sha256": _gguf_digest(path)}
+    if pretrained == GEMMA_NAME:
+        return {"path": str(gemma_model_dir()), "name": GEMMA_NAME, "sha256": GEMMA_GGUF_SHA256}
     gguf_file = kwargs.get("gguf_file")
     if gguf_file and Path(pretrained, gguf_file).is_file():
         kwargs.pop("gguf_file")

@@ -2,7 +2,8 @@
 
 Synthetic long-context tasks (``niah``, ``extractive_qa``) measure lengths in the evaluated model's own tokens,
 so their builders need its tokenizer. lm-eval merges ``--model_args`` into task metadata, which is where
-``pretrained``, ``tokenizer`` and ``gguf_file`` come from; with none of them, the embedded model is meant.
+``pretrained``, ``tokenizer`` and ``gguf_file`` come from; with none of them, the embedded model is meant, and
+``pretrained=gemma-3-270m`` names the optional packaged Gemma-3-270M.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from pathlib import Path
 
 def model_source(metadata: dict) -> tuple[str, str | None]:
     """(path or hub id, gguf_file) of the model named by ``metadata``; local GGUF files resolve to our cache."""
-    from model_wrappers.gguf_cache import cached_gguf_dir, embedded_model_dir
+    from model_wrappers.gguf_cache import GEMMA_NAME, cached_gguf_dir, embedded_model_dir, gemma_model_dir
 
     pretrained = metadata.get("pretrained")
     gguf_file = metadata.get("gguf_file")
     if pretrained is None:
         return str(embedded_model_dir()), None
+    if pretrained == GEMMA_NAME:
+        return str(gemma_model_dir()), None
     if gguf_file and Path(pretrained, gguf_file).is_file():
         return str(cached_gguf_dir(Path(pretrained, gguf_file))), None
     return str(pretrained), gguf_file

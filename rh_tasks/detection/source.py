@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 
 from model_wrappers.architectures import HeadGeometry, check_supported
-from model_wrappers.gguf_cache import EMBEDDED_GGUF_SHA256, EMBEDDED_NAME
+from model_wrappers.gguf_cache import EMBEDDED_GGUF_SHA256, EMBEDDED_NAME, GEMMA_GGUF_SHA256, GEMMA_NAME
 from rh_tasks.packaged_data import sha256_file
 from rh_tasks.task_tokenizer import model_source
 
@@ -31,6 +31,8 @@ def model_identity(model_args: dict) -> dict:
     pretrained, gguf_file = model_args.get("pretrained"), model_args.get("gguf_file")
     if pretrained is None:
         return {"model": EMBEDDED_NAME, "weights_sha256": EMBEDDED_GGUF_SHA256}
+    if pretrained == GEMMA_NAME:
+        return {"model": GEMMA_NAME, "weights_sha256": GEMMA_GGUF_SHA256}
     path = Path(str(pretrained))
     if gguf_file and (path / gguf_file).is_file():
         return {"model": f"{pretrained}/{gguf_file}", "weights_sha256": sha256_file(path / gguf_file)}
