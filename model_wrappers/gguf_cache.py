@@ -130,7 +130,7 @@ def _build(gguf_path: Path, digest: str, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
-    logger.info("Converting %s to a safetensors cache (once per model; about 30 s on a CPU)", gguf_path.name)
+    logger.info("Converting %s to a safetensors cache (once per model; 30 s to minutes on a CPU)", gguf_path.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     # The weights are plain fp32 tensors now; drop the GGUF quantizer marker so save_pretrained accepts them.
