@@ -164,9 +164,10 @@ def main() -> None:
     )
     for length in lengths:
         ids = ids_of(length)
-        base = None
+        base, outputs = None, {}
         for name, job in jobs.items():
             result, seconds, mib = measure(lambda job=job, ids=ids: job(ids))
+            outputs[name] = result
             if name == "detection":
                 assert result.shape == (n, geometry.num_layers, 1, geometry.num_heads), result.shape
             base = base or (seconds, mib)
@@ -174,6 +175,8 @@ def main() -> None:
                 f"{length:>6}  {name:<12}  {seconds:7.1f}  {seconds / base[0]:5.2f}  {mib:8.0f}  "
                 f"{mib / base[1]:5.2f}  {1024 * mib / length:9.1f}  {kv_bytes * (length + n) / MIB:12.0f}"
             )
+        same = torch.equal(outputs["heads=none"], outputs["hf"])
+        print(f"{length:>6}  heads=none generates exactly hf's tokens: {same}")
 
     print(f"\n3. largest new tensor of one prefill at {lengths[0]} tokens (a [T, T] fp32 tensor is ", end="")
     print(f"{4 * lengths[0] ** 2 / MIB:.0f} MiB)")
