@@ -23,38 +23,18 @@ back to back on the same sample) rather than absolute times.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
-import time
 from functools import partial
-from pathlib import Path
 
 import torch
+from peak_memory import measure
 
 from rh_tasks.detection.attention_probe import argmax_probe
 from rh_tasks.detection.prompts import build_samples
 from rh_tasks.detection.reference import reference_detect
 from rh_tasks.detection.run import score_batch, stop_token_ids
 from rh_tasks.detection.source import load_model
-
-STATUS = Path("/proc/self/status")
-
-
-def _rss_kib(field: str) -> int:
-    line = next(l for l in STATUS.read_text().splitlines() if l.startswith(field + ":"))
-    return int(line.split()[1])
-
-
-def measure(fn):
-    """(result, seconds, extra peak RSS in MiB) of ``fn()``."""
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
-    base = _rss_kib("VmRSS")
-    start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
-    return result, seconds, (_rss_kib("VmHWM") - base) / 1024
 
 
 def fast(model, tokenizer, sample, max_new_tokens, stop_ids):

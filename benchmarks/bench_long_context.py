@@ -28,16 +28,14 @@ fixed so that freed tensors go back to the OS and one call's memory cannot hide 
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import random
 import sys
-import time
-from pathlib import Path
 
 import torch
 from lm_eval.models.huggingface import HFLM
+from peak_memory import measure
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig
@@ -47,24 +45,7 @@ from model_wrappers.gguf_cache import embedded_model_dir
 from model_wrappers.rh_masked import RHMaskedLM
 from rh_tasks.detection.attention_probe import argmax_probe
 
-STATUS = Path("/proc/self/status")
 MIB = 2**20
-
-
-def _rss_kib(field: str) -> int:
-    line = next(l for l in STATUS.read_text().splitlines() if l.startswith(field + ":"))
-    return int(line.split()[1])
-
-
-def measure(fn):
-    """(result, seconds, extra peak RSS in MiB) of ``fn()``."""
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
-    base = _rss_kib("VmRSS")
-    start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
-    return result, seconds, (_rss_kib("VmHWM") - base) / 1024
 
 
 class LargestTensor(TorchDispatchMode):
