@@ -94,6 +94,6 @@ def attention_sites(model: nn.Module) -> list[AttentionSite]:
 
 
 def decoder(model: nn.Module) -> nn.Module:
-    """The module that receives ``past_key_values``; its pre-hook tells prefill from decoding."""
+    """The stack of decoder layers: its hooks mark where each forward pass begins and ends."""
     layers_path = _LAYOUTS[check_supported(model.config)][0]
     return model.get_submodule(layers_path.rsplit(".", 1)[0])

@@ -9,8 +9,12 @@ Three ways to take a head out (Wu et al. 2024, arXiv 2404.15574, use the first):
 * ``zero``: the head's output is zeroed before the output projection.
 * ``mean``: the head's output is replaced by its mean output over a reference text (see :func:`head_output_means`).
 
-``phase="decode"`` leaves the prompt (any forward pass with an empty KV cache) unmasked and masks only the
-generated tokens, as the paper's NIAH experiments did.
+``phase="decode"`` is the paper's decode phase (``needle_in_haystack_with_mask.py``): the prompt is read
+unmasked up to its last token, and the last prompt token and every generated token are masked, so the first
+answer token already comes from a masked pass. The hooks tell the two apart by position alone, with no reliance
+on how a transformers release passes its KV cache: the first forward pass in the context is the prompt (its last
+``tail`` positions are masked: 1 for generation, the continuation's length for a loglikelihood request), and
+every later pass must be one cached decoding step, masked whole. Anything else raises :class:`MaskingError`.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+import transformers
 from torch import nn
 
 from .architectures import HeadGeometry, attention_sites, decoder
+from .audit import MaskingAudit, MaskingError
 
 MODES = ("uniform", "zero", "mean")
 PHASES = ("all", "decode")
@@ -30,15 +36,50 @@ PHASES = ("all", "decode")
 Head = tuple[int, int]
 
 
-class _PhaseGate:
-    """Shared on/off switch for a set of hooks; with ``phase="decode"`` it opens only once a KV cache exists."""
+class _Gate:
+    """Decides which positions of each forward pass the hooks mask, and checks that every masked layer ran.
 
-    def __init__(self, phase: str):
-        self.open = phase == "all"
+    A pre-hook on the decoder opens a pass and a post-hook closes it; in between, each masked layer's hook asks
+    :meth:`masked_from` where masking starts. Positions are counted, never read from the model's arguments.
+    """
 
-    def before_decoder(self, module, args, kwargs):
-        cache = kwargs.get("past_key_values")
-        self.open = cache is not None and cache.get_seq_length() > 0
+    def __init__(self, phase: str, tail: int, layers: list[int], audit: MaskingAudit):
+        self.phase, self.tail, self.layers, self.audit = phase, tail, layers, audit
+        self.passes = 0  # forward passes completed inside this context
+        self.length: int | None = None  # positions in the current pass
+        self.ran: list[int] = []
+
+    def begin(self, module, args) -> None:
+        self.length, self.ran = None, []
+
+    def masked_from(self, layer: int, output: torch.Tensor) -> int:
+        """First masked position of this pass, for a hook that sees ``output`` ``[B, T, width]``."""
+        length = output.shape[1]
+        if self.length is None:
+            if self.phase == "decode" and self.passes and length != 1:
+                raise MaskingError(
+                    f"phase='decode' masks from the prompt's last token on, so after the prompt's forward pass "
+                    f"every pass must decode one cached token, but pass {self.passes + 1} fed {length} positions "
+                    f"(transformers {transformers.__version__}). Open one mask_heads context per generate call "
+                    "and keep use_cache=True; chunked prefill and assisted decoding are not supported."
+                )
+            self.length = length
+        elif length != self.length:
+            raise MaskingError(f"Layer {layer} saw {length} positions where earlier layers saw {self.length}.")
+        first = 0 if self.phase == "all" or self.passes else max(length - self.tail, 0)
+        self.ran.append(layer)
+        self.audit.record(layer, rows=output.shape[0], positions=length, masked=length - first)
+        return first
+
+    def end(self, module, args, output) -> None:
+        if sorted(self.ran) != self.layers:
+            raise MaskingError(
+                f"A forward pass reached the masked layers {sorted(self.ran)} of {self.layers}: the model no "
+                f"longer calls the hooked projections (transformers {transformers.__version__}), so its heads "
+                "would run unmasked. Pin an earlier transformers release or report this model."
+            )
+        self.passes += 1
+        self.audit.forward_passes += 1
 
 
 def validate_heads(heads: Iterable[Sequence[int]], geometry: HeadGeometry) -> list[Head]:
@@ -65,52 +106,61 @@ def mask_heads(
     mode: str = "uniform",
     phase: str = "all",
     means: dict[int, torch.Tensor] | None = None,
-) -> Iterator[list[Head]]:
+    *,
+    tail: int = 1,
+    audit: MaskingAudit | None = None,
+) -> Iterator[MaskingAudit]:
     """Mask ``(layer, query_head)`` pairs of a Hugging Face causal LM while the context is open.
 
     Args:
         model: a causal LM of a supported architecture (see ``SUPPORTED_MODEL_TYPES``).
         heads: query heads to mask; under GQA, list every query head of a group to mask the group.
         mode: ``uniform`` (paper), ``zero`` or ``mean``.
-        phase: ``all`` or ``decode``.
+        phase: ``all`` (every position of every pass) or ``decode`` (the paper's: see the module docstring).
+            Under ``decode``, open one context per prompt: one ``generate`` call, or one forward pass.
         means: for ``mode="mean"``, per-layer mean head outputs ``[num_heads, head_dim]`` from
             :func:`head_output_means`.
+        tail: under ``decode``, how many trailing positions of the prompt's pass are masked: 1 for generation
+            (the last prompt token), the continuation's length when the pass scores a continuation.
+        audit: counts to add to (a condition keeps one across calls); a new one by default.
 
     Yields:
-        The validated, sorted list of masked heads. With no heads, no hook is installed at all, so the model
-        is untouched.
+        The :class:`MaskingAudit` of this context. With no heads, no hook is installed at all, so the model is
+        untouched.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mask mode {mode!r}; choose one of {', '.join(MODES)}.")
     if phase not in PHASES:
         raise ValueError(f"Unknown mask phase {phase!r}; choose one of {', '.join(PHASES)}.")
+    if not isinstance(tail, int) or tail < 1:
+        raise ValueError(f"tail={tail!r} must be a positive integer.")
     geometry = HeadGeometry.from_config(model.config)
     masked = validate_heads(heads, geometry)
     if mode == "mean" and means is None:
         raise ValueError("mode='mean' needs the per-head mean outputs: pass means=head_output_means(model, ids).")
+    audit = MaskingAudit() if audit is None else audit
     if not masked:
-        yield masked
+        yield audit
         return
     sites = attention_sites(model)
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, head in masked:
         by_layer[layer].append(head)
 
-    gate = _PhaseGate(phase)
-    handles = []
+    gate = _Gate(phase, tail, sorted(by_layer), audit)
+    stack = decoder(model)
+    handles = [stack.register_forward_pre_hook(gate.begin), stack.register_forward_hook(gate.end)]
     try:
-        if phase == "decode":
-            handles.append(decoder(model).register_forward_pre_hook(gate.before_decoder, with_kwargs=True))
         for layer, layer_heads in by_layer.items():
             site = sites[layer]
             if mode == "uniform":
-                hook = _query_hook(gate, layer_heads, geometry, _out_features(site.query))
+                hook = _query_hook(gate, layer, layer_heads, geometry, _out_features(site.query))
                 handles.append(site.query.register_forward_hook(hook))
             else:
                 fill = means[layer] if mode == "mean" else None
-                hook = _output_hook(gate, layer_heads, geometry, fill)
+                hook = _output_hook(gate, layer, layer_heads, geometry, fill)
                 handles.append(site.out_proj.register_forward_pre_hook(hook))
-        yield masked
+        yield audit
     finally:
         for handle in handles:
             handle.remove()
@@ -146,20 +196,22 @@ class _DeviceCache:
         return self.cache[key]
 
 
-def _query_hook(gate: _PhaseGate, heads: list[int], geometry: HeadGeometry, width: int):
+def _query_hook(gate: _Gate, layer: int, heads: list[int], geometry: HeadGeometry, width: int):
     columns = _head_columns(heads, geometry.head_dim)
 
     keep = _DeviceCache(lambda: _keep_vector(width, columns))
 
     def hook(module, args, output):  # output: [B, T, width], queries first
-        if gate.open:
+        first = gate.masked_from(layer, output)
+        if first == 0:
             return output * keep.get(output)
-        return None
+        output[:, first:] *= keep.get(output)  # the prompt before `first` stays bit-exact
+        return output
 
     return hook
 
 
-def _output_hook(gate: _PhaseGate, heads: list[int], geometry: HeadGeometry, means: torch.Tensor | None):
+def _output_hook(gate: _Gate, layer: int, heads: list[int], geometry: HeadGeometry, means: torch.Tensor | None):
     width = geometry.num_heads * geometry.head_dim
     columns = _head_columns(heads, geometry.head_dim)
 
@@ -172,13 +224,16 @@ def _output_hook(gate: _PhaseGate, heads: list[int], geometry: HeadGeometry, mea
     keep, fill = _DeviceCache(lambda: _keep_vector(width, columns)), _DeviceCache(build_fill)
 
     def hook(module, args):  # args[0]: [B, T, H*D]
-        if not gate.open:
-            return None
         x = args[0]
-        masked = x * keep.get(x)
+        first = gate.masked_from(layer, x)
+        masked = x[:, first:] * keep.get(x)
         if means is not None:
             masked = masked + fill.get(x)
-        return (masked, *args[1:])
+        if first == 0:
+            return (masked, *args[1:])
+        x = x.clone()
+        x[:, first:] = masked
+        return (x, *args[1:])
 
     return hook
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -55,6 +56,19 @@ def tiny_model(model_type: str, attn_implementation: str = "sdpa", seed: int = 0
             if any(part in name for part in ("q_proj", "k_proj", "c_attn", "qkv_proj")) and param.dim() == 2:
                 param.mul_(8.0)
     return model.eval()
+
+
+def kv_cache_in(values) -> transformers.Cache | None:
+    """The KV cache among a call's arguments or outputs, found by type: releases rename its keyword."""
+    return next((v for v in values if isinstance(v, transformers.Cache)), None)
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The keyword under which this transformers release's ``forward`` takes the KV cache."""
+    parameters = inspect.signature(model.forward).parameters
+    names = [name for name in ("cache", "past_key_values") if name in parameters]
+    assert names, f"transformers {transformers.__version__}: no KV cache argument in {list(parameters)}"
+    return names[0]
 
 
 @pytest.fixture(params=sorted(TINY_CONFIGS))

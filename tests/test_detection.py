@@ -6,6 +6,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
+from conftest import kv_cache_in
 
 from rh_tasks.detection.aggregate import NoAcceptedSamplesError, per_sample_scores
 from rh_tasks.detection.attention_probe import argmax_probe
@@ -66,7 +67,7 @@ def planted_copy_head(model, sample, answer: list[int]):
         return torch.arange(state["offset"], state["offset"] + length)
 
     def before_decoder(module, args, kwargs):
-        cache = kwargs.get("past_key_values")
+        cache = kv_cache_in([*args, *kwargs.values()])
         state["offset"] = cache.get_seq_length() if cache is not None else 0
         inputs = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]
         state["end"] = state["offset"] + inputs.shape[1]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from conftest import tiny_model
+from conftest import cache_keyword, kv_cache_in, tiny_model
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.masking_utils import eager_mask
 
-from model_wrappers import HeadGeometry, UnsupportedArchitectureError, head_output_means, mask_heads
+from model_wrappers import HeadGeometry, MaskingError, UnsupportedArchitectureError, head_output_means, mask_heads
 from model_wrappers.architectures import attention_sites
 
 HEADS = [(0, 1), (1, 0), (1, 3)]
@@ -125,35 +125,128 @@ def test_hooks_removed_on_exit_and_after_exceptions(input_ids):
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
     with mask_heads(model, HEADS, phase="decode"):
-        assert hook_count() == 3  # two layers with masked heads + the phase gate
+        assert hook_count() == 4  # two layers with masked heads + the pass boundaries around the decoder
     assert hook_count() == 0
     with pytest.raises(RuntimeError, match="boom"):
         with mask_heads(model, HEADS):
-            assert hook_count() == 2
+            assert hook_count() == 4
             raise RuntimeError("boom")
     assert hook_count() == 0
     assert torch.equal(_logits(model, input_ids), before)
 
 
-def test_decode_phase_leaves_prefill_unmasked_and_masks_generated_tokens(model_type, input_ids):
-    model = tiny_model(model_type)
-    prompt = input_ids[:1]
-    unmasked = _logits(model, prompt)
-    with mask_heads(model, HEADS, phase="decode"):
-        assert torch.equal(_logits(model, prompt), unmasked)
-        out = model.generate(
-            prompt, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True
-        )
-    plain = model.generate(prompt, max_new_tokens=1, do_sample=False, output_logits=True, return_dict_in_generate=True)
-    torch.testing.assert_close(out.logits[0], plain.logits[0], atol=0, rtol=0)
-
-    # The first generated token is then fed back with the prompt's cache: that step must be masked.
+def _reference_decode(model, prompt, heads, steps, mode="uniform", means=None):
+    """The paper's NIAH loop (Retrieval_Head ``needle_in_haystack_with_mask.py``, ``evaluate_and_log``): prefill
+    ``prompt[:, :-1]`` unmasked, then feed the last prompt token and each greedy token through masked steps."""
     with torch.no_grad():
-        cached = model(prompt, use_cache=True)
-        next_token = out.sequences[:, prompt.shape[1] : prompt.shape[1] + 1]
-        with mask_heads(model, HEADS, phase="all"):
-            masked_step = model(next_token, past_key_values=cached.past_key_values, use_cache=True).logits[:, -1]
-    torch.testing.assert_close(out.logits[1], masked_step, atol=1e-5, rtol=1e-5)
+        cache = kv_cache_in(model(prompt[:, :-1], use_cache=True).values())
+        token, logits = prompt[:, -1:], []
+        with mask_heads(model, heads, mode=mode, phase="all", means=means):
+            for _ in range(steps):
+                out = model(token, use_cache=True, **{cache_keyword(model): cache})
+                logits.append(out.logits[:, -1])
+                token = out.logits[:, -1:].argmax(-1)
+    return logits
+
+
+def _reference_continuation(model, context, continuation, heads, mode="uniform", means=None):
+    """The same loop for a loglikelihood request: the context up to its last token is read unmasked; the steps
+    that feed its last token and the continuation (all but the last token) are masked."""
+    with torch.no_grad():
+        cache = kv_cache_in(model(context[:, :-1], use_cache=True).values())
+        fed = torch.cat([context[:, -1:], continuation[:, :-1]], dim=1)
+        logits = []
+        with mask_heads(model, heads, mode=mode, phase="all", means=means):
+            for i in range(fed.shape[1]):
+                out = model(fed[:, i : i + 1], use_cache=True, **{cache_keyword(model): cache})
+                logits.append(out.logits[:, -1])
+    return torch.stack(logits, dim=1)
+
+
+def _generate_logits(model, ids, steps, **masking):
+    with mask_heads(model, HEADS, phase="decode", **masking), torch.no_grad():
+        mask = (ids != 0).long()
+        out = model.generate(
+            ids, attention_mask=mask, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+            pad_token_id=0, output_logits=True, return_dict_in_generate=True,
+        )  # fmt: skip
+    return out.logits
+
+
+def _left_padded(prompts):
+    width = max(len(p) for p in prompts)
+    return torch.stack([torch.cat([torch.zeros(width - len(p), dtype=torch.long), p]) for p in prompts])
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("mode", ["uniform", "zero", "mean"])
+def test_decode_phase_generation_equals_the_reference_loop(model_type, input_ids, implementation, mode):
+    model = tiny_model(model_type, implementation)
+    means = head_output_means(model, input_ids[:1]) if mode == "mean" else None
+    prompts = [input_ids[0, :20], input_ids[1, :14]]  # one left-padded batch; each row alone in the reference
+    steps = 4
+    generated = _generate_logits(model, _left_padded(prompts), steps, mode=mode, means=means)
+    for row, prompt in enumerate(prompts):
+        expected = _reference_decode(model, prompt[None], HEADS, steps, mode=mode, means=means)
+        with torch.no_grad():
+            plain_first = model(prompt[None]).logits[:, -1]
+        assert (expected[0] - plain_first).abs().max() > 1e-4, "the first answer token must come from a masked pass"
+        for step in range(steps):
+            torch.testing.assert_close(generated[step][row], expected[step][0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("mode", ["uniform", "zero", "mean"])
+def test_decode_phase_continuation_equals_the_reference_loop(model_type, input_ids, implementation, mode):
+    model = tiny_model(model_type, implementation)
+    means = head_output_means(model, input_ids[:1]) if mode == "mean" else None
+    context, continuation = input_ids[:1, :15], input_ids[:1, 15:19]
+    expected = _reference_continuation(model, context, continuation, HEADS, mode=mode, means=means)
+    scored = torch.cat([context, continuation[:, :-1]], dim=1)  # what lm-eval feeds for one request
+    with mask_heads(model, HEADS, mode=mode, phase="decode", means=means, tail=4), torch.no_grad():
+        logits = model(scored).logits[:, -4:]
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        plain = model(scored).logits
+    assert (plain[:, -4] - expected[:, 0]).abs().max() > 1e-4, "the first continuation token is scored masked"
+    with mask_heads(model, HEADS, mode=mode, phase="decode", means=means, tail=4) as audit, torch.no_grad():
+        full = model(scored).logits
+    assert torch.equal(full[:, :-4], plain[:, :-4]), "the context is read unmasked, bit for bit"
+    assert audit.layers[1].masked_positions == 4 and audit.layers[1].unmasked_positions == scored.shape[1] - 4
+
+
+def test_decode_phase_refuses_passes_it_cannot_place(input_ids):
+    model = tiny_model("llama")
+    with pytest.raises(MaskingError, match="one mask_heads context per generate call"):
+        with mask_heads(model, HEADS, phase="decode"), torch.no_grad():
+            model(input_ids)
+            model(input_ids)  # a second prompt in the same context: its positions cannot be placed
+
+
+def test_a_forward_pass_that_skips_a_masked_layer_is_an_error(input_ids):
+    model = tiny_model("qwen2")
+    with mask_heads(model, HEADS):
+        attn = model.model.layers[1].self_attn
+        replacement = torch.nn.Linear(attn.q_proj.in_features, attn.q_proj.out_features, bias=True)
+        replacement.load_state_dict(attn.q_proj.state_dict())
+        attn.q_proj = replacement  # the model now calls a projection the hooks never saw
+        with pytest.raises(MaskingError, match=r"reached the masked layers \[0\] of \[0, 1\]"):
+            _logits(model, input_ids)
+
+
+def test_audit_counts_every_pass_and_position(input_ids):
+    model = tiny_model("gpt2")
+    with mask_heads(model, HEADS, phase="decode") as audit, torch.no_grad():
+        model.generate(input_ids, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=0)
+    rows, length = input_ids.shape
+    assert audit.forward_passes == 3
+    for layer in (0, 1):
+        counts = audit.layers[layer]
+        assert counts.forward_passes == 3
+        assert counts.masked_positions == rows * 3  # the last prompt token, then two generated tokens
+        assert counts.unmasked_positions == rows * (length - 1)
+    audit.canary_logit_change = 0.5
+    assert audit.describe({0, 1})["clean"]
 
 
 def test_masking_a_whole_kv_group_differs_from_one_query_head(input_ids):
