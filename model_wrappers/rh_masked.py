@@ -2,7 +2,8 @@
 
 A thin HFLM subclass (after lm-eval's ``steered`` model): it takes its own ``--model_args``, resolves the head
 set before any weights load, and wraps ``_model_call`` and ``_model_generate`` in :func:`mask_heads`, so every
-lm-eval task works unchanged.
+lm-eval task works unchanged. Every masked condition proves itself: a canary at load checks that masking changes
+the logits, and the audit of every forward pass goes into ``config.rh_masking.audit`` of the results file.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from pathlib import Path
 import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
+from tqdm import tqdm
 
 from .architectures import HeadGeometry, check_supported
+from .audit import MaskingAudit
+from .canary import PROBE_TEXT, check_masking_changes_logits
 from .gguf_cache import (
     EMBEDDED_NAME,
     GEMMA_GGUF_SHA256,
@@ -68,6 +72,7 @@ class RHMaskedLM(HFLM):
             heads=heads, k=k, head_scores=head_scores, mode=mode, phase=phase, seed=seed, match=match, unit=unit
         )
         self._means = None
+        self._tail = 1
 
         start = time.perf_counter()
         super().__init__(pretrained=self._source["path"], **kwargs)
@@ -88,6 +93,9 @@ class RHMaskedLM(HFLM):
     def _set_masking(
         self, heads="none", k=None, head_scores=None, mode="uniform", phase="all", seed=0, match=None, unit="head"
     ) -> None:
+        heads, k, seed = _as_heads(heads), _as_count("k", k), _as_count("seed", seed, minimum=0) or 0
+        mode, phase = _as_word("mode", mode, "uniform"), _as_word("phase", phase, "all")
+        unit, match = _as_word("unit", unit, "head"), _as_word("match", match, None)
         if mode not in MODES:
             raise ValueError(f"mode={mode!r} is unknown; choose one of {', '.join(MODES)}.")
         if phase not in PHASES:
@@ -95,13 +103,24 @@ class RHMaskedLM(HFLM):
         needs_scores = isinstance(heads, str) and heads.strip().lower() in ("retrieval", "random")
         if needs_scores and head_scores is None and self._source["name"] in PACKAGED_SCORES:
             head_scores = _packaged_scores(self._source["name"])
-        self._head_scores_path = head_scores
+        self._head_scores_path = None if head_scores is None else str(head_scores)
         self._selection_args = dict(heads=heads, k=k, seed=seed, match=match, unit=unit)
         self._mode, self._phase = mode, phase
+        self._audit = MaskingAudit()
 
     def _prepare_masking(self) -> None:
         if self._mode == "mean" and self.selection.heads and self._means is None:
             self._means = self._reference_means()
+        probe = self.tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"]
+        check_masking_changes_logits(
+            self.model,
+            list(self.selection.heads),
+            probe,
+            mode=self._mode,
+            phase=self._phase,
+            means=self._means,
+            audit=self._audit,
+        )
         logger.info(
             "rh-masked: masking %d heads (%s, mode=%s, phase=%s)",
             len(self.selection.heads),
@@ -123,7 +142,15 @@ class RHMaskedLM(HFLM):
         self.selection: HeadSelection = select_heads(geometry=geometry, scores=self._scores, **self._selection_args)
 
     def _masked(self):
-        return mask_heads(self.model, self.selection.heads, mode=self._mode, phase=self._phase, means=self._means)
+        return mask_heads(
+            self.model,
+            self.selection.heads,
+            mode=self._mode,
+            phase=self._phase,
+            means=self._means,
+            tail=self._tail,
+            audit=self._audit,
+        )
 
     def _model_call(self, inps, attn_mask=None, labels=None):
         with self._masked():
@@ -132,6 +159,35 @@ class RHMaskedLM(HFLM):
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         with self._masked():
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        """Under ``phase=decode``, score requests in groups of equal input and continuation lengths.
+
+        The decode phase masks the position that predicts the first continuation token and every later one, i.e.
+        the last ``len(continuation)`` positions of each row; equal shapes make that the same slice for every
+        row of a batch (lm-eval pads rows on the right).
+        """
+        if self._phase != "decode" or not self.selection.heads:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, (_, context, continuation) in enumerate(requests):
+            scored = min(len(context) + len(continuation), self.max_length + 1) - 1
+            groups.setdefault((scored, len(continuation)), []).append(index)
+        results: list = [None] * len(requests)
+        bar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Running loglikelihood requests")
+        try:
+            for (_, continuation_length), indices in groups.items():
+                self._tail = continuation_length
+                scored = super()._loglikelihood_tokens(
+                    [requests[i] for i in indices], disable_tqdm=True, override_bs=override_bs
+                )
+                for index, result in zip(indices, scored):
+                    results[index] = result
+                bar.update(len(indices))
+        finally:
+            self._tail = 1
+            bar.close()
+        return results
 
     def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
         input_ids, attention_mask = super().tok_batch_encode(strings, padding_side=padding_side, truncation=truncation)
@@ -155,6 +211,7 @@ class RHMaskedLM(HFLM):
         info = super().get_model_info()
         info["rh_masking"] = {
             **self.selection.describe(),
+            "audit": self._audit.describe({layer for layer, _ in self.selection.heads}),
             "mode": self._mode,
             "phase": self._phase,
             "head_scores": self._scores.path if self._scores else None,
@@ -192,3 +249,31 @@ def _gguf_digest(cache_dir: Path) -> str:
     import json
 
     return json.loads((cache_dir / "rh_eval_cache.json").read_text())["gguf_sha256"]
+
+
+def _as_heads(value):
+    """lm-eval's parser turns ``heads=none`` into ``None``."""
+    return "none" if value is None else value
+
+
+def _as_count(name: str, value, minimum: int = 1):
+    """An integer argument as lm-eval hands it over: int, integral float, or digit string (``None`` stays)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name}={value!r} must be {kind}.")
+    return value
+
+
+def _as_word(name: str, value, default: str | None):
+    """A keyword argument: ``None`` (lm-eval's reading of ``none``) means the default."""
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{name}={value!r} must be a word such as {name}={default or 'layer'}.")
+    return value.strip().lower()

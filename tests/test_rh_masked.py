@@ -87,3 +87,103 @@ def test_duoattention_gates_select_whole_kv_groups(tiny_dir, tmp_path):
     path.write_text("0.0\t0.02\n0.97\t0.0\n")  # [layers x kv_heads]; the tiny model has 2 query heads per KV head
     lm = _lm(RHMaskedLM, tiny_dir, heads="retrieval", unit="kv_group", k=1, head_scores=str(path))
     assert lm.get_model_info()["rh_masking"]["heads"] == [[1, 0], [1, 1]]
+
+
+def _reference_logprob(model, context: list[int], continuation: list[int], heads) -> float:
+    """The paper's decode loop for one request: context[:-1] unmasked, then masked single-token steps."""
+    from conftest import cache_keyword, kv_cache_in
+
+    from model_wrappers import mask_heads
+
+    with torch.no_grad():
+        cache = kv_cache_in(model(torch.tensor([context[:-1]]), use_cache=True).values())
+        fed = [context[-1], *continuation[:-1]]
+        total = 0.0
+        with mask_heads(model, heads, phase="all"):
+            for token, target in zip(fed, continuation):
+                logits = model(torch.tensor([[token]]), use_cache=True, **{cache_keyword(model): cache}).logits
+                total += torch.log_softmax(logits[0, -1].double(), -1)[target].item()
+    return total
+
+
+def test_decode_phase_loglikelihood_equals_the_reference_loop(tiny_dir):
+    heads = [[0, 1], [1, 2]]
+    gen = torch.Generator().manual_seed(3)
+    requests = []
+    for context_length, continuation_length in [(12, 1), (12, 1), (9, 3), (15, 2), (9, 3), (20, 1)]:
+        # Tokens of the tiny model's own vocabulary: the embeddings resized for the real tokenizer are all alike.
+        ids = torch.randint(5, 96, (context_length + continuation_length,), generator=gen).tolist()
+        requests.append((("", ""), ids[:context_length], ids[context_length:]))
+    lm = _lm(RHMaskedLM, tiny_dir, heads=heads, phase="decode")
+    lm.batch_size_per_gpu = 3  # rows of different lengths share batches
+    got = [logprob for logprob, _ in lm._loglikelihood_tokens(requests, disable_tqdm=True)]
+    expected = [_reference_logprob(lm.model, ctx, cont, heads) for _, ctx, cont in requests]
+    plain = [logprob for logprob, _ in _lm(HFLM, tiny_dir)._loglikelihood_tokens(requests, disable_tqdm=True)]
+    # Within float32 log-softmax error over 49K tokens, and far below what a wrong placement would change.
+    assert got == pytest.approx(expected, abs=2e-4)
+    assert min(abs(a - b) for a, b in zip(got, plain)) > 1e-3, "masking should change every score"
+    everywhere = _lm(RHMaskedLM, tiny_dir, heads=heads, phase="all")._loglikelihood_tokens(requests, disable_tqdm=True)
+    assert min(abs(a - b) for (a, _), b in zip(everywhere, expected)) > 1e-3, "masking the context is another thing"
+    audit = lm.get_model_info()["rh_masking"]["audit"]
+    assert audit["clean"] and audit["canary_logit_change"] > 0
+    # The contexts are read unmasked; one position per continuation token is masked.
+    masked = sum(len(cont) for _, _, cont in requests)
+    assert audit["layers"]["1"]["masked_positions"] <= masked and audit["layers"]["1"]["masked_positions"] > 0
+
+
+def test_generation_is_audited_per_condition(tiny_dir):
+    lm = _lm(RHMaskedLM, tiny_dir, heads=[[1, 2]], phase="decode")
+    ids = torch.randint(5, 49152, (1, 30), generator=torch.Generator().manual_seed(0))
+    lm._model_generate(ids, max_length=34, stop=[], min_new_tokens=4)
+    audit = lm.get_model_info()["rh_masking"]["audit"]
+    assert audit["clean"] and audit["forward_passes"] == 4
+    assert audit["layers"]["1"] == {"forward_passes": 4, "masked_positions": 4, "unmasked_positions": 29}
+    lm.remask(heads=[[0, 0]], phase="all")  # a new condition starts a new audit
+    audit = lm.get_model_info()["rh_masking"]["audit"]
+    assert audit["forward_passes"] == 0 and not audit["clean"] and audit["layers"] == {}
+
+
+def test_arguments_as_lm_eval_parses_them(tiny_dir, tmp_path):
+    """lm-eval's parser turns none into None, digits into numbers; simple_evaluate builds models this way."""
+    from lm_eval.api.registry import get_model
+
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({f"{l}-{h}": [0.5 if (l, h) == (1, 3) else 0.01] for l in range(2) for h in range(4)}))
+    cls = get_model("rh-masked")
+    common = f"pretrained={tiny_dir},dtype=float32,device=cpu"
+    assert cls.create_from_arg_string(f"{common},heads=none").selection.kind == "none"
+    lm = cls.create_from_arg_string(
+        f"{common},heads=random,k=2,seed=7,match=none,mode=none,phase=decode,unit=head,head_scores={scores}"
+    )
+    info = lm.get_model_info()["rh_masking"]
+    assert (info["heads_kind"], info["k"], info["seed"], info["mode"], info["phase"]) == (
+        "random",
+        2,
+        7,
+        "uniform",
+        "decode",
+    )
+    from_dict = cls.create_from_arg_obj(
+        {"pretrained": tiny_dir, "device": "cpu", "heads": "retrieval", "k": "1", "head_scores": str(scores)}
+    )
+    assert from_dict.get_model_info()["rh_masking"]["heads"] == [[1, 3]]
+    unmasked = cls.create_from_arg_obj({"pretrained": tiny_dir, "device": "cpu", "heads": None, "k": None, "seed": 3.0})
+    assert unmasked.selection.heads == ()
+    with pytest.raises(ValueError, match="k=True must be a positive integer"):
+        cls.create_from_arg_string(f"{common},heads=retrieval,k=true,head_scores={scores}")
+    with pytest.raises(ValueError, match="k=2.5 must be a positive integer"):
+        cls.create_from_arg_string(f"{common},heads=retrieval,k=2.5,head_scores={scores}")
+
+
+def test_masking_without_effect_stops_the_run(tiny_dir):
+    """A head whose values are all zero outputs zero whether masked or not: the canary must refuse the run."""
+    from transformers import AutoModelForCausalLM
+
+    from model_wrappers import MaskingError
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    with torch.no_grad():
+        model.model.layers[1].self_attn.v_proj.weight.zero_()
+    with pytest.raises(MaskingError, match="masking had no effect"):
+        RHMaskedLM(pretrained=model, tokenizer=tiny_dir, heads=[[1, 0]], batch_size=1)
+    assert RHMaskedLM(pretrained=model, tokenizer=tiny_dir, heads=[[0, 0]], batch_size=1).selection.heads
