@@ -172,6 +172,7 @@ def write_run(
             "head_scores_sha256": None,
             "model": model,
             "model_sha256": weights,
+            "audit": {"clean": True, "problems": [], "forward_passes": 1, "canary_logit_change": 1.0, "layers": {}},
         } | masking
     results = {
         "results": {t: {"alias": t} for t in tasks} | {g: {"alias": g} for g in (groups or {})},
@@ -462,6 +463,22 @@ def test_refuses_runs_that_cannot_be_paired(tmp_path, changes, message):
     folders = _two_runs(tmp_path, **changes)
     with pytest.raises(ReportInputError, match=message):
         write_report(folders, tmp_path / "out", **FAST)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "audit, message",
+    [
+        (None, "but it has none"),
+        ({"clean": False, "problems": ["layer 1's hooks ran in 3 of 4 forward passes"]}, "ran in 3 of 4"),
+    ],
+)
+def test_refuses_masked_runs_without_a_clean_audit(tmp_path, audit, message):
+    base = write_run(tmp_path / "none", {"niah": niah_rows(NONE)}, masking={"heads_kind": "none"})
+    masking = {"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]], "audit": audit}
+    other = write_run(tmp_path / "masked", {"niah": niah_rows(RETRIEVAL[2])}, masking=masking)
+    with pytest.raises(ReportInputError, match=message):
+        write_report([base, other], tmp_path / "out", **FAST)
     assert not (tmp_path / "out").exists()
 
 

@@ -200,6 +200,13 @@ def _condition(masking: dict, path: Path) -> Condition:
         raise ReportInputError(f"{path}: rh_masking.heads_kind={kind!r} is not one of {', '.join(_HEAD_KINDS)}.")
     if kind == "none":
         return Condition("none")
+    audit = masking.get("audit")
+    if not isinstance(audit, dict) or audit.get("clean") is not True:
+        why = "; ".join(audit.get("problems") or ["it is not clean"]) if isinstance(audit, dict) else "it has none"
+        raise ReportInputError(
+            f"{path}: a masked condition must carry a clean masking audit (config.rh_masking.audit), but {why}. "
+            "Its heads may not have been masked: rerun that condition with this rh-eval."
+        )
     if kind in ("retrieval", "random") and masking.get("k") is None:
         raise ReportInputError(f"{path}: a {kind} condition must record k in rh_masking.")
     return Condition(
