@@ -23,9 +23,13 @@ def _python(code: str, **env):
     return _run(sys.executable, "-c", code, env={**ENV, **env})
 
 
-def test_readme_gives_the_ci_test_command():
-    ci_command = (REPO_ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
-    assert ci_command in (REPO_ROOT / "README.md").read_text()
+def test_ci_runs_the_readme_test_command_verbatim():
+    readme = (REPO_ROOT / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if line.startswith("python3 -m venv .venv && ")]
+    assert len(commands) == 2, "the README gives exactly two commands for a fresh machine"
+    test_command = next(c for c in commands if c.endswith("pytest"))
+    assert test_command in (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+    assert all("-c constraints.txt" in c for c in commands), "both commands install the tested versions"
 
 
 def test_start_up_hook_imports_nothing_heavy():
