@@ -101,9 +101,9 @@ class RHMaskedLM(HFLM):
         if phase not in PHASES:
             raise ValueError(f"phase={phase!r} is unknown; choose one of {', '.join(PHASES)}.")
         needs_scores = isinstance(heads, str) and heads.strip().lower() in ("retrieval", "random")
-        if needs_scores and head_scores is None and self._source["name"] in PACKAGED_SCORES:
+        if needs_scores and _is_none(head_scores) and self._source["name"] in PACKAGED_SCORES:
             head_scores = _packaged_scores(self._source["name"])
-        self._head_scores_path = None if head_scores is None else str(head_scores)
+        self._head_scores_path = None if _is_none(head_scores) else str(head_scores)
         self._selection_args = dict(heads=heads, k=k, seed=seed, match=match, unit=unit)
         self._mode, self._phase = mode, phase
         self._audit = MaskingAudit()
@@ -251,14 +251,18 @@ def _gguf_digest(cache_dir: Path) -> str:
     return json.loads((cache_dir / "rh_eval_cache.json").read_text())["gguf_sha256"]
 
 
+def _is_none(value) -> bool:
+    """``none`` as lm-eval hands it over: ``None`` from its argument parser, the string from its CLI."""
+    return value is None or (isinstance(value, str) and value.strip().lower() == "none")
+
+
 def _as_heads(value):
-    """lm-eval's parser turns ``heads=none`` into ``None``."""
-    return "none" if value is None else value
+    return "none" if _is_none(value) else value
 
 
 def _as_count(name: str, value, minimum: int = 1):
-    """An integer argument as lm-eval hands it over: int, integral float, or digit string (``None`` stays)."""
-    if value is None:
+    """An integer argument as lm-eval hands it over: int, integral float, or digit string (``none`` stays)."""
+    if _is_none(value):
         return None
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
@@ -271,8 +275,8 @@ def _as_count(name: str, value, minimum: int = 1):
 
 
 def _as_word(name: str, value, default: str | None):
-    """A keyword argument: ``None`` (lm-eval's reading of ``none``) means the default."""
-    if value is None:
+    """A keyword argument: ``none`` means the default."""
+    if _is_none(value):
         return default
     if not isinstance(value, str):
         raise ValueError(f"{name}={value!r} must be a word such as {name}={default or 'layer'}.")

@@ -88,6 +88,11 @@ def test_stock_lm_eval_runs_niah_on_the_embedded_model(tmp_path):
     masking = results["config"]["rh_masking"]
     assert masking["heads"] == [[17, 3], [18, 7]] and masking["phase"] == "decode"
     assert masking["model"] == "SmolLM2-135M-Instruct" and len(masking["model_sha256"]) == 64
+    audit = masking["audit"]
+    assert audit["clean"] and audit["canary_logit_change"] > 0 and set(audit["layers"]) == {"17", "18"}
+    for counts in audit["layers"].values():  # the prompts were read intact up to their last token
+        assert counts["forward_passes"] == audit["forward_passes"] > 2
+        assert counts["unmasked_positions"] > 1000 and 2 <= counts["masked_positions"] < audit["forward_passes"] + 2
     samples = [json.loads(line) for line in next(tmp_path.rglob("samples_niah_*.jsonl")).read_text().splitlines()]
     assert len(samples) == 2 and {"length", "depth", "needle_id"} <= samples[0]["doc"].keys()
 
@@ -95,7 +100,8 @@ def test_stock_lm_eval_runs_niah_on_the_embedded_model(tmp_path):
 @pytest.mark.slow
 def test_rh_eval_run_takes_lm_eval_flags(tmp_path):
     result = _run(
-        str(BIN / "rh-eval"), "run", "--model", "rh-masked", "--tasks", "niah", "--limit", "1", "--device", "cpu",
+        str(BIN / "rh-eval"), "run", "--model", "rh-masked", "--model_args", "heads=none,seed=0,match=none",
+        "--tasks", "niah", "--limit", "1", "--device", "cpu",
         "--metadata", '{"lengths": [512], "depths": [50]}', "--output_path", str(tmp_path),
         env={**ENV, "RH_EVAL_AUTOLOAD": "0"},
     )  # fmt: skip

@@ -167,6 +167,8 @@ def test_arguments_as_lm_eval_parses_them(tiny_dir, tmp_path):
         {"pretrained": tiny_dir, "device": "cpu", "heads": "retrieval", "k": "1", "head_scores": str(scores)}
     )
     assert from_dict.get_model_info()["rh_masking"]["heads"] == [[1, 3]]
+    as_cli_hands_them = {"heads": "none", "k": "none", "seed": "0", "match": "none", "head_scores": "none"}
+    assert cls.create_from_arg_obj({"pretrained": tiny_dir, "device": "cpu", **as_cli_hands_them}).selection.heads == ()
     unmasked = cls.create_from_arg_obj({"pretrained": tiny_dir, "device": "cpu", "heads": None, "k": None, "seed": 3.0})
     assert unmasked.selection.heads == ()
     with pytest.raises(ValueError, match="k=True must be a positive integer"):
