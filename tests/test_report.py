@@ -2,8 +2,8 @@
 
 import argparse
 import hashlib
+import itertools
 import json
-import math
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -336,20 +336,31 @@ def test_report_json_matches_independent_recomputation(built):
     assert c["n"] == 18
     assert c["baseline"] == pytest.approx(np.mean(list(base.values())))
     assert c["delta"] == pytest.approx(np.mean([masked[i] - base[i] for i in base]))
-    lost = sum(base[i] == 1 and masked[i] == 0 for i in base)
-    gained = sum(base[i] == 0 and masked[i] == 1 for i in base)
-    tail = sum(math.comb(lost + gained, j) for j in range(min(lost, gained) + 1)) / 2 ** (lost + gained)
-    assert c["test"] == "mcnemar-exact"
-    assert c["p_value"] == pytest.approx(min(1.0, 2 * tail))
+    # 6 contexts (needle x length) of 3 depths each: the test flips whole context sums, enumerated here
+    contexts = {}
+    for i, doc in enumerate(niah_docs()):
+        contexts[doc["context_id"]] = contexts.get(doc["context_id"], 0) + masked[i] - base[i]
+    sums = np.array(list(contexts.values()))
+    patterns = np.array(list(itertools.product([-1, 1], repeat=sums.size)))
+    assert c["test"] == "sign-flip on cluster sums (exact)"
+    assert c["p_value"] == pytest.approx(np.mean(np.abs(patterns @ sums) >= abs(sums.sum()) - 1e-9))
+    assert (c["unit"], c["n_clusters"], c["n_seeds"]) == ("cluster", 6, None)
+    assert c["min_attainable_p"] == pytest.approx(2 / 2**6)
     assert c["ci_low"] < c["delta"] < c["ci_high"] < 0
 
     seeds = [contains_scores(root / f"random2_{s}") for s in range(3)]
     pooled = _find(report, "niah", "random@2", "contains")
-    assert pooled["n_seeds"] == 3 and pooled["test"] == "sign-flip"
+    assert (pooled["n_seeds"], pooled["unit"], pooled["conditional"]) == (3, "seed and cluster", False)
+    assert pooled["min_attainable_p"] == pytest.approx(2 / 2**3)  # 3 seeds: 1/4, above 6 contexts' 1/32
+    assert pooled["p_value"] == max(pooled["p_seeds"], pooled["p_clusters"])
     assert pooled["delta"] == pytest.approx(np.mean([np.mean([s[i] for s in seeds]) - base[i] for i in base]))
     contrast = _find(report, "niah", "retrieval@2 \u2212 random@2", "contains")
     assert contrast["delta"] == pytest.approx(c["delta"] - pooled["delta"])
-    assert contrast["in_family"]
+    assert contrast["in_family"] and contrast["unit"] == "seed and cluster"
+    single = _find(report, "niah", "random@4", "contains")  # one seed: conditional on the drawn set
+    assert (single["n_seeds"], single["conditional"], single["unit"], single["p_seeds"]) == (1, True, "cluster", None)
+    assert _find(report, "niah", "retrieval@4 \u2212 random@4", "contains")["conditional"]
+    assert not _find(report, "niah", "random@2/seed=0", "contains")["in_family"]  # per-seed rows: exploratory
 
 
 def test_groups_pool_subtasks_and_filters_stay_apart(built):
@@ -373,9 +384,19 @@ def test_holm_family_and_statements(built):
     assert not any(c["kind"] == "random_seed" for c in family)
     statements = report["models"][0]["statements"]
     niah = next(s for s in statements if s.startswith("niah"))
-    assert "18 paired items from 6 shared contexts" in niah
+    assert "18 paired items in 6 shared contexts; the context is the unit of analysis" in niah
     assert "random@2 (pooled over 3 seeds): no effect appears" in niah
-    assert "smallest effect detectable" in niah
+    # 6 contexts: p >= 1/32, and Holm over the family multiplies the smallest floor by its size
+    niah_floor = min(c["min_attainable_p_holm"] for c in family if c["task"] == "niah")
+    assert niah_floor >= 0.05
+    assert "This design cannot show any effect as significant after Holm correction" in niah
+    assert ", significant after Holm" not in niah  # the phrase that claims an effect
+    assert not any(c["p_holm"] < 0.05 for c in family)
+    markdown = files.markdown.read_text()
+    assert (
+        "Unit of analysis:" in markdown and "niah: 18 paired items in 6 shared contexts, 1, 3 random seeds" in markdown
+    )
+    assert "| smallest attainable p |" in markdown
 
 
 def test_heatmaps_and_failure_breakdown(built):
