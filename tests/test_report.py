@@ -606,3 +606,46 @@ def test_headline_metric_follows_the_declared_metric_list():
         "exact_match",
         "contains@512",
     ]
+
+
+def test_same_label_with_different_heads_is_refused(tmp_path):
+    folders = _two_runs(tmp_path)
+    write_run(
+        tmp_path / "rerun",
+        {"niah": niah_rows(NONE)},
+        date="2026-01-02T10-00-00.000001",
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[5, 1], [6, 1]]},
+    )
+    with pytest.raises(ReportInputError, match=r"both retrieval@2 but masked different heads.*\(5,1\)"):
+        write_report([*folders, tmp_path / "rerun"], tmp_path / "out", **FAST)
+    assert not (tmp_path / "out").exists()
+
+
+def test_group_of_clustered_and_unclustered_tasks_keeps_unclustered_items_apart(tmp_path):
+    """A group pooling niah (6 contexts of 3 items) with 10 context-free mmlu items has 6 + 10 clusters."""
+    groups = {"mixed": ["niah", "mmlu_anatomy", "mmlu_virology"]}
+
+    def contains_rows(correct, subject):  # context-free items scored with the group's shared metric
+        rows = mc_rows(correct, subject)
+        for row in rows:
+            row["contains"], row["metrics"] = row.pop("acc"), ["contains"]
+        return rows
+
+    tasks_none = {"niah": niah_rows(NONE), **{t: contains_rows(base, t) for t, (base, _) in MMLU.items()}}
+    tasks_masked = {
+        "niah": niah_rows(RETRIEVAL[2]),
+        **{t: contains_rows(masked, t) for t, (_, masked) in MMLU.items()},
+    }
+    write_run(tmp_path / "a", tasks_none, groups=groups, masking={"heads_kind": "none"})
+    write_run(
+        tmp_path / "b",
+        tasks_masked,
+        groups=groups,
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]},
+    )
+    report = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST).report
+    model = report["models"][0]
+    mixed = next(c for c in model["comparisons"] if c["task"] == "mixed")
+    assert (mixed["n"], mixed["n_clusters"], mixed["unit"]) == (28, 16, "cluster")
+    summary = next(t for t in model["tasks"] if t["task"] == "mixed")["filters"]["none"]
+    assert summary["n_clusters"] == 16 and summary["min_attainable_p"] == pytest.approx(2 / 2**16)
