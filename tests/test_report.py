@@ -649,3 +649,15 @@ def test_group_of_clustered_and_unclustered_tasks_keeps_unclustered_items_apart(
     assert (mixed["n"], mixed["n_clusters"], mixed["unit"]) == (28, 16, "cluster")
     summary = next(t for t in model["tasks"] if t["task"] == "mixed")["filters"]["none"]
     assert summary["n_clusters"] == 16 and summary["min_attainable_p"] == pytest.approx(2 / 2**16)
+
+
+def test_variants_at_the_same_k_do_not_replace_each_other(tmp_path):
+    folders = _two_runs(tmp_path)
+    write_run(
+        tmp_path / "zero",
+        {"niah": niah_rows(NONE)},
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]], "mode": "zero"},
+    )
+    model = write_report([*folders, tmp_path / "zero"], tmp_path / "out", **FAST).report["models"][0]
+    sweep = {(r["series"], r["k"]): r["delta"] for r in model["k_sweep"]}
+    assert sweep[("retrieval", 2)] < 0 and sweep[("retrieval [zero]", 2)] == 0.0
