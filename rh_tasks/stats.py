@@ -377,3 +377,26 @@ def compare_paired(
         test=test,
         min_attainable_p=floor,
     )
+
+
+def units_for_floor(tests: int = 1, *, alpha: float = ALPHA) -> int:
+    """Fewest independent units (clusters or seeds) whose sign-flip test can reach alpha / tests: 2 / 2^G <= it."""
+    return max(2, math.ceil(1 + math.log2(tests / alpha)))
+
+
+def clusters_needed(
+    effect: float, *, tests: int = 1, sd: float = math.sqrt(2) * 0.5, alpha: float = ALPHA, power: float = POWER
+) -> int:
+    """Fewest clusters to detect ``effect`` with the given power at level alpha / tests (Bonferroni, Holm's
+    first step), for cluster-mean differences with standard deviation ``sd``.
+
+    The default SD, sqrt(2) x 0.5, is the worst case for [0, 1] scores with masked and unmasked outcomes
+    independent. Also at least :func:`units_for_floor`, so that the exact test can reach the level at all.
+    """
+    if effect <= 0:
+        raise ValueError(f"The effect to plan for must be positive, got {effect}.")
+    level = alpha / tests
+    groups = units_for_floor(tests, alpha=alpha)
+    while (sps.t.ppf(1 - level / 2, groups - 1) + sps.t.ppf(power, groups - 1)) * sd / math.sqrt(groups) > effect:
+        groups += 1
+    return groups
