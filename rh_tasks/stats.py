@@ -145,12 +145,13 @@ def bootstrap_mean_ci(
             drawn = rng.multinomial(groups, counts / groups, size=size)
             means.append((drawn @ distinct[:, 0]) / (drawn @ distinct[:, 1]))
             continue
-        drawn = rng.multinomial(groups, np.full(groups, 1 / groups), size=size)  # [size, G] times each is drawn
+        drawn = rng.integers(0, groups, size=(size, groups))  # [size, G] indices of the clusters drawn
         if sets == 1:
-            means.append((drawn @ c[0]) / (drawn @ n))
+            means.append(c[0][drawn].sum(axis=1) / n[drawn].sum(axis=1))
         else:
             weights = rng.multinomial(sets, np.full(sets, 1 / sets), size=size) / sets  # [size, sets]
-            means.append(np.einsum("bs,sg,bg->b", weights, c, drawn) / (drawn @ n))
+            per_cluster = weights @ c  # [size, G] each cluster's sum averaged over the drawn sets
+            means.append(np.take_along_axis(per_cluster, drawn, axis=1).sum(axis=1) / n[drawn].sum(axis=1))
     tail = (1 - confidence) / 2
     low, high = np.quantile(np.concatenate(means), [tail, 1 - tail])
     return float(low), float(high)
@@ -174,7 +175,8 @@ def sign_flip(values: Sequence[float], *, n_resamples: int = N_RESAMPLES, seed=0
     nothing. The p-value is exact when it can be: by enumerating every sign pattern (up to 2^16), or by an
     exact convolution when the values lie on a lattice (multiples of 1/q, as 0/1 scores and their averages over
     seeds do). Otherwise it is Monte Carlo, p = (1 + #{|sum*| >= |sum|}) / (1 + n_resamples), drawing for each
-    distinct magnitude how many of its units keep their sign (a binomial). Ties with the observed sum are
+    distinct magnitude how many of its units keep their sign (a binomial). When every magnitude is the same
+    (0/1 items, equal cluster sums) it is scipy's exact binomial test. Ties with the observed sum are
     judged within a tolerance relative to the sum of |values|, the scale of the rounding error.
     """
     d = np.asarray(values, dtype=float)
@@ -184,6 +186,8 @@ def sign_flip(values: Sequence[float], *, n_resamples: int = N_RESAMPLES, seed=0
     magnitudes = np.abs(d)
     total = float(magnitudes.sum())
     observed = abs(float(d.sum()))
+    if np.ptp(magnitudes) <= _TIE_TOLERANCE * magnitudes.max():  # equal magnitudes: a binomial test, via scipy
+        return SignFlip(float(sps.binomtest(int(np.sum(d > 0)), d.size, 0.5).pvalue), "exact")
     if d.size <= _MAX_ENUMERATED:
         patterns = (np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1  # [2^units, units] kept signs
         sums = np.abs(2 * (patterns @ magnitudes) - total)
@@ -335,15 +339,15 @@ def compare_paired(
     groups = sizes.size
     clustered = bool(sizes.max() > 1)
     across_sets = sampled_sets and sets >= MIN_SEEDS
-    by_clusters = sign_flip(sums.mean(axis=0), n_resamples=n_resamples, seed=seed)
+    floor = min_attainable_p(groups)
     if sets == 1 and not clustered and is_binary(a) and is_binary(b):
         test, p_clusters = "mcnemar-exact", mcnemar_exact(a[0], b[0])
     else:
+        by_clusters = sign_flip(sums.mean(axis=0), n_resamples=n_resamples, seed=seed)
         test = f"sign-flip on {'cluster sums' if clustered else 'items'} ({by_clusters.method})"
         p_clusters = by_clusters.p_value
-    floor = min_attainable_p(groups)
-    if by_clusters.method != "exact":  # a Monte Carlo p-value cannot go below 1 / (B + 1)
-        floor = max(floor, 1 / (1 + n_resamples))
+        if by_clusters.method != "exact":  # a Monte Carlo p-value cannot go below 1 / (B + 1)
+            floor = max(floor, 1 / (1 + n_resamples))
     p_seeds, se_seeds = None, None
     per_set = d.mean(axis=1)
     if across_sets:
