@@ -35,7 +35,7 @@ from .runs import Condition, Run
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "rh-eval-report/1"
+SCHEMA = "rh-eval-report/2"  # 2: unit, n_clusters, n_seeds, min_attainable_p per comparison
 MINUS = "\u2212"
 
 
