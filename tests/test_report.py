@@ -661,3 +661,11 @@ def test_variants_at_the_same_k_do_not_replace_each_other(tmp_path):
     model = write_report([*folders, tmp_path / "zero"], tmp_path / "out", **FAST).report["models"][0]
     sweep = {(r["series"], r["k"]): r["delta"] for r in model["k_sweep"]}
     assert sweep[("retrieval", 2)] < 0 and sweep[("retrieval [zero]", 2)] == 0.0
+
+
+def test_single_seed_findings_say_they_hold_for_the_drawn_set(tmp_path):
+    report = write_report(suite(tmp_path), tmp_path / "out", headline_k=4, **FAST).report
+    niah = next(s for s in report["models"][0]["statements"] if s.startswith("niah"))
+    assert "random@4 (pooled over 1 seed)" in niah
+    assert "With 1 random head set the spread between sets cannot be estimated (it takes at least 3)" in niah
+    assert "Causal contrast retrieval@4 \u2212 random@4 (1 random seed)" in niah

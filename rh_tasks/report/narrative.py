@@ -86,7 +86,7 @@ def statements(model: dict, family_size: int, confidence: float) -> list[str]:
                 )
             lines += [_describe(c, bounded, family_size, confidence) for c in chosen]
             points = " points" if bounded else ""
-            if math.isfinite(summary["mde"] or math.inf):
+            if summary["mde"] is not None and math.isfinite(summary["mde"]):
                 lines.append(
                     f"With {summary['n_clusters']} {unit}s the smallest effect detectable with {stats.POWER:.0%} power "
                     f"at \u03b1 = {stats.ALPHA} is about {format_value(summary['mde'], bounded)}{points}"
@@ -109,9 +109,10 @@ def _units(c: dict) -> str:
 
 def _describe(c: dict, bounded: bool, family_size: int, confidence: float) -> str:
     unit = " points" if bounded else ""
-    name = c["condition"] + (f" (pooled over {c['n_seeds']} seeds)" if c["kind"] == "random" else "")
+    seeds = f"{c['n_seeds']} seed{'s' if c['n_seeds'] != 1 else ''}"
+    name = c["condition"] + (f" (pooled over {seeds})" if c["kind"] == "random" else "")
     if c["kind"] == "contrast":
-        name = f"Causal contrast {c['condition']} ({c['n_seeds']} random seeds)"
+        name = f"Causal contrast {c['condition']} ({c['n_seeds']} random {seeds.split()[1]})"
     estimate = (
         f"{format_value(c['delta'], bounded, signed=True)}{unit} ({confidence:.0%} CI "
         f"{format_value(c['ci_low'], bounded, signed=True)} to {format_value(c['ci_high'], bounded, signed=True)}; "

@@ -143,7 +143,8 @@ def leaderboard(model: dict) -> dict:
             for _, _, s in columns
         ],
         "mde": [
-            format_value(s["mde"], t["bounded"]) + (" pts" if t["bounded"] and s["mde"] is not None else "")
+            format_value(s["mde"], t["bounded"])
+            + (" pts" if t["bounded"] and s["mde"] is not None and math.isfinite(s["mde"]) else "")
             for t, _, s in columns
         ],
     }
