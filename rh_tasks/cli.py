@@ -13,6 +13,7 @@ _COMMANDS = {
     "detect": "rh_tasks.detection.cli",
     "heads": "rh_tasks.detection.heads_cli",
     "suite": "rh_tasks.suite.cli",
+    "plan": "rh_tasks.suite.plan_cli",
 }
 
 

@@ -41,3 +41,16 @@ def test_no_steps_scores_zero_and_bad_input_is_refused():
         copy_scores(POSITIONS, GENERATED[:2], PROMPT, SPAN)
     with pytest.raises(ValueError, match="Unknown score definition"):
         copy_scores(POSITIONS, GENERATED, PROMPT, SPAN).get("bag")
+
+
+def test_set_counts_distinct_answer_tokens_not_positions():
+    """The paper's |g_h ∩ k| / |k| on an answer that repeats a token: A B A C (k = {A, B, C})."""
+    prompt = torch.tensor([7, 20, 21, 20, 22, 8])
+    span = (1, 5)
+    generated = torch.tensor([20, 21, 20, 22])
+    # head 0 copies every token, the repeated A both times from its first position (as arg-max attention may);
+    # head 1 copies only A, twice; head 2 copies A from each of its positions and nothing else
+    positions = torch.tensor([[[1, 1, 1]], [[2, 4, 4]], [[1, 1, 3]], [[4, 0, 0]]])
+    scores = copy_scores(positions, generated, prompt, span)
+    torch.testing.assert_close(scores.set, torch.tensor([[3 / 3, 1 / 3, 1 / 3]]))
+    torch.testing.assert_close(scores.multiset, torch.tensor([[4 / 4, 2 / 4, 2 / 4]]))

@@ -2,8 +2,8 @@
 
 import argparse
 import hashlib
+import itertools
 import json
-import math
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -337,20 +337,31 @@ def test_report_json_matches_independent_recomputation(built):
     assert c["n"] == 18
     assert c["baseline"] == pytest.approx(np.mean(list(base.values())))
     assert c["delta"] == pytest.approx(np.mean([masked[i] - base[i] for i in base]))
-    lost = sum(base[i] == 1 and masked[i] == 0 for i in base)
-    gained = sum(base[i] == 0 and masked[i] == 1 for i in base)
-    tail = sum(math.comb(lost + gained, j) for j in range(min(lost, gained) + 1)) / 2 ** (lost + gained)
-    assert c["test"] == "mcnemar-exact"
-    assert c["p_value"] == pytest.approx(min(1.0, 2 * tail))
+    # 6 contexts (needle x length) of 3 depths each: the test flips whole context sums, enumerated here
+    contexts = {}
+    for i, doc in enumerate(niah_docs()):
+        contexts[doc["context_id"]] = contexts.get(doc["context_id"], 0) + masked[i] - base[i]
+    sums = np.array(list(contexts.values()))
+    patterns = np.array(list(itertools.product([-1, 1], repeat=sums.size)))
+    assert c["test"] == "sign-flip on cluster sums (exact)"
+    assert c["p_value"] == pytest.approx(np.mean(np.abs(patterns @ sums) >= abs(sums.sum()) - 1e-9))
+    assert (c["unit"], c["n_clusters"], c["n_seeds"]) == ("cluster", 6, None)
+    assert c["min_attainable_p"] == pytest.approx(2 / 2**6)
     assert c["ci_low"] < c["delta"] < c["ci_high"] < 0
 
     seeds = [contains_scores(root / f"random2_{s}") for s in range(3)]
     pooled = _find(report, "niah", "random@2", "contains")
-    assert pooled["n_seeds"] == 3 and pooled["test"] == "sign-flip"
+    assert (pooled["n_seeds"], pooled["unit"], pooled["conditional"]) == (3, "seed and cluster", False)
+    assert pooled["min_attainable_p"] == pytest.approx(2 / 2**3)  # 3 seeds: 1/4, above 6 contexts' 1/32
+    assert pooled["p_value"] == max(pooled["p_seeds"], pooled["p_clusters"])
     assert pooled["delta"] == pytest.approx(np.mean([np.mean([s[i] for s in seeds]) - base[i] for i in base]))
     contrast = _find(report, "niah", "retrieval@2 \u2212 random@2", "contains")
     assert contrast["delta"] == pytest.approx(c["delta"] - pooled["delta"])
-    assert contrast["in_family"]
+    assert contrast["in_family"] and contrast["unit"] == "seed and cluster"
+    single = _find(report, "niah", "random@4", "contains")  # one seed: conditional on the drawn set
+    assert (single["n_seeds"], single["conditional"], single["unit"], single["p_seeds"]) == (1, True, "cluster", None)
+    assert _find(report, "niah", "retrieval@4 \u2212 random@4", "contains")["conditional"]
+    assert not _find(report, "niah", "random@2/seed=0", "contains")["in_family"]  # per-seed rows: exploratory
 
 
 def test_groups_pool_subtasks_and_filters_stay_apart(built):
@@ -374,9 +385,19 @@ def test_holm_family_and_statements(built):
     assert not any(c["kind"] == "random_seed" for c in family)
     statements = report["models"][0]["statements"]
     niah = next(s for s in statements if s.startswith("niah"))
-    assert "18 paired items from 6 shared contexts" in niah
+    assert "18 paired items in 6 shared contexts; the context is the unit of analysis" in niah
     assert "random@2 (pooled over 3 seeds): no effect appears" in niah
-    assert "smallest effect detectable" in niah
+    # 6 contexts: p >= 1/32, and Holm over the family multiplies the smallest floor by its size
+    niah_floor = min(c["min_attainable_p_holm"] for c in family if c["task"] == "niah")
+    assert niah_floor >= 0.05
+    assert "This design cannot show any effect as significant after Holm correction" in niah
+    assert ", significant after Holm" not in niah  # the phrase that claims an effect
+    assert not any(c["p_holm"] < 0.05 for c in family)
+    markdown = files.markdown.read_text()
+    assert (
+        "Unit of analysis:" in markdown and "niah: 18 paired items in 6 shared contexts, 1, 3 random seeds" in markdown
+    )
+    assert "| smallest attainable p |" in markdown
 
 
 def test_heatmaps_and_failure_breakdown(built):
@@ -602,3 +623,66 @@ def test_headline_metric_follows_the_declared_metric_list():
         "exact_match",
         "contains@512",
     ]
+
+
+def test_same_label_with_different_heads_is_refused(tmp_path):
+    folders = _two_runs(tmp_path)
+    write_run(
+        tmp_path / "rerun",
+        {"niah": niah_rows(NONE)},
+        date="2026-01-02T10-00-00.000001",
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[5, 1], [6, 1]]},
+    )
+    with pytest.raises(ReportInputError, match=r"both retrieval@2 but masked different heads.*\(5,1\)"):
+        write_report([*folders, tmp_path / "rerun"], tmp_path / "out", **FAST)
+    assert not (tmp_path / "out").exists()
+
+
+def test_group_of_clustered_and_unclustered_tasks_keeps_unclustered_items_apart(tmp_path):
+    """A group pooling niah (6 contexts of 3 items) with 10 context-free mmlu items has 6 + 10 clusters."""
+    groups = {"mixed": ["niah", "mmlu_anatomy", "mmlu_virology"]}
+
+    def contains_rows(correct, subject):  # context-free items scored with the group's shared metric
+        rows = mc_rows(correct, subject)
+        for row in rows:
+            row["contains"], row["metrics"] = row.pop("acc"), ["contains"]
+        return rows
+
+    tasks_none = {"niah": niah_rows(NONE), **{t: contains_rows(base, t) for t, (base, _) in MMLU.items()}}
+    tasks_masked = {
+        "niah": niah_rows(RETRIEVAL[2]),
+        **{t: contains_rows(masked, t) for t, (_, masked) in MMLU.items()},
+    }
+    write_run(tmp_path / "a", tasks_none, groups=groups, masking={"heads_kind": "none"})
+    write_run(
+        tmp_path / "b",
+        tasks_masked,
+        groups=groups,
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]},
+    )
+    report = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST).report
+    model = report["models"][0]
+    mixed = next(c for c in model["comparisons"] if c["task"] == "mixed")
+    assert (mixed["n"], mixed["n_clusters"], mixed["unit"]) == (28, 16, "cluster")
+    summary = next(t for t in model["tasks"] if t["task"] == "mixed")["filters"]["none"]
+    assert summary["n_clusters"] == 16 and summary["min_attainable_p"] == pytest.approx(2 / 2**16)
+
+
+def test_variants_at_the_same_k_do_not_replace_each_other(tmp_path):
+    folders = _two_runs(tmp_path)
+    write_run(
+        tmp_path / "zero",
+        {"niah": niah_rows(NONE)},
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]], "mode": "zero"},
+    )
+    model = write_report([*folders, tmp_path / "zero"], tmp_path / "out", **FAST).report["models"][0]
+    sweep = {(r["series"], r["k"]): r["delta"] for r in model["k_sweep"]}
+    assert sweep[("retrieval", 2)] < 0 and sweep[("retrieval [zero]", 2)] == 0.0
+
+
+def test_single_seed_findings_say_they_hold_for_the_drawn_set(tmp_path):
+    report = write_report(suite(tmp_path), tmp_path / "out", headline_k=4, **FAST).report
+    niah = next(s for s in report["models"][0]["statements"] if s.startswith("niah"))
+    assert "random@4 (pooled over 1 seed)" in niah
+    assert "With 1 random head set the spread between sets cannot be estimated (it takes at least 3)" in niah
+    assert "Causal contrast retrieval@4 \u2212 random@4 (1 random seed)" in niah

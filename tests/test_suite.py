@@ -105,6 +105,7 @@ def test_suite_command_writes_the_report(suite, tmp_path, caplog):
     }
     path.write_text(yaml.safe_dump(data))
     assert main(["suite", str(path)]) == 0
+    assert "Design check: niah: 2 independent items" in caplog.text  # said before any condition ran
     report = json.loads((Path(suite.output_dir) / "report" / "report.json").read_text())
     assert report["models"], "the report should describe the suite's model"
     assert main(["suite", str(tmp_path / "missing.yaml")]) == 2
@@ -142,3 +143,33 @@ def test_same_config_and_seeds_give_the_same_report(suite, tmp_path):
         runs.append({"heads": heads, "samples": _samples(out), "report": report})
     assert runs[0]["samples"] and len(runs[0]["heads"]) == 4
     assert runs[0] == runs[1]
+
+
+def test_plan_counts_items_and_contexts_and_says_what_is_needed(suite, tmp_path, capsys):
+    from rh_tasks.suite.plan import TaskDesign, check_design, task_designs
+
+    # 2 needles at one length and depth: 2 items, each in its own context
+    assert task_designs(suite) == [TaskDesign("niah", 2, 2, 1)]
+    sweep = parse_suite(
+        {**BASE, "conditions": {"retrieval": [2, 5, 8], "random": {"k": [2, 5, 8], "seeds": [0, 1, 2, 3, 4]}}}
+    )
+    plan = check_design(sweep, [TaskDesign("niah", 18, 6, 1)])
+    (check,) = plan.checks
+    # 9 tests: 3 retrieval at 6 contexts (p >= 1/32), 6 pooled random or contrast also at 5 seeds (p >= 1/16);
+    # Holm's best case multiplies the smallest floor by 9
+    assert (plan.family_size, check.tests, check.min_p) == (9, 9, 1 / 32)
+    assert check.min_p_holm == pytest.approx(9 / 32) and not check.reachable
+    assert check.clusters_for_floor == 9 == plan.seeds_for_floor  # 2 / 2^9 <= 0.05 / 9 < 2 / 2^8
+    assert not plan.seeds_ok
+    wide = check_design(sweep, [TaskDesign("niah", 600, 200, 1)])
+    assert wide.checks[0].reachable and wide.checks[0].min_p_holm == pytest.approx(9 * 2.0**-199)
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        yaml.safe_dump({**BASE, "model": {"pretrained": suite.pretrained, "head_scores": suite.head_scores}})
+    )
+    assert main(["plan", str(path), "--effect", "30"]) == 1
+    out = capsys.readouterr().out
+    assert "PROBLEM niah: 2 independent items; no test can give p below 0.5" in out
+    assert "random: 2 seeds; the spread between head sets cannot be estimated" in out
+    assert main(["plan", str(tmp_path / "missing.yaml")]) == 2

@@ -78,8 +78,8 @@ def add_parser(subparsers) -> None:
         "--score",
         choices=("set", "multiset"),
         default="set",
-        help="set: each needle token counts once, scores <= 1 (the paper's definition, default); multiset: every "
-        "copy counts, as the reference code does",
+        help="set: the paper's |g_h ∩ k| / |k|, each distinct answer token counts once, scores <= 1 (default); "
+        "multiset: every copy counts, divided by the answer's length in tokens, as the reference code does",
     )
     parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding budget per sample (default 32)")
     parser.add_argument(
@@ -112,6 +112,7 @@ def run(args) -> int:
     from rh_tasks.files import OutputFolderError, writable_folder
 
     from .aggregate import write_scores
+    from .copy_events import SET_COUNTING
     from .prompts import build_samples, load_needles, use_chat_template
     from .run import detect
     from .source import load_geometry, load_model, model_identity, parse_model_args
@@ -156,6 +157,7 @@ def run(args) -> int:
         "max_new_tokens": args.max_new_tokens,
         "dtype": args.dtype,
         "seed": args.seed,
+        "set_counting": SET_COUNTING,  # how ``set`` counts; a checkpoint counted otherwise is not resumed
     }
     logger.info("Scoring %d samples of %s", len(samples), identity["model"])
     results = detect(

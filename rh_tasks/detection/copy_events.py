@@ -1,11 +1,14 @@
 """Copy-paste retrieval scores from arg-max attention positions (Wu et al. 2024, arXiv 2404.15574, §2).
 
 At each decode step a head *copies* when its most-attended position lies in the needle span and holds the
-token the model just generated. A head's sample score is its number of copies divided by the needle length:
+token the model just generated. A head's sample score is:
 
-* ``set`` (the paper's definition, the default): each needle position counts once, so the score is at most 1.
-* ``multiset`` (what the reference code computes): every copy event counts, so a head that copies the same
-  needle token twice scores 2/n and the score can exceed 1.
+* ``set`` (the paper's definition, the default): |g_h ∩ k| / |k|, with k the set of distinct tokens of the
+  answer and g_h the set of tokens the head copied. Each distinct answer token counts once, wherever the head
+  copied it from, so an answer that repeats a token ("by the river ... the tram") scores 1 for a head that
+  copies all of it, and the score is at most 1.
+* ``multiset`` (what the reference code computes): every copy event counts, divided by the answer's length in
+  tokens, so a head that copies the same token twice scores 2/n and the score can exceed 1.
 
 This module is pure tensor arithmetic, so it is tested without a model.
 """
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 DEFINITIONS = ("set", "multiset")
+SET_COUNTING = "distinct answer tokens"
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ def copy_scores(
     copied = in_span & (needle[offset] == generated[:, None, None])  # [steps, L, H]
 
     multiset = copied.sum(0).float() / length  # [L, H]
-    counts = torch.zeros(layers, heads, length)  # [L, H, n] copies of each needle position
-    counts.scatter_add_(2, offset.permute(1, 2, 0).long(), copied.permute(1, 2, 0).float())
-    unique = (counts > 0).sum(-1).float() / length  # [L, H]
+    distinct, token_of_position = torch.unique(needle, return_inverse=True)  # [u], [n]
+    token = token_of_position[offset]  # [steps, L, H] distinct-token index of each attended needle position
+    counts = torch.zeros(layers, heads, distinct.numel())  # [L, H, u] copies of each distinct answer token
+    counts.scatter_add_(2, token.permute(1, 2, 0).long(), copied.permute(1, 2, 0).float())
+    unique = (counts > 0).sum(-1).float() / distinct.numel()  # [L, H]
     return CopyScores(set=unique, multiset=multiset)

@@ -4,10 +4,15 @@ contrasts, the K-sweep, heatmap grids, failure counts and a cross-model ranking.
 Comparisons per (task, filter, metric):
 
 - every masked condition against ``none``;
-- ``random@K``: the random-head seeds at one K pooled by averaging each item's score over the seeds, then
-  compared with ``none`` like any condition;
+- ``random@K``: the random-head seeds at one K pooled (each item's score averaged over the seeds). The seeds
+  are a sample of head sets, so with enough of them its interval and test account for the spread between
+  sets as well as between clusters of items (see ``stats.compare_paired``); each seed is also shown alone,
+  as an exploratory row;
 - the causal contrast ``retrieval@K − random@K`` = Δ(retrieval) − Δ(random), i.e. the paired difference
-  between the retrieval condition and the pooled random control on the same items.
+  between the retrieval condition and the pooled random control on the same items, also a sample of sets.
+
+Every comparison states its unit (items, clusters of items sharing a context, seeds), its number of clusters
+G and seeds S, and the smallest p-value its design can reach, before and after Holm correction.
 
 The multiple-testing family is every comparison of a headline task's primary metric (the first metric the
 task logs) except single random seeds: the pooled random control stands for them. Holm (1979) controls the
@@ -30,7 +35,7 @@ from .runs import Condition, Run
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "rh-eval-report/1"
+SCHEMA = "rh-eval-report/2"  # 2: unit, n_clusters, n_seeds, min_attainable_p per comparison
 MINUS = "\u2212"
 
 
@@ -47,9 +52,14 @@ def analyse(runs: list[Run], settings: Settings = Settings()) -> dict:
     models = [_analyse_model(model_runs, settings) for model_runs in group_by_model(runs)]
     family = [c for m in models for c in m["comparisons"] if c["in_family"]]
     p_values = [c["p_value"] for c in family]
-    for comparison, p_holm, p_bh in zip(family, stats.holm(p_values), stats.benjamini_hochberg(p_values)):
+    floors = stats.holm([c["min_attainable_p"] for c in family])  # Holm is monotone: its best case
+    for comparison, p_holm, p_bh, floor in zip(
+        family, stats.holm(p_values), stats.benjamini_hochberg(p_values), floors
+    ):
         comparison["p_holm"], comparison["p_bh"] = float(p_holm), float(p_bh)
+        comparison["min_attainable_p_holm"] = float(floor)
     for model in models:
+        _design_reach(model)
         model["statements"] = narrative.statements(model, len(family), settings.confidence)
     return {
         "schema": SCHEMA,
@@ -57,9 +67,14 @@ def analyse(runs: list[Run], settings: Settings = Settings()) -> dict:
             **asdict(settings),
             "alpha": stats.ALPHA,
             "power": stats.POWER,
-            "bootstrap": "percentile, items resampled with replacement",
-            "tests": "exact McNemar for 0/1 scores, sign-flip permutation test otherwise; two-sided",
+            "min_seeds": stats.MIN_SEEDS,
+            "bootstrap": "percentile; whole clusters of items resampled with replacement, and random head sets "
+            f"(seeds) too when there are at least {stats.MIN_SEEDS}",
+            "tests": "sign-flip on cluster sums (exact by enumeration or convolution, else Monte Carlo), exact "
+            "McNemar when every cluster holds one 0/1 item; pooled random seeds and contrasts must reject both "
+            "between seeds and between clusters (the larger p-value); two-sided",
             "standard_error": "CRV1 clustered by shared context where the task records one (Miller 2024)",
+            "mde": "t quantiles with G - 1 degrees of freedom on the clustered standard error",
             "family_size": len(family),
         },
         "runs": [
@@ -120,6 +135,15 @@ def _analyse_model(model_runs: ModelRuns, settings: Settings) -> dict:
     }
 
 
+def _design_reach(model: dict) -> None:
+    """Per task and filter: the smallest p-value any of its headline comparisons could reach, before and after
+    Holm, so readers (and the narrative) know when the design could not have shown an effect at all."""
+    for task in model["tasks"]:
+        for f, summary in task["filters"].items():
+            mine = [c for c in model["comparisons"] if c["in_family"] and (c["task"], c["filter"]) == (task["task"], f)]
+            summary["min_attainable_p_holm"] = min((c["min_attainable_p_holm"] for c in mine), default=None)
+
+
 def _headline_k(conditions: list[Condition], requested: int | None, model: str) -> int | None:
     retrieval = {c.k for c in conditions if c.kind == "retrieval"}
     seeds: dict[int, int] = {}
@@ -148,10 +172,9 @@ class _Arm:
     in_family: bool = True
 
     @property
-    def n_seeds(self) -> int | None:
-        if self.kind in ("random", "random_seed"):
-            return len(self.members)
-        return len(self.reference) if self.kind == "contrast" else None
+    def sampled_sets(self) -> bool:
+        """Pooled random seeds (and contrasts against them) are a sample of head sets, not fixed conditions."""
+        return self.kind in ("random", "contrast")
 
 
 def _arms(table: TaskTable, conditions: dict[str, Condition]) -> list[_Arm]:
@@ -185,6 +208,11 @@ def _mean_of(table: TaskTable, labels: tuple[str, ...], metric: str) -> np.ndarr
     return np.mean([table.scores[label][metric] for label in labels], axis=0)
 
 
+def _stack(table: TaskTable, labels: tuple[str, ...], metric: str, rows: np.ndarray) -> np.ndarray:
+    """``[len(labels), items]`` scores: one row per condition, e.g. per random seed."""
+    return np.stack([table.scores[label][metric][rows] for label in labels])
+
+
 def _compare(
     model: str, table: TaskTable, arm: _Arm, filter_name: str, metric: str, settings: Settings, primary: bool
 ) -> dict:
@@ -192,9 +220,10 @@ def _compare(
     clusters = table.clusters
     key = "|".join((model, table.name, filter_name, metric, arm.label))
     result = stats.compare_paired(
-        _mean_of(table, arm.reference, metric)[rows],
-        _mean_of(table, arm.members, metric)[rows],
+        _stack(table, arm.reference, metric, rows),
+        _stack(table, arm.members, metric, rows),
         clusters=None if clusters is None else [c for c, keep in zip(clusters, rows) if keep],
+        sampled_sets=arm.sampled_sets,
         confidence=settings.confidence,
         n_resamples=settings.n_resamples,
         seed=[settings.seed, zlib.crc32(key.encode())],
@@ -207,11 +236,11 @@ def _compare(
         "kind": arm.kind,
         "k": arm.k,
         "reference": arm.reference_label,
-        "n_seeds": arm.n_seeds,
         **result.to_dict(),
         "in_family": primary and arm.in_family,
         "p_holm": None,
         "p_bh": None,
+        "min_attainable_p_holm": None,
     }
 
 
@@ -223,26 +252,27 @@ def _task_summary(table: TaskTable, rows: list[dict], is_headline: bool) -> dict
     per_filter = {}
     for f in _filters(table):
         mine = [r for r in rows if r["filter"] == f and r["metric"] == primary and r["reference"] == "none"]
-        ses = [
-            r["se_clustered"] if r["se_clustered"] is not None and np.isfinite(r["se_clustered"]) else r["se"]
-            for r in mine
-        ]
-        ses = [s for s in ses if np.isfinite(s) and s > 0]
+        ses = [r["se_clustered"] if r["se_clustered"] is not None else r["se"] for r in mine]
+        ses = [s for s in ses if s is not None and np.isfinite(s) and s > 0]
         base = table.scores["none"][primary][table.filters == f]
+        clusters = table.clusters
+        groups = len(set(c for c, keep in zip(clusters, table.filters == f) if keep)) if clusters else base.size
         if ses:
             se, basis = float(np.median(ses)), "median paired standard error of this task's comparisons with none"
         elif bounded:  # nothing changed, so the data give no spread: plan with the widest a [0, 1] score has
-            se = float(np.sqrt(2) * 0.5 / np.sqrt(base.size))
+            se = float(np.sqrt(2) * 0.5 / np.sqrt(groups))
             basis = "no item changed; assumes the worst case for [0, 1] scores (SD 0.5, independent conditions)"
         else:
-            se = float(np.sqrt(2) * np.std(base, ddof=1) / np.sqrt(base.size)) if base.size > 1 else float("nan")
+            se = float(np.sqrt(2) * np.std(base, ddof=1) / np.sqrt(groups)) if base.size > 1 else float("nan")
             basis = "no item changed; assumes masked and unmasked outcomes independent"
         per_filter[f] = {
             "n": int(base.size),
-            "n_clusters": mine[0]["n_clusters"] if mine else None,
+            "n_clusters": int(groups),
+            "unit": "cluster" if groups < base.size else "item",
+            "min_attainable_p": stats.min_attainable_p(groups),
             "baseline": float(base.mean()),
-            "mde": stats.minimum_detectable_effect(se),
-            "mde_basis": basis,
+            "mde": stats.minimum_detectable_effect(se, groups),
+            "mde_basis": basis + f"; t with {groups - 1} degrees of freedom",
         }
     return {
         "task": table.name,
@@ -332,7 +362,10 @@ def _k_sweep(comparisons: list[dict]) -> list[dict]:
                         "ci_low",
                         "ci_high",
                         "n",
+                        "n_clusters",
                         "n_seeds",
+                        "unit",
+                        "conditional",
                         "p_holm",
                     )
                 }
@@ -373,16 +406,17 @@ def _cross_model(models: list[dict]) -> list[dict]:
         tasks = {}
         for task in (t for t in model["tasks"] if t["headline"]):
             f = next(iter(task["filters"]))
-            pick = {
-                c["kind"]: c
-                for c in model["comparisons"]
-                if c["task"] == task["task"]
-                and c["filter"] == f
-                and c["in_family"]
-                and c["k"] == k
-                and c["kind"] in ("retrieval", "random", "contrast")
-                and "-layer" not in c["condition"]
-            }
+            pick: dict[str, dict] = {}
+            for c in sorted(model["comparisons"], key=lambda c: (c["condition"].count("["), c["condition"])):
+                if (
+                    c["task"] == task["task"]
+                    and c["filter"] == f
+                    and c["in_family"]
+                    and c["k"] == k
+                    and c["kind"] in ("retrieval", "random", "contrast")
+                    and "-layer" not in c["condition"]
+                ):
+                    pick.setdefault(c["kind"], c)  # the default unit, mode and phase first; variants never replace it
             tasks[task["task"]] = {
                 "metric": task["primary_metric"],
                 "filter": f,
@@ -412,5 +446,5 @@ def _cross_model(models: list[dict]) -> list[dict]:
 def _brief(comparison: dict | None) -> dict | None:
     if comparison is None:
         return None
-    keys = ("condition", "delta", "ci_low", "ci_high", "n", "n_seeds", "p_holm")
+    keys = ("condition", "delta", "ci_low", "ci_high", "n", "n_clusters", "n_seeds", "unit", "conditional", "p_holm")
     return {key: comparison[key] for key in keys}

@@ -8,6 +8,12 @@ import math
 from .. import stats
 
 _ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}
+_UNIT_WORDS = {
+    "item": "items",
+    "cluster": "contexts",
+    "seed and item": "seeds and items",
+    "seed and cluster": "seeds and contexts",
+}
 
 
 def format_value(value: float | None, bounded: bool, *, signed: bool = False) -> str:
@@ -39,6 +45,13 @@ def includes_zero(comparison: dict) -> bool:
     return comparison["ci_low"] <= 0 <= comparison["ci_high"]
 
 
+def design(summary: dict) -> str:
+    """``18 items in 6 contexts`` or ``57 independent items``: the unit the statistics work at."""
+    if summary["n_clusters"] < summary["n"]:
+        return f"{summary['n']} paired items in {summary['n_clusters']} shared contexts"
+    return f"{summary['n']} independent paired items"
+
+
 def statements(model: dict, family_size: int, confidence: float) -> list[str]:
     """One paragraph per headline task (and filter) at the model's headline K."""
     paragraphs = []
@@ -58,42 +71,77 @@ def statements(model: dict, family_size: int, confidence: float) -> list[str]:
                 key=lambda c: (_ORDER[c["kind"]], c["k"] or 0, c["condition"]),
             )
             where = f", filter {f}" if len(task["filters"]) > 1 else ""
-            contexts = f" from {summary['n_clusters']} shared contexts" if summary["n_clusters"] else ""
+            unit = "context" if summary["n_clusters"] < summary["n"] else "item"
+            reach = summary.get("min_attainable_p_holm")
             lines = [
-                f"{task['task']} ({metric}{where}): {summary['n']} paired items{contexts}; unmasked score "
-                f"{format_value(summary['baseline'], bounded)}."
+                f"{task['task']} ({metric}{where}): {design(summary)}; the {unit} is the unit of analysis, so no test "
+                f"can give p below {format_p(summary['min_attainable_p'])}"
+                + (f" ({format_p(reach)} after Holm correction over {family_size} tests)" if reach is not None else "")
+                + f". Unmasked score {format_value(summary['baseline'], bounded)}."
             ]
+            if reach is not None and reach >= stats.ALPHA:
+                lines.append(
+                    f"This design cannot show any effect as significant after Holm correction; more {unit}s are "
+                    "needed (rh-eval plan says how many)."
+                )
             lines += [_describe(c, bounded, family_size, confidence) for c in chosen]
-            unit = " points" if bounded else ""
-            lines.append(
-                f"With {summary['n']} items the smallest effect detectable with {stats.POWER:.0%} power at "
-                f"\u03b1 = {stats.ALPHA} is about {format_value(summary['mde'], bounded)}{unit}"
-                + ("; a smaller true effect could be missed." if any(includes_zero(c) for c in chosen) else ".")
-            )
+            points = " points" if bounded else ""
+            if summary["mde"] is not None and math.isfinite(summary["mde"]):
+                lines.append(
+                    f"With {summary['n_clusters']} {unit}s the smallest effect detectable with {stats.POWER:.0%} power "
+                    f"at \u03b1 = {stats.ALPHA} is about {format_value(summary['mde'], bounded)}{points}"
+                    + ("; a smaller true effect could be missed." if any(includes_zero(c) for c in chosen) else ".")
+                )
+            else:
+                lines.append(
+                    f"With {summary['n_clusters']} {unit}s no effect of any size is detectable at \u03b1 = "
+                    f"{stats.ALPHA}."
+                )
             paragraphs.append(" ".join(lines))
     return paragraphs
 
 
+def _units(c: dict) -> str:
+    """``n = 18 items in 6 contexts, 5 seeds``."""
+    text = f"n = {c['n']} items" + (f" in {c['n_clusters']} contexts" if c["n_clusters"] < c["n"] else "")
+    return text + (f", {c['n_seeds']} seeds" if c["n_seeds"] else "")
+
+
 def _describe(c: dict, bounded: bool, family_size: int, confidence: float) -> str:
     unit = " points" if bounded else ""
-    name = c["condition"] + (f" (pooled over {c['n_seeds']} seeds)" if c["kind"] == "random" else "")
+    seeds = f"{c['n_seeds']} seed{'s' if c['n_seeds'] != 1 else ''}"
+    name = c["condition"] + (f" (pooled over {seeds})" if c["kind"] == "random" else "")
     if c["kind"] == "contrast":
-        name = f"Causal contrast {c['condition']} ({c['n_seeds']} random seeds)"
+        name = f"Causal contrast {c['condition']} ({c['n_seeds']} random {seeds.split()[1]})"
     estimate = (
         f"{format_value(c['delta'], bounded, signed=True)}{unit} ({confidence:.0%} CI "
         f"{format_value(c['ci_low'], bounded, signed=True)} to {format_value(c['ci_high'], bounded, signed=True)}; "
-        f"Holm p = {format_p(c['p_holm'])}; n = {c['n']})"
+        f"p = {format_p(c['p_value'])}, Holm p = {format_p(c['p_holm'])}; {_units(c)})"
     )
+    caveat = ""
+    if c["conditional"]:
+        caveat = (
+            f" With {c['n_seeds']} random head set{'s' if c['n_seeds'] != 1 else ''} the spread between sets cannot "
+            f"be estimated (it takes at least {stats.MIN_SEEDS}), so this holds only for the drawn set"
+            f"{'s' if c['n_seeds'] != 1 else ''}, not for random heads in general."
+        )
     if includes_zero(c):
-        return f"{name}: no effect appears, {estimate}; the interval includes 0."
+        return f"{name}: no effect appears, {estimate}; the interval includes 0.{caveat}"
     direction = "lower" if c["delta"] < 0 else "higher"
     what = "than under random-head masking" if c["kind"] == "contrast" else "than unmasked"
     if c["p_holm"] is not None and c["p_holm"] < stats.ALPHA:
         return (
             f"{name}: the score is {direction} {what}, {estimate}, significant after Holm correction over "
-            f"{family_size} tests."
+            f"{family_size} tests.{caveat}"
+        )
+    if c["min_attainable_p_holm"] is not None and c["min_attainable_p_holm"] >= stats.ALPHA:
+        return (
+            f"{name}: the score is {direction} {what}, {estimate}; the interval excludes 0, but with these "
+            f"{_UNIT_WORDS[c['unit']]} no test could be significant after Holm correction over {family_size} tests "
+            f"(the smallest attainable Holm p is {format_p(c['min_attainable_p_holm'])}), so this is not evidence "
+            f"of an effect.{caveat}"
         )
     return (
         f"{name}: the score is {direction} {what}, {estimate}; the interval excludes 0 but the effect is not "
-        f"significant after Holm correction over {family_size} tests."
+        f"significant after Holm correction over {family_size} tests.{caveat}"
     )

@@ -38,10 +38,16 @@ class TaskTable:
 
     @property
     def clusters(self) -> list[str] | None:
-        """Cluster label per item (prefixed by its task), or None if the task records no shared context."""
+        """Cluster label per item (prefixed by its task), or None if no task records a shared context.
+
+        In a group that pools clustered and unclustered tasks, an item without a context is its own cluster.
+        """
         if all(item.cluster is None for item in self.items):
             return None
-        return [f"{task}/{item.cluster}" for task, item in zip(self.item_tasks, self.items)]
+        return [
+            f"{task}/{item.cluster}" if item.cluster is not None else f"{task}/doc {item.doc_id}"
+            for task, item in zip(self.item_tasks, self.items)
+        ]
 
 
 @dataclass
@@ -93,6 +99,7 @@ def _model_runs(model: str, runs: list[Run]) -> ModelRuns:
                     older.path,
                 )
             tasks[task][run.condition] = run
+    _refuse_ambiguous_labels(model, tasks)
     unmasked = Condition("none")
     missing = sorted(t for t, by_condition in tasks.items() if unmasked not in by_condition)
     if len(missing) == len(tasks):
@@ -111,6 +118,27 @@ def _model_runs(model: str, runs: list[Run]) -> ModelRuns:
         groups=_top_groups(runs, tasks),
         head_scores=next((r.head_scores for r in runs if r.head_scores), None),
     )
+
+
+def _refuse_ambiguous_labels(model: str, tasks: dict[str, dict[Condition, Run]]) -> None:
+    """Two conditions that differ only in their heads share a label, and their scores would overwrite each other."""
+    by_label: dict[str, dict[Condition, Run]] = {}
+    for by_condition in tasks.values():
+        for condition, run in by_condition.items():
+            by_label.setdefault(condition.label, {}).setdefault(condition, run)
+    for label, variants in by_label.items():
+        if len(variants) > 1:
+            (first, run1), (second, run2) = sorted(variants.items(), key=lambda v: str(v[1].path))[:2]
+            raise ReportInputError(
+                f"Two runs of {model} are both {label} but masked different heads ({_heads(first)} in {run1.path}, "
+                f"{_heads(second)} in {run2.path}), e.g. a rerun after the head scores changed. Report only the "
+                "runs of one head-score file: move the outdated runs out of the folders given."
+            )
+
+
+def _heads(condition: Condition) -> str:
+    shown = ", ".join(f"({layer},{head})" for layer, head in condition.heads[:4])
+    return shown + (f", … {len(condition.heads)} heads" if len(condition.heads) > 4 else "")
 
 
 def _top_groups(runs: list[Run], tasks: dict) -> dict[str, list[str]]:

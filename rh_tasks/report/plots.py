@@ -25,6 +25,7 @@ _SERIES_STYLE = {"retrieval": ("#C62828", "o"), "random": ("#1565C0", "s")}
 _HEAD_MARK = {"retrieval": "black", "random": "white"}  # visible on viridis' bright and dark ends
 _STRIPPED = re.compile(r"<!--.*?-->|<metadata>.*?</metadata>", re.DOTALL)  # comments echo text; metadata is noise
 _PANELS_PER_ROW = 4
+_LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def _svg(fig: Figure, salt: str) -> str:
@@ -119,13 +120,16 @@ def k_sweep(rows: list[dict], bounded: dict[str, bool], salt: str) -> str:
     for ax, ((task, f, metric), series_rows) in zip(axes.flat, panels.items()):
         scale = 100 if bounded.get(task) else 1
         ax.axhline(0, color="#555555", linewidth=0.8)
+        variants: dict[str, int] = {}  # unit, mode or phase variants of one kind get their own line style
         for series in sorted({r["series"] for r in series_rows}):
             points = sorted((r for r in series_rows if r["series"] == series), key=lambda r: r["k"])
-            colour, marker = _SERIES_STYLE.get(points[0]["kind"], ("#444444", "^"))
+            kind = points[0]["kind"]
+            colour, marker = _SERIES_STYLE.get(kind, ("#444444", "^"))
+            variant = variants[kind] = variants.get(kind, -1) + 1
             ks = np.array([p["k"] for p in points], dtype=float)
             delta = np.array([p["delta"] for p in points]) * scale
             errors = np.array([[p["delta"] - p["ci_low"], p["ci_high"] - p["delta"]] for p in points]).T * scale
-            offset = 0.04 * (1 if points[0]["kind"] == "random" else -1)
+            offset = (0.04 + 0.05 * variant) * (1 if kind == "random" else -1)
             ax.errorbar(
                 ks * (1 + offset),
                 delta,
@@ -135,6 +139,7 @@ def k_sweep(rows: list[dict], bounded: dict[str, bool], salt: str) -> str:
                 capsize=3,
                 label=series,
                 linewidth=1.2,
+                linestyle=_LINE_STYLES[variant % len(_LINE_STYLES)],
                 markersize=4,
             )
         ax.set_xscale("log", base=2)

@@ -20,12 +20,19 @@ from ..files import atomic_write_text, writable_folder
 from . import plots
 from .analysis import Settings, analyse
 from .failures import OUTCOMES
-from .narrative import format_p, format_value, stars
+from .narrative import design, format_p, format_value, stars
 from .runs import ReportInputError, load_runs
 
 logger = logging.getLogger(__name__)
 
 _KIND_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}
+UNIT_NOTE = (
+    "items that share a context (a needle and haystack, an article) are one cluster, and random head sets "
+    "(seeds) are a sample of sets. Intervals resample whole clusters, and seeds too when there are at least "
+    "3; tests flip the signs of whole cluster sums, so G clusters cannot give p below 2/2^G, and a pooled "
+    "random control or contrast must also hold across seeds (S seeds: p >= 2/2^S). With fewer than 3 seeds the "
+    "spread between head sets cannot be estimated and results hold only for the drawn sets."
+)
 
 
 @dataclass(frozen=True)
@@ -128,9 +135,25 @@ def leaderboard(model: dict) -> dict:
             f"{t['task']}{f' ({f})' if len(t['filters']) > 1 else ''} · {t['primary_metric']}" for t, f, _ in columns
         ],
         "rows": rows,
-        "counts": [f"{s['n']}" + (f" ({s['n_clusters']})" if s["n_clusters"] else "") for _, _, s in columns],
-        "mde": [format_value(s["mde"], t["bounded"]) + (" pts" if t["bounded"] else "") for t, _, s in columns],
+        "counts": [f"{s['n']}" + (f" ({s['n_clusters']})" if s["n_clusters"] < s["n"] else "") for _, _, s in columns],
+        "seeds": [_seeds(model, t["task"]) for t, _, _ in columns],
+        "min_p": [
+            format_p(s["min_attainable_p"])
+            + (f" ({format_p(s['min_attainable_p_holm'])} Holm)" if s.get("min_attainable_p_holm") is not None else "")
+            for _, _, s in columns
+        ],
+        "mde": [
+            format_value(s["mde"], t["bounded"])
+            + (" pts" if t["bounded"] and s["mde"] is not None and math.isfinite(s["mde"]) else "")
+            for t, _, s in columns
+        ],
     }
+
+
+def _seeds(model: dict, task: str) -> str:
+    """Random head sets per pooled control of a task, e.g. ``5``, or ``1, 5`` when Ks differ."""
+    counts = sorted({c["n_seeds"] for c in model["comparisons"] if c["task"] == task and c["kind"] == "random"})
+    return ", ".join(map(str, counts)) if counts else "—"
 
 
 def _comparison_cells(model: dict) -> list[list[dict]]:
@@ -138,7 +161,8 @@ def _comparison_cells(model: dict) -> list[list[dict]]:
     rows = []
     for c in model["comparisons"]:
         b = bounded[c["task"]]
-        clustered = "" if c["se_clustered"] is None else f"{format_value(c['se_clustered'], b)} ({c['n_clusters']})"
+        clustered = "" if c["se_clustered"] is None else format_value(c["se_clustered"], b)
+        unit = c["unit"] + (" (conditional on the drawn sets)" if c["conditional"] else "")
         rows.append(
             [
                 _cell(c["task"], c["task"]),
@@ -147,6 +171,9 @@ def _comparison_cells(model: dict) -> list[list[dict]]:
                 _cell(c["condition"] + ("" if c["in_family"] else " †"), c["condition"]),
                 _cell(c["reference"], c["reference"]),
                 _cell(str(c["n"]), c["n"]),
+                _cell(str(c["n_clusters"]), c["n_clusters"]),
+                _cell("" if c["n_seeds"] is None else str(c["n_seeds"]), c["n_seeds"]),
+                _cell(unit, unit),
                 _cell(format_value(c["baseline"], b), c["baseline"]),
                 _cell(format_value(c["treated"], b), c["treated"]),
                 _cell(format_value(c["delta"], b, signed=True), c["delta"]),
@@ -155,6 +182,7 @@ def _comparison_cells(model: dict) -> list[list[dict]]:
                 _cell(format_value(c["se"], b), c["se"]),
                 _cell(clustered, c["se_clustered"]),
                 _cell(c["test"], c["test"]),
+                _cell(format_p(c["min_attainable_p"]), c["min_attainable_p"]),
                 _cell(format_p(c["p_value"]), c["p_value"]),
                 _cell(format_p(c["p_holm"]), c["p_holm"]),
                 _cell(format_p(c["p_bh"]), c["p_bh"]),
@@ -194,6 +222,25 @@ def cross_model_table(report: dict) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
+def design_line(model: dict) -> str:
+    """One sentence per model: each headline task's items, clusters, seeds and smallest attainable p."""
+    parts = []
+    for task in (t for t in model["tasks"] if t["headline"]):
+        for f, summary in task["filters"].items():
+            seeds = _seeds(model, task["task"])
+            parts.append(
+                f"{task['task']}{f' ({f})' if len(task['filters']) > 1 else ''}: {design(summary)}"
+                + (f", {seeds} random seeds" if seeds != "—" else "")
+                + f", smallest attainable p {format_p(summary['min_attainable_p'])}"
+                + (
+                    f" ({format_p(summary['min_attainable_p_holm'])} after Holm)"
+                    if summary.get("min_attainable_p_holm") is not None
+                    else ""
+                )
+            )
+    return ("Design: " + "; ".join(parts) + ".") if parts else ""
+
+
 # ---- HTML ---------------------------------------------------------------------------------------------------
 
 
@@ -213,6 +260,7 @@ def render_html(report: dict) -> str:
         cross_model=report["cross_model"],
         cross_columns=cross_columns,
         cross_rows=cross_rows,
+        unit_note=UNIT_NOTE,
     )
 
 
@@ -228,6 +276,7 @@ def _html_model(model: dict, number: int) -> dict:
     return {
         "name": model["model"],
         "headline_k": model["headline_k"],
+        "design": design_line(model),
         "runs": model["runs"],
         "statements": model["statements"],
         "leaderboard": leaderboard(model),
@@ -267,6 +316,8 @@ def render_markdown(report: dict) -> str:
         f"({settings['n_resamples']} resamples, seed {settings['seed']}). Tests: {settings['tests']}. "
         f"Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 after Holm correction over {settings['family_size']} tests.",
         "",
+        f"Unit of analysis: {UNIT_NOTE}",
+        "",
     ]
     if report["cross_model"]:
         columns, rows = cross_model_table(report)
@@ -282,12 +333,18 @@ def render_markdown(report: dict) -> str:
         )
     for model in report["models"]:
         board = leaderboard(model)
-        lines += [f"## {_md(model['model'])}", "", f"Headline K: {model['headline_k']}.", "", "### Findings", ""]
+        lines += [f"## {_md(model['model'])}", "", f"Headline K: {model['headline_k']}. {design_line(model)}", ""]
+        lines += ["### Findings", ""]
         lines += [f"- {_md(p)}" for p in model["statements"]] + [""]
         lines += ["### Leaderboard", ""] + _md_table(
             ["condition"] + board["columns"],
             [[r["label"]] + [c["text"] for c in r["cells"]] for r in board["rows"]]
-            + [["paired items (contexts)"] + board["counts"], ["minimum detectable effect"] + board["mde"]],
+            + [
+                ["paired items (contexts G)"] + board["counts"],
+                ["random head sets S"] + board["seeds"],
+                ["smallest attainable p"] + board["min_p"],
+                ["minimum detectable effect"] + board["mde"],
+            ],
         )
         for breakdown in model["failures"]:
             lines += [f"### {_md(breakdown['task'])}: failure breakdown", ""] + _md_table(
@@ -302,14 +359,18 @@ def render_markdown(report: dict) -> str:
                 "condition",
                 "reference",
                 "n",
+                "G",
+                "S",
+                "unit",
                 "reference score",
                 "score",
                 "Δ",
                 "CI low",
                 "CI high",
                 "SE",
-                "clustered SE (G)",
+                "clustered SE",
                 "test",
+                "min p",
                 "p",
                 "Holm p",
                 "BH p",

@@ -66,7 +66,8 @@ def _is_complete(folder: Path, config: SuiteConfig) -> bool:
     return record.is_file() and json.loads(record.read_text()).get("config_hash") == config.digest()
 
 
-def _task_metadata(config: SuiteConfig) -> dict:
+def task_metadata(config: SuiteConfig) -> dict:
+    """Task metadata the model implies (tokenizer, context length); each task's own metadata is merged on top."""
     meta = {key: config.model_args[key] for key in _MODEL_METADATA_KEYS if key in config.model_args}
     return meta | ({"pretrained": config.pretrained} if config.pretrained else {})
 
@@ -86,7 +87,7 @@ def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path) 
         manager = TaskManager(
             include_defaults=False,
             include_path=[str(task_configs_dir())],
-            metadata=_task_metadata(config) | spec.metadata,
+            metadata=task_metadata(config) | spec.metadata,
         )
         tracker = EvaluationTracker(output_path=str(partial))
         results = simple_evaluate(
@@ -117,6 +118,14 @@ def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path) 
     os.rename(partial, folder)
 
 
+def warn_about_design(config: SuiteConfig) -> None:
+    """Say before any compute when a task's design cannot reach significance after Holm correction."""
+    from .plan import check_design, describe, task_designs
+
+    for problem, sentence in describe(check_design(config, task_designs(config))):
+        (logger.warning if problem else logger.info)("Design check: %s", sentence)
+
+
 def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = True) -> Path:
     """Run the conditions that are not complete yet; return the output folder."""
     from model_wrappers.rh_masked import RHMaskedLM
@@ -130,6 +139,7 @@ def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = 
         logger.info("Resuming: %d of %d conditions are complete and match the config", done, len(config.conditions))
 
     if pending:
+        warn_about_design(config)
         lm = RHMaskedLM(
             pretrained=config.pretrained, batch_size=config.batch_size, device=config.device, **config.model_args
         )

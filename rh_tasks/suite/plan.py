@@ -1,0 +1,177 @@
+"""Design check before any compute: can each task of a suite show an effect at all, and what would it take?
+
+The report tests at the unit of the design (clusters of items sharing a context, random head sets), so a task
+with few contexts, or a random control with few seeds, cannot reach significance after Holm correction
+however large the effect. This builds every task's documents (cheap: no model weights, only the tokenizer),
+counts items and contexts, and compares them with the smallest p-value the exact tests could give.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .. import stats
+from .config import SuiteConfig
+
+_CLUSTER_KEYS = ("article_id", "context_id")  # as the report reads them from the logged documents
+
+
+@dataclass(frozen=True)
+class TaskDesign:
+    """One headline task of a suite: its items, clusters of items sharing a context, and lm-eval filters."""
+
+    task: str
+    items: int
+    clusters: int
+    filters: int
+
+
+@dataclass(frozen=True)
+class TaskCheck:
+    design: TaskDesign
+    tests: int  # headline comparisons of this task (per filter: retrieval Ks, random Ks, contrasts)
+    min_p: float  # smallest p any of its tests could give
+    min_p_holm: float  # the same after Holm correction over the suite's family, in the best case
+    clusters_for_floor: int  # fewest clusters whose exact test can reach alpha / family size
+    clusters_for_effect: int  # fewest clusters for the planned effect at 80% power after Bonferroni
+
+    @property
+    def reachable(self) -> bool:
+        return self.min_p_holm < stats.ALPHA
+
+    @property
+    def items_per_cluster(self) -> float:
+        return self.design.items / self.design.clusters
+
+
+@dataclass(frozen=True)
+class Plan:
+    checks: list[TaskCheck]
+    family_size: int
+    seeds: int
+    seeds_for_floor: int
+    effect: float
+
+    @property
+    def seeds_ok(self) -> bool:
+        return self.seeds == 0 or self.seeds >= self.seeds_for_floor
+
+
+def task_designs(config: SuiteConfig) -> list[TaskDesign]:
+    """Build each task's documents as the suite's lm-eval runs will (same metadata and limit) and count them."""
+    from lm_eval.evaluator_utils import get_sample_size
+    from lm_eval.tasks import TaskManager
+
+    from rh_tasks.registration import task_configs_dir
+
+    from .runner import task_metadata
+
+    designs = []
+    for spec in config.tasks:
+        manager = TaskManager(
+            include_defaults=False,
+            include_path=[str(task_configs_dir())],
+            metadata=task_metadata(config) | spec.metadata,
+        )
+        items, clusters, filters = 0, 0, 1
+        for leaf in manager.load([spec.task])["tasks"].values():
+            docs = list(leaf.eval_docs)
+            limit = get_sample_size(leaf, spec.limit)
+            docs = docs[:limit] if limit is not None else docs
+            keys = [next((doc[k] for k in _CLUSTER_KEYS if doc.get(k) is not None), None) for doc in docs]
+            items += len(docs)
+            clusters += len({k for k in keys if k is not None}) + sum(k is None for k in keys)
+            filters = max(filters, len(getattr(leaf, "_filters", None) or [None]))
+        designs.append(TaskDesign(spec.task, items, clusters, filters))
+    return designs
+
+
+def check_design(config: SuiteConfig, designs: list[TaskDesign], effect: float = 0.2) -> Plan:
+    """Smallest attainable p per task before and after Holm, and the clusters and seeds an effect needs."""
+    retrieval = {c.k for c in config.conditions if c.heads == "retrieval"}
+    random = {c.k for c in config.conditions if c.heads == "random"}
+    seeds = len({c.seed for c in config.conditions if c.heads == "random"})
+    per_filter = len(retrieval) + len(random) + len(retrieval & random)
+    floors, owners = [], []
+    for number, design in enumerate(designs):
+        cluster_floor = stats.min_attainable_p(design.clusters)
+        sampled_floor = max(cluster_floor, stats.min_attainable_p(seeds)) if seeds >= stats.MIN_SEEDS else cluster_floor
+        for _ in range(design.filters):
+            floors += [cluster_floor] * len(retrieval) + [sampled_floor] * (len(random) + len(retrieval & random))
+            owners += [number] * per_filter
+    family = len(floors)
+    holm = stats.holm(floors) if floors else []
+    checks = []
+    for number, design in enumerate(designs):
+        mine = [(f, h) for f, h, owner in zip(floors, holm, owners) if owner == number]
+        checks.append(
+            TaskCheck(
+                design=design,
+                tests=len(mine),
+                min_p=min((f for f, _ in mine), default=1.0),
+                min_p_holm=min((float(h) for _, h in mine), default=1.0),
+                clusters_for_floor=stats.units_for_floor(max(family, 1)),
+                clusters_for_effect=stats.clusters_needed(effect, tests=max(family, 1)),
+            )
+        )
+    return Plan(checks, family, seeds, stats.units_for_floor(max(family, 1)), effect)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def describe(plan: Plan) -> list[tuple[bool, str]]:
+    """(problem?, sentence) per task and for the random seeds."""
+    lines = []
+    points = f"{plan.effect * 100:g} points"
+    for check in plan.checks:
+        d = check.design
+        per = check.items_per_cluster
+        unit = "contexts" if d.clusters < d.items else "items"
+        shape = (
+            f"{_count(d.items, 'item')} in {_count(d.clusters, 'context')}"
+            if d.clusters < d.items
+            else _count(d.items, "independent item")
+        )
+        need = math.ceil(check.clusters_for_effect * per)
+        sizing = (
+            f"An effect of {points} needs about {check.clusters_for_effect} {unit}"
+            + (f" ({need} items at {per:g} per context)" if d.clusters < d.items else "")
+            + f" for {stats.POWER:.0%} power after correction over {plan.family_size} tests."
+        )
+        if not check.reachable:
+            lines.append(
+                (
+                    True,
+                    f"{d.task}: {shape}; no test can give p below {check.min_p:.3g}, at best {check.min_p_holm:.3g} "
+                    f"after Holm correction over {plan.family_size} tests, so this design cannot show any effect "
+                    f"as significant. At least {check.clusters_for_floor} {unit} are needed to reach it at all. "
+                    + sizing,
+                )
+            )
+        else:
+            lines.append(
+                (
+                    False,
+                    f"{d.task}: {shape}; smallest attainable p {check.min_p:.3g} ({check.min_p_holm:.3g} after "
+                    f"Holm). " + sizing,
+                )
+            )
+    if plan.seeds and not plan.seeds_ok:
+        spread = (
+            f"the spread between head sets cannot be estimated from fewer than {stats.MIN_SEEDS}, so pooled random "
+            "results will hold only for the drawn sets"
+            if plan.seeds < stats.MIN_SEEDS
+            else f"pooled random controls and contrasts cannot give p below {stats.min_attainable_p(plan.seeds):.3g} "
+            "between head sets"
+        )
+        lines.append(
+            (
+                True,
+                f"random: {plan.seeds} seed{'s' if plan.seeds != 1 else ''}; {spread}. At least "
+                f"{plan.seeds_for_floor} seeds are needed for them to reach significance after Holm correction.",
+            )
+        )
+    return lines

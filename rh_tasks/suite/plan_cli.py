@@ -1,0 +1,58 @@
+"""``rh-eval plan FILE.yaml``: check a suite's design before running it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="check before running whether a suite's tasks can show an effect after Holm correction",
+        description="Build every task's documents as the suite would (no model weights are loaded, only the "
+        "tokenizer), count the items and the contexts they share, and say for each task the smallest p-value "
+        "its exact tests could give, before and after Holm correction over the suite's headline tests, and how "
+        "many contexts (and items) an effect of the given size needs. Also checks the number of random seeds. "
+        "Exits 1 when some task, or the random control, cannot reach significance.",
+    )
+    parser.add_argument("suite_file", metavar="FILE.yaml", help="the suite config (see task_configs/suites/)")
+    parser.add_argument(
+        "--effect",
+        type=float,
+        default=20.0,
+        metavar="POINTS",
+        help="effect to size the design for, in points of a [0, 1] score (default: 20); planned at 80%% power "
+        "with the worst-case spread of such scores",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rh_tasks.registration import register
+
+    from .config import SuiteConfigError, load_suite
+    from .plan import check_design, describe, task_designs
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notes on task metadata are noise here
+    if not 0 < args.effect <= 100:
+        logger.error("--effect %s must be between 0 and 100 points.", args.effect)
+        return 2
+    register()
+    try:
+        config = load_suite(args.suite_file)
+        plan = check_design(config, task_designs(config), effect=args.effect / 100)
+    except (SuiteConfigError, ValueError, OSError) as err:
+        logger.error("%s", err)
+        return 2
+    print(
+        f"{args.suite_file}: {plan.family_size} headline tests corrected together (Holm), "
+        f"{plan.seeds} random seed{'s' if plan.seeds != 1 else ''}, alpha = 0.05."
+    )
+    lines = describe(plan)
+    for problem, sentence in lines:
+        print(("PROBLEM " if problem else "ok      ") + sentence)
+    return 1 if any(problem for problem, _ in lines) else 0
