@@ -84,7 +84,7 @@ def test_run_resume_and_refusal(suite, monkeypatch):
     ran = []
     original = runner._run_condition
     monkeypatch.setattr(
-        runner, "_run_condition", lambda lm, c, cond, folder: ran.append(cond.name) or original(lm, c, cond, folder)
+        runner, "_run_condition", lambda lm, c, cond, *rest: ran.append(cond.name) or original(lm, c, cond, *rest)
     )
     run_suite(suite, write_report=False)
     assert ran == ["random-k1-seed1"]
@@ -142,3 +142,35 @@ def test_same_config_and_seeds_give_the_same_report(suite, tmp_path):
         runs.append({"heads": heads, "samples": _samples(out), "report": report})
     assert runs[0]["samples"] and len(runs[0]["heads"]) == 4
     assert runs[0] == runs[1]
+
+
+def test_documents_are_built_once_and_reused_unchanged(suite, tmp_path, monkeypatch):
+    """Every condition gets the documents of one build, and the same samples as if each had built its own."""
+    import dataclasses
+
+    from rh_tasks import niah
+
+    calls = []
+    build = niah.build
+    monkeypatch.setattr(niah, "build", lambda **metadata: calls.append(metadata) or build(**metadata))
+    reused = _samples(run_suite(dataclasses.replace(suite, output_dir=str(tmp_path / "reused")), write_report=False))
+    assert len(calls) == 1 and len(reused) == 4
+    hashes = {name: [row[:3] for row in rows] for name, rows in reused.items()}
+    assert all(rows == hashes["none"] for rows in hashes.values())
+
+    class FreshEveryTime(runner.TaskCache):
+        def load(self, task, metadata):
+            self._built.clear()
+            return super().load(task, metadata)
+
+    monkeypatch.setattr(runner, "TaskCache", FreshEveryTime)
+    fresh = _samples(run_suite(dataclasses.replace(suite, output_dir=str(tmp_path / "fresh")), write_report=False))
+    assert len(calls) == 5 and fresh == reused
+
+
+def test_task_cache_keys_on_task_and_metadata():
+    cache = runner.TaskCache()
+    first = cache.load("niah", {"lengths": [128], "depths": [50], "needles": ["sf_sandwich"]})
+    assert cache.load("niah", {"needles": ["sf_sandwich"], "depths": [50], "lengths": [128]}) is first
+    other = cache.load("niah", {"lengths": [128], "depths": [0], "needles": ["sf_sandwich"]})
+    assert other is not first and other[1][0].eval_docs[0]["depth"] == 0
