@@ -16,6 +16,7 @@ import logging
 import random
 from functools import cache
 
+from . import token_splice
 from .distractor_context import build_context, count_tokens
 from .squad_data import Paragraph, Question, choose_questions, load_dev
 from .squad_metrics import normalize_answer, squad_scores
@@ -111,6 +112,7 @@ def build_grid(
     """All docs of the grid: for each question, each length, each depth."""
     lengths, depths = check_grid(lengths, depths, max_gen_toks, limit)
     reserve = count_tokens(tokenizer, PROMPT.format(context="", question=""))
+    head, tail = PROMPT.split("{context}")
     docs = []
     for question in choose_questions(questions_per_cell, question_seed):
         distractors = _distractors(question, question_seed)
@@ -124,7 +126,14 @@ def build_grid(
                 )
             for depth in depths:
                 context = build_context(tokenizer, question.paragraph.text, distractors, length - fixed, depth)
-                prompt_tokens = count_tokens(tokenizer, PROMPT.format(context=context.text, question=question.question))
+                prompt_tokens = token_splice.splice_count(
+                    tokenizer,
+                    [
+                        token_splice.literal(tokenizer, head),
+                        *context.pieces,
+                        token_splice.literal(tokenizer, tail.format(question=question.question)),
+                    ],
+                )
                 docs.append(
                     _base_doc(question)
                     | {
