@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,7 @@ class NeedleContext:
     needle_start: int  # character offsets of the needle inside ``text``
     needle_end: int
     num_tokens: int  # tokens of ``text`` alone, without special tokens
+    pieces: tuple[token_splice.Piece, ...] = field(default=(), repr=False, compare=False)  # ``text``, spliced
 
 
 class _Haystack:
@@ -126,4 +127,5 @@ def insert_needle(tokenizer, haystack: str, needle: str, context_tokens: int, de
         needle_start=start,
         needle_end=start + len(needle),
         num_tokens=token_splice.splice_count(tokenizer, pieces),
+        pieces=tuple(pieces),
     )
