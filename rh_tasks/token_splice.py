@@ -107,19 +107,19 @@ def literal(tokenizer, text: str) -> Piece:
 def _interior(piece: Piece, first: bool, last: bool, margin: int) -> tuple[int, int]:
     """Token range [lo, hi) of ``piece.source`` that keeps its tokens in any spliced text (may be empty)."""
     source = piece.source
-    n = len(source)
-    if first and piece.start == 0:
-        lo = 0
+    n, clean = len(source.ids), source.clean
+    if piece.start == 0:
+        lo = 0 if first else margin
     else:
-        lo = int(np.searchsorted(source.starts, piece.start, side="left")) + margin
-        while lo < n and not source.clean[lo]:
-            lo += 1
-    if last and piece.end == len(source.text):
-        hi = n
+        lo = int(source.starts.searchsorted(piece.start, side="left")) + margin
+    while 0 < lo < n and not clean[lo]:
+        lo += 1
+    if piece.end == len(source.text):
+        hi = n if last else n - margin
     else:
-        hi = int(np.searchsorted(source.ends, piece.end, side="right")) - margin
-        while hi > 0 and not source.clean[hi]:
-            hi -= 1
+        hi = int(source.ends.searchsorted(piece.end, side="right")) - margin
+    while 0 < hi < n and not clean[hi]:
+        hi -= 1
     return lo, hi
 
 
