@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
-from functools import cache
+from functools import cache, lru_cache
 
 from . import token_splice
 from .distractor_context import build_context, count_tokens
@@ -79,7 +79,8 @@ def _normalised_paragraphs() -> tuple[tuple[Paragraph, str], ...]:
     return tuple((p, f" {normalize_answer(p.text)} ") for p in load_dev()[0])
 
 
-def _distractors(question: Question, seed: int) -> list[str]:
+@lru_cache(maxsize=256)
+def _distractors(question: Question, seed: int) -> tuple[str, ...]:
     """Paragraphs of other articles that do not contain a gold answer, in an order seeded by the question.
 
     Leaving out paragraphs that happen to contain the answer string keeps the gold paragraph its only source.
@@ -91,7 +92,7 @@ def _distractors(question: Question, seed: int) -> list[str]:
         if p.article_id != question.paragraph.article_id and not any(gold in normalised for gold in golds)
     ]
     random.Random(f"{seed}:{question.id}").shuffle(pool)
-    return pool
+    return tuple(pool)
 
 
 def _base_doc(question: Question) -> dict:
