@@ -21,7 +21,7 @@ import numpy as np
 
 MARGINS = (8, 32)  # tokens kept untrusted on each side of a cut, tried in turn before tokenizing everything
 _TEXTS_PER_TOKENIZER = 8192
-_WINDOWS_PER_TOKENIZER = 65536
+_WINDOWS_PER_TOKENIZER = 16384
 
 
 @dataclass(frozen=True, eq=False)
