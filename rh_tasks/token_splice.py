@@ -131,9 +131,8 @@ def _window(tokenizer, left: str, middle: str, right: str, left_ids, right_ids):
     """
     cache = _cache(tokenizer)
     key = f"{len(left)}:{len(middle)}:{left}{middle}{right}"
-    found = cache.windows.get(key)
-    if found is not None:
-        return found
+    if key in cache.windows:
+        return cache.windows[key]
     ids, offsets = _encode(tokenizer, left + middle + right)
     a, b = len(left), len(left) + len(middle)
     inside_ids, inside_spans, before, after = [], [], [], []
