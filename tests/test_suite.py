@@ -159,9 +159,9 @@ def test_documents_are_built_once_and_reused_unchanged(suite, tmp_path, monkeypa
     assert all(rows == hashes["none"] for rows in hashes.values())
 
     class FreshEveryTime(runner.TaskCache):
-        def load(self, task, metadata):
+        def load(self, *args):
             self._built.clear()
-            return super().load(task, metadata)
+            return super().load(*args)
 
     monkeypatch.setattr(runner, "TaskCache", FreshEveryTime)
     fresh = _samples(run_suite(dataclasses.replace(suite, output_dir=str(tmp_path / "fresh")), write_report=False))
@@ -174,3 +174,4 @@ def test_task_cache_keys_on_task_and_metadata():
     assert cache.load("niah", {"needles": ["sf_sandwich"], "depths": [50], "lengths": [128]}) is first
     other = cache.load("niah", {"lengths": [128], "depths": [0], "needles": ["sf_sandwich"]})
     assert other is not first and other[1][0].eval_docs[0]["depth"] == 0
+    assert cache.load("niah", {"lengths": [128], "depths": [50], "needles": ["sf_sandwich"]}, 2) is not first

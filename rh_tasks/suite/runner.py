@@ -76,16 +76,16 @@ class TaskCache:
 
     A condition changes only the masked heads, never the documents: those depend on the task, its metadata and
     the tokenizer, which the metadata names (``pretrained``, ``tokenizer``, ``gguf_file``, ...). The key is all of
-    them. Reusing lm-eval's task objects is safe because every evaluation rebuilds a task's requests from its
-    documents and reseeds its few-shot sampler.
+    them, plus the few-shot count, which lm-eval writes into the task object. Reusing lm-eval's task objects is
+    safe because every evaluation rebuilds a task's requests from its documents and reseeds its few-shot sampler.
     """
 
     def __init__(self) -> None:
-        self._built: dict[tuple[str, str], tuple] = {}
+        self._built: dict[tuple, tuple] = {}
 
-    def load(self, task: str, metadata: dict) -> tuple:
+    def load(self, task: str, metadata: dict, num_fewshot: int | None = None) -> tuple:
         """(TaskManager, [Task or Group]) for ``task`` built with ``metadata``, built on first use only."""
-        key = (task, json.dumps(metadata, sort_keys=True, default=str))
+        key = (task, num_fewshot, json.dumps(metadata, sort_keys=True, default=str))
         if key not in self._built:
             from lm_eval.tasks import TaskManager
 
@@ -109,7 +109,7 @@ def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, 
     partial.mkdir(parents=True)
     start = time.perf_counter()
     for spec in config.tasks:
-        manager, built = tasks.load(spec.task, _task_metadata(config) | spec.metadata)
+        manager, built = tasks.load(spec.task, _task_metadata(config) | spec.metadata, spec.num_fewshot)
         tracker = EvaluationTracker(output_path=str(partial))
         results = simple_evaluate(
             model=lm,
