@@ -34,21 +34,20 @@ class _Haystack:
     tokens uses the first repetition holding at least ``b`` tokens.
     """
 
-    def __init__(self, tokenizer, haystack: str) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, haystack: str) -> None:
         self.unit = haystack.strip()
         if not self.unit:
             raise ValueError("The haystack is empty; pass a text with some sentences in it.")
         self.copies: list[tuple[token_splice.Tokenized, np.ndarray, np.ndarray]] = []
 
-    def covering(self, budget: int) -> tuple[token_splice.Tokenized, np.ndarray, np.ndarray]:
+    def covering(self, tokenizer, budget: int) -> tuple[token_splice.Tokenized, np.ndarray, np.ndarray]:
         """The shortest repetition of at least ``budget`` tokens, with its sentence-end match starts and ends."""
         for copy in self.copies:
             if len(copy[0]) >= budget:
                 return copy
         while True:
             text = "\n\n".join([self.unit] * (len(self.copies) + 1))
-            tokens = token_splice.tokenize(self.tokenizer, text)
+            tokens = token_splice.tokenize(tokenizer, text)
             spans = np.array([m.span() for m in _SENTENCE_END.finditer(text)], dtype=np.int64).reshape(-1, 2)
             self.copies.append((tokens, spans[:, 0].copy(), spans[:, 1].copy()))
             if len(tokens) >= budget:
@@ -64,7 +63,7 @@ def _haystack(tokenizer, haystack: str) -> _Haystack:
     if found is None:
         if len(per_tokenizer) >= 4:
             per_tokenizer.pop(next(iter(per_tokenizer)))
-        found = per_tokenizer[haystack] = _Haystack(tokenizer, haystack)
+        found = per_tokenizer[haystack] = _Haystack(haystack)
     return found
 
 
@@ -97,7 +96,7 @@ def insert_needle(tokenizer, haystack: str, needle: str, context_tokens: int, de
     if budget < 1:
         raise ValueError(f"A context of {context_tokens} tokens cannot hold the needle {needle!r}.")
 
-    tokens, match_starts, match_ends = _haystack(tokenizer, haystack).covering(budget)
+    tokens, match_starts, match_ends = _haystack(tokenizer, haystack).covering(tokenizer, budget)
     text, ends = tokens.text, tokens.ends
     size = int(ends[budget - 1])  # the context is text[:size], cut after the budget-th token
     # A depth that rounds to no token indexes -1, the repetition's last token, as it always has: same prompts.
