@@ -4,12 +4,17 @@ Unlike a needle in a haystack, the evidence here is a full paragraph, so it is n
 in at the passage boundary closest to ``depth`` percent of the distractor tokens, and only the last distractor is
 cut (at a token boundary) to reach the token budget. The depth actually realised is returned, as passages make
 it coarser than the requested one.
+
+Each passage is tokenized once per tokenizer and cached, so a context is counted from the passages' cached
+tokens plus a short window around each join, not by tokenizing the whole context again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from . import token_splice
 
 SEPARATOR = "\n\n"
 MIN_PARTIAL_TOKENS = 8  # a shorter cut distractor would be a stub, so the budget is left slightly unfilled instead
@@ -24,48 +29,47 @@ class PassageContext:
     num_passages: int
     depth_actual: float  # percent of the distractor tokens that precede the gold passage
     num_tokens: int  # tokens of ``text`` alone, without special tokens
+    pieces: tuple[token_splice.Piece, ...] = field(default=(), repr=False, compare=False)  # ``text``, spliced
 
 
 def count_tokens(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return token_splice.count(tokenizer, text)
 
 
-def _truncate(tokenizer, text: str, n_tokens: int) -> str:
-    ends = [end for _, end in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
-    return text[: ends[n_tokens - 1]].rstrip()
-
-
-def _fill(tokenizer, distractors: Sequence[str], budget: int, sep_tokens: int, counts: dict) -> list[tuple[str, int]]:
+def _fill(tokenizer, distractors: Sequence[str], budget: int, sep_tokens: int) -> list[tuple[token_splice.Piece, int]]:
     """Distractors in order, each with its token cost (separator included), the last one cut to fill ``budget``."""
     chosen, used = [], 0
     for text in distractors:
-        if text not in counts:
-            counts[text] = count_tokens(tokenizer, text)
-        cost = counts[text] + sep_tokens
+        tokens = token_splice.tokenize(tokenizer, text)
+        cost = len(tokens) + sep_tokens
         if used + cost <= budget:
-            chosen.append((text, cost))
+            chosen.append((token_splice.Piece(tokens, 0, len(text)), cost))
             used += cost
             continue
         room = budget - used - sep_tokens
         if room >= MIN_PARTIAL_TOKENS:
-            chosen.append((_truncate(tokenizer, text, room), room + sep_tokens))
+            end = len(text[: int(tokens.ends[room - 1])].rstrip())
+            chosen.append((token_splice.Piece(tokens, 0, end), room + sep_tokens))
         return chosen
     raise ValueError(f"The distractor passages hold fewer than {budget} tokens; supply more distractors.")
 
 
-def _assemble(gold: str, chosen: list[tuple[str, int]], depth: float) -> tuple[str, int, int, float]:
+def _assemble(tokenizer, gold: token_splice.Piece, chosen: list[tuple[token_splice.Piece, int]], depth: float):
+    """The passages with ``gold`` inserted, as pieces; the gold passage's index and realised depth."""
     starts = [0]
     for _, cost in chosen:
         starts.append(starts[-1] + cost)
     total = starts[-1]
     target = total * depth / 100
     position = min(range(len(starts)), key=lambda i: (abs(starts[i] - target), i))
-    passages = [text for text, _ in chosen]
-    before = SEPARATOR.join(passages[:position])
-    gold_start = len(before) + len(SEPARATOR) if before else 0
-    text = SEPARATOR.join([*passages[:position], gold, *passages[position:]])
+    passages = [piece for piece, _ in chosen]
+    passages.insert(position, gold)
+    separator = token_splice.literal(tokenizer, SEPARATOR)
+    pieces = [passages[0]]
+    for passage in passages[1:]:
+        pieces += [separator, passage]
     depth_actual = 100 * starts[position] / total if total else float(depth)
-    return text, gold_start, position, depth_actual
+    return pieces, position, depth_actual
 
 
 def build_context(tokenizer, gold: str, distractors: Sequence[str], num_tokens: int, depth: float) -> PassageContext:
@@ -74,18 +78,27 @@ def build_context(tokenizer, gold: str, distractors: Sequence[str], num_tokens: 
         raise ValueError(f"depth={depth} must lie between 0 and 100 (percent of the context).")
     gold = gold.strip()
     sep_tokens = count_tokens(tokenizer, SEPARATOR)
-    gold_tokens = count_tokens(tokenizer, gold)
+    gold_piece = token_splice.literal(tokenizer, gold)
+    gold_tokens = len(gold_piece.source)
     if gold_tokens > num_tokens:
         raise ValueError(f"A context of {num_tokens} tokens cannot hold a gold passage of {gold_tokens} tokens.")
-    counts: dict[str, int] = {}
     budget, best = num_tokens - gold_tokens, None
     for _ in range(4):  # joining can merge tokens across passage boundaries; correct the budget by what was measured
-        chosen = _fill(tokenizer, distractors, budget, sep_tokens, counts)
-        text, gold_start, position, depth_actual = _assemble(gold, chosen, depth)
-        measured = count_tokens(tokenizer, text)
+        chosen = _fill(tokenizer, distractors, budget, sep_tokens)
+        pieces, position, depth_actual = _assemble(tokenizer, gold_piece, chosen, depth)
+        measured = token_splice.splice_count(tokenizer, pieces)
         if measured <= num_tokens and (best is None or measured > best.num_tokens):
+            text = "".join(piece.source.text[piece.start : piece.end] for piece in pieces)
+            gold_start = sum(piece.end - piece.start for piece in pieces[: 2 * position])
             best = PassageContext(
-                text, gold_start, gold_start + len(gold), position, len(chosen) + 1, depth_actual, measured
+                text,
+                gold_start,
+                gold_start + len(gold),
+                position,
+                len(chosen) + 1,
+                depth_actual,
+                measured,
+                tuple(pieces),
             )
         if measured == num_tokens:
             break

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import random
-from functools import cache
+from functools import cache, lru_cache
 
+from . import token_splice
 from .distractor_context import build_context, count_tokens
 from .squad_data import Paragraph, Question, choose_questions, load_dev
 from .squad_metrics import normalize_answer, squad_scores
@@ -78,7 +79,8 @@ def _normalised_paragraphs() -> tuple[tuple[Paragraph, str], ...]:
     return tuple((p, f" {normalize_answer(p.text)} ") for p in load_dev()[0])
 
 
-def _distractors(question: Question, seed: int) -> list[str]:
+@lru_cache(maxsize=256)
+def _distractors(question: Question, seed: int) -> tuple[str, ...]:
     """Paragraphs of other articles that do not contain a gold answer, in an order seeded by the question.
 
     Leaving out paragraphs that happen to contain the answer string keeps the gold paragraph its only source.
@@ -90,7 +92,7 @@ def _distractors(question: Question, seed: int) -> list[str]:
         if p.article_id != question.paragraph.article_id and not any(gold in normalised for gold in golds)
     ]
     random.Random(f"{seed}:{question.id}").shuffle(pool)
-    return pool
+    return tuple(pool)
 
 
 def _base_doc(question: Question) -> dict:
@@ -111,6 +113,7 @@ def build_grid(
     """All docs of the grid: for each question, each length, each depth."""
     lengths, depths = check_grid(lengths, depths, max_gen_toks, limit)
     reserve = count_tokens(tokenizer, PROMPT.format(context="", question=""))
+    head, tail = PROMPT.split("{context}")
     docs = []
     for question in choose_questions(questions_per_cell, question_seed):
         distractors = _distractors(question, question_seed)
@@ -124,7 +127,14 @@ def build_grid(
                 )
             for depth in depths:
                 context = build_context(tokenizer, question.paragraph.text, distractors, length - fixed, depth)
-                prompt_tokens = count_tokens(tokenizer, PROMPT.format(context=context.text, question=question.question))
+                prompt_tokens = token_splice.splice_count(
+                    tokenizer,
+                    [
+                        token_splice.literal(tokenizer, head),
+                        *context.pieces,
+                        token_splice.literal(tokenizer, tail.format(question=question.question)),
+                    ],
+                )
                 docs.append(
                     _base_doc(question)
                     | {

@@ -57,6 +57,11 @@ def test_short_haystack_is_repeated(tokenizer):
     assert context.num_tokens >= 190 and context.text.count("The key is red.") == 1
 
 
+def test_empty_haystack_is_a_clear_error(tokenizer):
+    with pytest.raises(ValueError, match="haystack is empty"):
+        insert_needle(tokenizer, " \n ", "The key is red.", 200, 50)
+
+
 def test_docs_carry_what_the_report_needs(tokenizer):
     doc = _grid(tokenizer)[0]
     assert {"length", "depth", "needle_id", "context_id", "answer", "answer_prefix", "question"} <= doc.keys()

@@ -84,7 +84,7 @@ def test_run_resume_and_refusal(suite, monkeypatch):
     ran = []
     original = runner._run_condition
     monkeypatch.setattr(
-        runner, "_run_condition", lambda lm, c, cond, folder: ran.append(cond.name) or original(lm, c, cond, folder)
+        runner, "_run_condition", lambda lm, c, cond, *rest: ran.append(cond.name) or original(lm, c, cond, *rest)
     )
     run_suite(suite, write_report=False)
     assert ran == ["random-k1-seed1"]
@@ -173,3 +173,36 @@ def test_plan_counts_items_and_contexts_and_says_what_is_needed(suite, tmp_path,
     assert "PROBLEM niah: 2 independent items; no test can give p below 0.5" in out
     assert "random: 2 seeds; the spread between head sets cannot be estimated" in out
     assert main(["plan", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_documents_are_built_once_and_reused_unchanged(suite, tmp_path, monkeypatch):
+    """Every condition gets the documents of one build, and the same samples as if each had built its own."""
+    import dataclasses
+
+    from rh_tasks import niah
+
+    calls = []
+    build = niah.build
+    monkeypatch.setattr(niah, "build", lambda **metadata: calls.append(metadata) or build(**metadata))
+    reused = _samples(run_suite(dataclasses.replace(suite, output_dir=str(tmp_path / "reused")), write_report=False))
+    assert len(calls) == 1 and len(reused) == 4
+    hashes = {name: [row[:3] for row in rows] for name, rows in reused.items()}
+    assert all(rows == hashes["none"] for rows in hashes.values())
+
+    class FreshEveryTime(runner.TaskCache):
+        def load(self, *args):
+            self._built.clear()
+            return super().load(*args)
+
+    monkeypatch.setattr(runner, "TaskCache", FreshEveryTime)
+    fresh = _samples(run_suite(dataclasses.replace(suite, output_dir=str(tmp_path / "fresh")), write_report=False))
+    assert len(calls) == 5 and fresh == reused
+
+
+def test_task_cache_keys_on_task_and_metadata():
+    cache = runner.TaskCache()
+    first = cache.load("niah", {"lengths": [128], "depths": [50], "needles": ["sf_sandwich"]})
+    assert cache.load("niah", {"needles": ["sf_sandwich"], "depths": [50], "lengths": [128]}) is first
+    other = cache.load("niah", {"lengths": [128], "depths": [0], "needles": ["sf_sandwich"]})
+    assert other is not first and other[1][0].eval_docs[0]["depth"] == 0
+    assert cache.load("niah", {"lengths": [128], "depths": [50], "needles": ["sf_sandwich"]}, 2) is not first

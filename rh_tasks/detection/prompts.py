@@ -7,6 +7,9 @@ reference's ``real_needle``). The span comes from the tokenizer's character offs
 reference searches for a window covering 90% of the needle's token set instead, and misses needles whose
 tokenization changes in context.
 
+The prompt's tokens are spliced from the haystack's cached tokens (see ``rh_tasks.token_splice``) and equal
+those of tokenizing the prompt text.
+
 Detection uses its own haystack (chapters IX-XVI of *The Time Machine*) and needles, disjoint from
 ``niah``'s, so that the heads are not found on the very items they are later evaluated on.
 """
@@ -17,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rh_tasks import packaged_data
+from rh_tasks import packaged_data, token_splice
 from rh_tasks.haystack import insert_needle
 from rh_tasks.niah import PROMPT, load_haystack
 
@@ -91,6 +94,33 @@ def use_chat_template(tokenizer, requested: bool | None) -> bool:
     return has if requested is None else requested
 
 
+def _special_tokens(tokenizer) -> tuple[list[int], list[int]] | None:
+    """The ids the tokenizer adds before and after a text's tokens, or None if it does more than add them."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for k in range(len(full) - len(plain) + 1):
+        if full[k : k + len(plain)] == plain:
+            return full[:k], full[k + len(plain) :]
+    return None
+
+
+def _encode(tokenizer, text: str, context, context_start: int, special_tokens: bool):
+    """Ids and character offsets of ``text``, whose ``context`` starts at ``context_start``, from cached tokens."""
+    added = _special_tokens(tokenizer) if special_tokens else ([], [])
+    if added is None:
+        encoding = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+        return encoding["input_ids"], encoding["offset_mapping"]
+    context_end = context_start + len(context.text)
+    pieces = [
+        token_splice.literal(tokenizer, text[:context_start]),
+        *context.pieces,
+        token_splice.literal(tokenizer, text[context_end:]),
+    ]
+    ids, offsets = token_splice.splice_encode(tokenizer, pieces)
+    prefix, suffix = added
+    return prefix + ids + suffix, [(0, 0)] * len(prefix) + offsets + [(0, 0)] * len(suffix)
+
+
 def build_sample(tokenizer, haystack: str, triple: dict, length: int, depth: float, chat_template: bool):
     """One sample of ``length`` prompt tokens (``niah``'s convention: the user turn, without template tokens)."""
     if not getattr(tokenizer, "is_fast", False):
@@ -109,15 +139,15 @@ def build_sample(tokenizer, haystack: str, triple: dict, length: int, depth: flo
     answer_start = base + PROMPT.index("{context}") + context.needle_start + triple["needle"].index(triple["answer"])
     answer_end = answer_start + len(triple["answer"])
 
-    encoding = tokenizer(text, add_special_tokens=not chat_template, return_offsets_mapping=True)
-    offsets = encoding["offset_mapping"]
+    context_start = base + PROMPT.index("{context}")
+    ids, offsets = _encode(tokenizer, text, context, context_start, special_tokens=not chat_template)
     inside = [i for i, (s, e) in enumerate(offsets) if s < answer_end and e > answer_start and e > s]
     return DetectionSample(
         sample_id=f"{triple['id']}/{length}/{depth:g}",
         needle_id=triple["id"],
         length=length,
         depth=depth,
-        prompt_ids=tuple(encoding["input_ids"]),
+        prompt_ids=tuple(ids),
         span=(inside[0], inside[-1] + 1),
         answer=triple["answer"],
     )

@@ -72,27 +72,49 @@ def task_metadata(config: SuiteConfig) -> dict:
     return meta | ({"pretrained": config.pretrained} if config.pretrained else {})
 
 
-def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path) -> None:
+class TaskCache:
+    """Tasks built once per suite and reused by every condition, so documents are not rebuilt per condition.
+
+    A condition changes only the masked heads, never the documents: those depend on the task, its metadata and
+    the tokenizer, which the metadata names (``pretrained``, ``tokenizer``, ``gguf_file``, ...). The key is all of
+    them, plus the few-shot count, which lm-eval writes into the task object. Reusing lm-eval's task objects is
+    safe because every evaluation rebuilds a task's requests from its documents and reseeds its few-shot sampler.
+    """
+
+    def __init__(self) -> None:
+        self._built: dict[tuple, tuple] = {}
+
+    def load(self, task: str, metadata: dict, num_fewshot: int | None = None) -> tuple:
+        """(TaskManager, [Task or Group]) for ``task`` built with ``metadata``, built on first use only."""
+        key = (task, num_fewshot, json.dumps(metadata, sort_keys=True, default=str))
+        if key not in self._built:
+            from lm_eval.tasks import TaskManager
+
+            from rh_tasks.registration import task_configs_dir
+
+            manager = TaskManager(include_defaults=False, include_path=[str(task_configs_dir())], metadata=metadata)
+            loaded = manager.load([task])
+            top = loaded["groups"].get(task) or loaded["tasks"].get(task)
+            self._built[key] = (manager, [top] if top is not None else list(loaded["tasks"].values()))
+        else:
+            logger.info("%s: reusing the documents built for an earlier condition", task)
+        return self._built[key]
+
+
+def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, tasks: TaskCache) -> None:
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
-    from lm_eval.tasks import TaskManager
-
-    from rh_tasks.registration import task_configs_dir
 
     partial = folder.with_name(f".partial-{folder.name}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     start = time.perf_counter()
     for spec in config.tasks:
-        manager = TaskManager(
-            include_defaults=False,
-            include_path=[str(task_configs_dir())],
-            metadata=task_metadata(config) | spec.metadata,
-        )
+        manager, built = tasks.load(spec.task, task_metadata(config) | spec.metadata, spec.num_fewshot)
         tracker = EvaluationTracker(output_path=str(partial))
         results = simple_evaluate(
             model=lm,
-            tasks=[spec.task],
+            tasks=built,
             task_manager=manager,
             limit=spec.limit,
             num_fewshot=spec.num_fewshot,
@@ -151,9 +173,10 @@ def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = 
 
         for condition in pending:  # every head set is resolved, and so validated, before any evaluation
             remask(condition)
+        tasks = TaskCache()
         for condition in tqdm(pending, desc="conditions", unit="condition"):
             remask(condition)
-            _run_condition(lm, config, condition, conditions_dir / condition.name)
+            _run_condition(lm, config, condition, conditions_dir / condition.name, tasks)
 
     if write_report:
         from rh_tasks.report import write_report as build_report

@@ -1,0 +1,183 @@
+"""Long-context prompts per second: contexts spliced from cached tokens against tokenizing every context whole.
+
+Both paths build the same prompts (tests/test_prompt_identity.py checks it) and run side by side in one process.
+The whole-text path, re-implemented below, tokenizes the haystack (repeated as needed) with offsets for every
+prompt and counts the finished context again; the spliced path tokenizes each haystack or passage once per
+tokenizer and then only short windows around the joins. Rates are warm: the haystack is cached before timing
+(the one-off cost is printed), and every round uses fresh depths so no join is served from the cache.
+Goals on 2 CPU cores: >= 1,000 prompts/s up to 4K tokens and >= 100 prompts/s at 32K.
+
+The last section builds the paper's NIAH grid (40 lengths up to 128K tokens x 10 depths, Wu et al. 2024) with
+the spliced path, and estimates the whole-text path's time from one depth per length.
+
+    python benchmarks/bench_prompts.py [--lengths 1024,4096,32768] [--seconds 3] [--tokenizer PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import time
+from unittest import mock
+
+from transformers import AutoTokenizer
+
+from model_wrappers.gguf_cache import embedded_model_dir
+from rh_tasks import distractor_context, extractive_qa, niah, packaged_data
+from rh_tasks.haystack import NeedleContext
+
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s+")
+
+
+def _count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _token_ends(tokenizer, text: str) -> list[int]:
+    return [end for _, end in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+
+
+def whole_text_insert_needle(tokenizer, haystack: str, needle: str, context_tokens: int, depth: float):
+    needle = needle.strip()
+    budget = context_tokens - _count(tokenizer, needle) - 2
+    text = haystack.strip()
+    ends = _token_ends(tokenizer, text)
+    while len(ends) < budget:
+        text = f"{text}\n\n{haystack.strip()}"
+        ends = _token_ends(tokenizer, text)
+    text = text[: ends[budget - 1]]
+    target = 0 if depth == 0 else ends[min(budget, round(budget * depth / 100)) - 1]
+    boundaries = [m.end() for m in _SENTENCE_END.finditer(text + " ", 0, target + 1) if m.end() <= target + 1]
+    cut = min(boundaries[-1], len(text)) if boundaries else 0
+    before, after = text[:cut].rstrip(), text[cut:].lstrip()
+    start = len(before) + 1 if before else 0
+    joined = " ".join(part for part in (before, needle, after) if part)
+    return NeedleContext(joined, start, start + len(needle), _count(tokenizer, joined))
+
+
+def whole_text_passages(tokenizer, gold: str, distractors, num_tokens: int, depth: float) -> tuple[str, int]:
+    gold, sep = gold.strip(), distractor_context.SEPARATOR
+    sep_tokens, gold_tokens, counts = _count(tokenizer, sep), _count(tokenizer, gold), {}
+    budget, best = num_tokens - gold_tokens, None
+    for _ in range(4):
+        chosen, used = [], 0
+        for text in distractors:
+            if text not in counts:
+                counts[text] = _count(tokenizer, text)
+            cost = counts[text] + sep_tokens
+            if used + cost <= budget:
+                chosen.append((text, cost))
+                used += cost
+                continue
+            room = budget - used - sep_tokens
+            if room >= distractor_context.MIN_PARTIAL_TOKENS:
+                chosen.append((text[: _token_ends(tokenizer, text)[room - 1]].rstrip(), room + sep_tokens))
+            break
+        starts = [0]
+        for _, cost in chosen:
+            starts.append(starts[-1] + cost)
+        position = min(range(len(starts)), key=lambda i: (abs(starts[i] - starts[-1] * depth / 100), i))
+        passages = [text for text, _ in chosen]
+        text = sep.join([*passages[:position], gold, *passages[position:]])
+        measured = _count(tokenizer, text)
+        if measured <= num_tokens and (best is None or measured > best[1]):
+            best = (text, measured)
+        if measured == num_tokens:
+            break
+        budget += num_tokens - measured
+    return best
+
+
+def niah_prompts(tokenizer, lengths, depths, whole_text: bool) -> int:
+    options = niah.DEFAULTS | {"lengths": lengths, "depths": depths}
+    if whole_text:
+        with mock.patch.object(niah, "insert_needle", whole_text_insert_needle):
+            return len(niah.build_grid(tokenizer, **options))
+    return len(niah.build_grid(tokenizer, **options))
+
+
+def qa_prompts(tokenizer, lengths, depths, whole_text: bool) -> int:
+    if not whole_text:
+        options = extractive_qa.DEFAULTS | {"lengths": lengths, "depths": depths, "questions_per_cell": 2}
+        return len(extractive_qa.build_grid(tokenizer, **options))
+    reserve = _count(tokenizer, extractive_qa.PROMPT.format(context="", question=""))
+    built = 0
+    for question in extractive_qa.choose_questions(2, extractive_qa.DEFAULTS["question_seed"]):
+        distractors = extractive_qa._distractors(question, extractive_qa.DEFAULTS["question_seed"])
+        fixed = reserve + _count(tokenizer, question.question)
+        for length in lengths:
+            for depth in depths:
+                text, _ = whole_text_passages(tokenizer, question.paragraph.text, distractors, length - fixed, depth)
+                _count(tokenizer, extractive_qa.PROMPT.format(context=text, question=question.question))
+                built += 1
+    return built
+
+
+def rate(build, tokenizer, length: int, whole_text: bool, seconds: float, rng: random.Random) -> float:
+    """Prompts per second over rounds of fresh random depths, for at least ``seconds``."""
+    prompts, start = 0, time.perf_counter()
+    while True:
+        prompts += build(tokenizer, [length], [round(rng.uniform(0, 100), 4) for _ in range(3)], whole_text)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return prompts / elapsed
+
+
+def paper_grid(tokenizer) -> None:
+    lengths = [round(1000 + i * (128_000 - 1000) / 39) for i in range(40)]
+    depths = [round(i * 100 / 9, 2) for i in range(10)]
+    options = niah.DEFAULTS | {"lengths": lengths, "depths": depths, "needles": ["sf_sandwich"]}
+    start = time.perf_counter()
+    niah.build_grid(tokenizer, **options | {"lengths": [128_000], "depths": [50]})  # caches the haystack
+    once = time.perf_counter() - start
+    start = time.perf_counter()
+    docs = niah.build_grid(tokenizer, **options)
+    spliced = time.perf_counter() - start
+    start = time.perf_counter()
+    with mock.patch.object(niah, "insert_needle", whole_text_insert_needle):
+        niah.build_grid(tokenizer, **options | {"depths": [50]})
+    whole = (time.perf_counter() - start) * len(depths)
+    print(
+        f"\npaper grid: {len(docs)} prompts, {lengths[0]}-{lengths[-1]} tokens x {len(depths)} depths, one needle\n"
+        f"  spliced     {spliced:8.2f} s ({len(docs) / spliced:,.0f} prompts/s), after {once:.2f} s to tokenize "
+        "the haystack repeated to 128K tokens once\n"
+        f"  whole-text  {whole:8.1f} s (estimated: one depth per length, x {len(depths)})\n"
+        f"  ratio       {whole / spliced:8.0f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", help="tokenizer folder or hub id (default: the embedded model's)")
+    parser.add_argument("--lengths", default="1024,4096,32768", help="prompt lengths in tokens")
+    parser.add_argument("--seconds", type=float, default=3.0, help="minimum timing per path and length")
+    parser.add_argument("--no-paper-grid", action="store_true", help="skip the 400-prompt grid up to 128K tokens")
+    args = parser.parse_args()
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or str(embedded_model_dir()))
+    lengths = [int(n) for n in args.lengths.split(",")]
+    haystack = packaged_data.read_text(niah.HAYSTACKS["time_machine"])
+    start = time.perf_counter()
+    niah.build_grid(tokenizer, **niah.DEFAULTS | {"lengths": [max(lengths)], "depths": [50], "needles": ["owl_stamp"]})
+    print(
+        f"haystack {len(haystack):,} characters; tokenized once for {max(lengths):,}-token prompts in "
+        f"{time.perf_counter() - start:.2f} s (cached per tokenizer)"
+    )
+    rng = random.Random(0)
+    for name, build in (("niah", niah_prompts), ("extractive_qa", qa_prompts)):
+        build(tokenizer, lengths, [50], whole_text=False)  # warm the caches of every length
+        print(f"\n{name}: prompts per second (warm)\n{'tokens':>8} {'whole-text':>11} {'spliced':>10} {'ratio':>7}")
+        for length in lengths:
+            seconds = args.seconds
+            whole = rate(build, tokenizer, length, True, seconds, rng)
+            spliced = rate(build, tokenizer, length, False, seconds, rng)
+            goal = 1000 if length <= 4096 else 100
+            verdict = "meets" if spliced >= goal else "misses"
+            print(f"{length:>8} {whole:>11,.1f} {spliced:>10,.0f} {spliced / whole:>6.0f}x  {verdict} >= {goal:,}/s")
+    if not args.no_paper_grid:
+        paper_grid(tokenizer)
+
+
+if __name__ == "__main__":
+    main()
