@@ -58,24 +58,21 @@ class Plan:
         return self.seeds == 0 or self.seeds >= self.seeds_for_floor
 
 
-def task_designs(config: SuiteConfig) -> list[TaskDesign]:
-    """Build each task's documents as the suite's lm-eval runs will (same metadata and limit) and count them."""
+def task_designs(config: SuiteConfig, tasks=None) -> list[TaskDesign]:
+    """Build each task's documents as the suite's lm-eval runs will (same metadata and limit) and count them.
+
+    ``tasks`` is the suite's :class:`~rh_tasks.suite.runner.TaskCache`, so the runs reuse these documents.
+    """
     from lm_eval.evaluator_utils import get_sample_size
-    from lm_eval.tasks import TaskManager
 
-    from rh_tasks.registration import task_configs_dir
+    from .runner import TaskCache, task_metadata
 
-    from .runner import task_metadata
-
+    tasks = tasks or TaskCache()
     designs = []
     for spec in config.tasks:
-        manager = TaskManager(
-            include_defaults=False,
-            include_path=[str(task_configs_dir())],
-            metadata=task_metadata(config) | spec.metadata,
-        )
+        leaves = tasks.leaves(spec.task, task_metadata(config) | spec.metadata, spec.num_fewshot)
         items, clusters, filters = 0, 0, 1
-        for leaf in manager.load([spec.task])["tasks"].values():
+        for leaf in leaves:
             docs = list(leaf.eval_docs)
             limit = get_sample_size(leaf, spec.limit)
             docs = docs[:limit] if limit is not None else docs

@@ -83,10 +83,11 @@ class TaskCache:
 
     def __init__(self) -> None:
         self._built: dict[tuple, tuple] = {}
+        self._leaves: dict[tuple, list] = {}
 
     def load(self, task: str, metadata: dict, num_fewshot: int | None = None) -> tuple:
         """(TaskManager, [Task or Group]) for ``task`` built with ``metadata``, built on first use only."""
-        key = (task, num_fewshot, json.dumps(metadata, sort_keys=True, default=str))
+        key = self._key(task, metadata, num_fewshot)
         if key not in self._built:
             from lm_eval.tasks import TaskManager
 
@@ -95,10 +96,20 @@ class TaskCache:
             manager = TaskManager(include_defaults=False, include_path=[str(task_configs_dir())], metadata=metadata)
             loaded = manager.load([task])
             top = loaded["groups"].get(task) or loaded["tasks"].get(task)
-            self._built[key] = (manager, [top] if top is not None else list(loaded["tasks"].values()))
+            self._leaves[key] = list(loaded["tasks"].values())
+            self._built[key] = (manager, [top] if top is not None else self._leaves[key])
         else:
-            logger.info("%s: reusing the documents built for an earlier condition", task)
+            logger.info("%s: reusing the documents built earlier", task)
         return self._built[key]
+
+    def leaves(self, task: str, metadata: dict, num_fewshot: int | None = None) -> list:
+        """The single tasks under ``task`` (itself, or a group's members), as :meth:`load` builds them."""
+        self.load(task, metadata, num_fewshot)
+        return self._leaves[self._key(task, metadata, num_fewshot)]
+
+    @staticmethod
+    def _key(task: str, metadata: dict, num_fewshot: int | None) -> tuple:
+        return task, num_fewshot, json.dumps(metadata, sort_keys=True, default=str)
 
 
 def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, tasks: TaskCache) -> None:
@@ -140,11 +151,11 @@ def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, 
     os.rename(partial, folder)
 
 
-def warn_about_design(config: SuiteConfig) -> None:
+def warn_about_design(config: SuiteConfig, tasks: TaskCache) -> None:
     """Say before any compute when a task's design cannot reach significance after Holm correction."""
     from .plan import check_design, describe, task_designs
 
-    for problem, sentence in describe(check_design(config, task_designs(config))):
+    for problem, sentence in describe(check_design(config, task_designs(config, tasks))):
         (logger.warning if problem else logger.info)("Design check: %s", sentence)
 
 
@@ -161,7 +172,8 @@ def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = 
         logger.info("Resuming: %d of %d conditions are complete and match the config", done, len(config.conditions))
 
     if pending:
-        warn_about_design(config)
+        tasks = TaskCache()
+        warn_about_design(config, tasks)
         lm = RHMaskedLM(
             pretrained=config.pretrained, batch_size=config.batch_size, device=config.device, **config.model_args
         )
@@ -173,7 +185,6 @@ def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = 
 
         for condition in pending:  # every head set is resolved, and so validated, before any evaluation
             remask(condition)
-        tasks = TaskCache()
         for condition in tqdm(pending, desc="conditions", unit="condition"):
             remask(condition)
             _run_condition(lm, config, condition, conditions_dir / condition.name, tasks)
