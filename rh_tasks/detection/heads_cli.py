@@ -167,6 +167,11 @@ def run(args) -> int:
         if args.export_duo is not None:
             raise SystemExit("--export-duo works on one file; drop --compare.")
         (_, a), (_, b) = (_load(args, file) for file in args.compare)
+        if a.kv_heads_only != b.kv_heads_only:
+            raise SystemExit(
+                "One file holds a gate per KV head, the other a score per query head: pass --model_args to expand "
+                "the gates to query heads so the two can be paired."
+            )
         print(compare(a, b, threshold=args.threshold, top=args.top))
         return 0
     geometry, scores = _load(args, args.file)
