@@ -533,7 +533,19 @@ def test_cli_errors_leave_existing_report_untouched(tmp_path, capsys):
     for args in ([tmp_path / "empty"], [no_samples], bad, [tmp_path / "missing"]):
         assert run_cli([*args, "-o", tmp_path / "out"]) == 2
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
-    assert run_cli(folders) == 2  # several folders need -o
+
+
+def test_cli_without_output_dir_writes_a_new_report_folder_and_never_overwrites(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    folders = _two_runs(runs)  # runs/none and runs/masked
+    assert run_cli([*folders, "--n-resamples", "1000"]) == 0  # several: report/ in the folder holding them
+    assert f"Wrote {runs / 'report' / 'report.md'}" in capsys.readouterr().out
+    first = (runs / "report" / "report.json").read_bytes()
+    assert run_cli([*folders, "--n-resamples", "2000"]) == 0  # a second report goes next to the first
+    assert f"Wrote {runs / 'report-2' / 'report.md'}" in capsys.readouterr().out
+    assert run_cli([runs, "--n-resamples", "1000"]) == 0  # one RUN_DIR: report/ inside it, numbered on
+    assert f"Wrote {runs / 'report-3' / 'report.md'}" in capsys.readouterr().out
+    assert (runs / "report" / "report.json").read_bytes() == first
 
 
 def test_help_explains_every_flag(capsys):
