@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,32 @@ def test_unknown_format_exits_non_zero_with_the_accepted_formats_and_no_tracebac
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "Accepted formats:" in result.stderr and "QRHead head set" in result.stderr
+
+
+@pytest.mark.slow
+def test_stock_lm_eval_masks_the_first_k_heads_of_a_qrhead_yaml(tmp_path):
+    head_set = tmp_path / "SmolLM2-135M-Instruct_qr_head.yaml"
+    head_set.write_text(
+        '# Default configuration\n\nattn_head_set: "18-6,17-3,23-2,18-7,20-1" # top5\n'
+        'model_base_class: "SmolLM2-135M-Instruct"'
+    )
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "lm_eval"),
+            "--model", "rh-masked",
+            "--model_args", f"heads=retrieval,k=3,head_scores={head_set}",
+            "--tasks", "niah",
+            "--limit", "1",
+            "--device", "cpu",
+            "--metadata", '{"lengths": [512], "depths": [50]}',
+            "--output_path", str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    masking = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["config"]["rh_masking"]
+    assert masking["heads"] == [[17, 3], [18, 6], [23, 2]]
+    assert masking["heads_kind"] == "retrieval" and masking["k"] == 3 and masking["num_masked"] == 3
+    assert masking["head_scores"] == str(head_set) and masking["audit"]["clean"]
