@@ -597,6 +597,22 @@ def test_head_map_reads_the_score_file(tmp_path):
     assert "Retrieval scores by layer and head" in files.html.read_text()
 
 
+@pytest.mark.parametrize(
+    ("name", "content"), [("heads.yaml", 'attn_head_set: "2-3,2-2,1-0"\n'), ("gates.tsv", "0.1\t0.9\n0.2\t0.3\n")]
+)
+def test_head_map_is_left_out_for_files_without_a_score_per_query_head(tmp_path, name, content):
+    (tmp_path / name).write_text(content)
+    masking = {"head_scores": str(tmp_path / name)}
+    write_run(tmp_path / "a", {"niah": niah_rows(NONE)}, masking={"heads_kind": "none"} | masking)
+    write_run(
+        tmp_path / "b",
+        {"niah": niah_rows(RETRIEVAL[2])},
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[2, 3], [2, 2]]} | masking,
+    )
+    head_map = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST).report["models"][0]["head_map"]
+    assert head_map["means"] is None and head_map["masked"][0]["heads"] == [[2, 2], [2, 3]]
+
+
 def test_newest_run_of_a_condition_wins(tmp_path):
     folders = _two_runs(tmp_path)
     write_run(

@@ -42,6 +42,12 @@ def test_heads_shows_a_ranked_list_in_its_order_without_scores(capsys):
     assert "mean" not in text
 
 
+def test_heads_will_not_export_gates_from_a_list_without_scores(tmp_path):
+    with pytest.raises(SystemExit, match="ranked list without scores"):
+        main(["heads", str(QR_1B), "--export-duo", str(tmp_path / "gates.tsv")])
+    assert not (tmp_path / "gates.tsv").exists()
+
+
 def test_heads_compare_pairs_lists_by_head_without_rank_correlation(capsys):
     qrhead_8b = DATA / "Llama-3.1-8B-Instruct_qr_head_NQ.yaml"
     assert main(["heads", "--compare", str(qrhead_8b), str(qrhead_8b)]) == 0

@@ -177,6 +177,8 @@ def run(args) -> int:
     geometry, scores = _load(args, args.file)
     print(summarise(scores, geometry, top=args.top, threshold=args.threshold))
     if args.export_duo is not None:
+        if scores.ranked is not None:
+            raise SystemExit(f"--export-duo needs scores; {args.file} is a ranked list without scores.")
         if geometry is None:
             raise SystemExit("--export-duo needs the KV groups: pass --model_args.")
         meta = {
