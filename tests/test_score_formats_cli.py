@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,18 @@ def test_unknown_format_exits_non_zero_with_the_accepted_formats_and_no_tracebac
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "Accepted formats:" in result.stderr and "QRHead head set" in result.stderr
+
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "rh-eval"), "run", "--model", "rh-masked",
+            "--model_args", f"heads=retrieval,k=3,head_scores={notes}", "--tasks", "niah", "--device", "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Accepted formats:" in result.stderr
 
 
 @pytest.mark.slow
