@@ -24,35 +24,21 @@ import numpy as np
 from .architectures import HeadGeometry
 from .head_scores import HeadScoreFileError, HeadScores, _parse_retrieval_head_json
 
-# name -> (what it is, how it is recognised); the order is the order of the refusal message.
+# name -> what it is, in the order of the refusal message
 FORMATS = {
-    "retrieval_head": (
-        'Retrieval_Head JSON (Wu et al., HeadKV, CompressKV scores, rh-eval detect): {"layer-head": [scores]}',
-        'a JSON object whose values are lists, keyed "layer-head"',
-    ),
-    "qrhead_scores": (
-        'QRHead detection output: [["layer-head", score], ...]',
-        'a JSON list of ["layer-head", number] pairs',
-    ),
-    "qrhead_yaml": (
-        'QRHead head set: YAML with attn_head_set: "layer-head,layer-head,..." (ranked, no scores)',
-        "a YAML mapping with attn_head_set",
-    ),
-    "vllm_hook": (
-        "IBM vLLM-Hook model config: important_heads: [[layer, head], ...] (no scores)",
-        'a JSON object with important_heads, at the top or under "params"',
-    ),
-    "kv_gates": (
-        "DuoAttention full_attention_heads.tsv or RLKV adapter_weights.tsv: layers x KV heads, tab-separated",
-        "tab-separated numbers, one row per layer",
-    ),
+    "retrieval_head": "Retrieval_Head JSON (Wu et al., HeadKV, CompressKV scores, rh-eval detect): "
+    '{"layer-head": [scores]}',
+    "qrhead_scores": 'QRHead detection output: [["layer-head", score], ...]',
+    "qrhead_yaml": 'QRHead head set: YAML with attn_head_set: "layer-head,layer-head,..." (ranked, no scores)',
+    "vllm_hook": "IBM vLLM-Hook model config: important_heads: [[layer, head], ...] (no scores)",
+    "kv_gates": "DuoAttention full_attention_heads.tsv or RLKV adapter_weights.tsv: layers x KV heads, tab-separated",
 }
 
 _HEAD_KEY = re.compile(r"^\s*(\d+)-(\d+)\s*$")
 
 
 def accepted_formats() -> str:
-    return "Accepted formats:\n" + "\n".join(f"  - {text}" for text, _ in FORMATS.values())
+    return "Accepted formats:\n" + "\n".join(f"  - {text}" for text in FORMATS.values())
 
 
 def detect_format(raw: bytes, path: Path) -> tuple[str, object]:
@@ -67,8 +53,6 @@ def detect_format(raw: bytes, path: Path) -> tuple[str, object]:
         json_error = err
     else:
         return _json_layout(data, path), data
-    if "\t" in text or path.suffix == ".tsv":
-        return "kv_gates", text
     try:
         import yaml
 
@@ -77,6 +61,8 @@ def detect_format(raw: bytes, path: Path) -> tuple[str, object]:
         data = None
     if isinstance(data, dict) and "attn_head_set" in data:
         return "qrhead_yaml", data
+    if "\t" in text or path.suffix == ".tsv":
+        return "kv_gates", text
     reason = f"not valid JSON ({json_error})" if path.suffix == ".json" else "in no format rh-eval reads"
     raise HeadScoreFileError(f"{path} is {reason}.\n{accepted_formats()}")
 
@@ -95,7 +81,11 @@ def _json_layout(data, path: Path) -> str:
             )
         if values_are_lists:
             return "retrieval_head"
-    if isinstance(data, list) and data and all(isinstance(item, list) and len(item) == 2 for item in data):
+    if (
+        isinstance(data, list)
+        and data
+        and all(isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) for item in data)
+    ):
         return "qrhead_scores"
     if not data:
         raise HeadScoreFileError(
@@ -159,7 +149,8 @@ def _kv_gates(text: str, path: Path, digest: str, geometry: HeadGeometry | None)
     except ValueError as err:
         raise HeadScoreFileError(
             f"{path} is not a tab-separated matrix of numbers ({err}); expected DuoAttention's "
-            "full_attention_heads.tsv or RLKV's adapter_weights.tsv, one row per layer and one column per KV head."
+            f"full_attention_heads.tsv or RLKV's adapter_weights.tsv, one row per layer and one column per KV head.\n"
+            f"{accepted_formats()}"
         ) from err
     if gates.size == 0:
         raise HeadScoreFileError(f"{path} is empty; expected one row of gates per layer.")

@@ -130,6 +130,8 @@ ACCEPTED = "Accepted formats:"
         ("notes.txt", "retrieval heads of my model\n", ACCEPTED),
         ("other.yaml", "model: llama\nheads: 3\n", ACCEPTED),
         ("binary.bin", b"\xff\xfe\x00\x01", ACCEPTED),
+        ("pairs.json", "[[3, 5], [7, 1]]", ACCEPTED),
+        ("words.tsv", "layer\thead\n", ACCEPTED),
         ("full.yaml", 'attn_head_set: "full_heads"\n', "means every head"),
         ("bad.yaml", 'attn_head_set: "3-1,x"\n', "'x' is not a head written 'layer-head'"),
         ("twice.yaml", 'attn_head_set: "3-1,3-1"\n', r"\[\(3, 1\)\] more than once"),

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
         help="summarise a head-score file: ranking, sparsity, per-layer and per-KV-group views",
         description="Print the ranking of a head-score file, the share of heads at or above "
         f"{RETRIEVAL_THRESHOLD} (Wu et al. report under 5%), and per-layer and per-KV-group summaries. The format "
-        "is recognised from the content: " + "; ".join(text for text, _ in FORMATS.values()) + ".",
+        "is recognised from the content: " + "; ".join(FORMATS.values()) + ".",
     )
     parser.add_argument(
         "file",
@@ -109,7 +109,7 @@ def summarise(scores, geometry, *, top: int, threshold: float) -> str:
         + (
             f", {scores.num_samples} samples per head"
             if scores.format == "retrieval_head"
-            else f", {FORMATS[scores.format][0].split(':')[0]}"
+            else f", {FORMATS[scores.format].split(':')[0]}"
         )
         + (f", {meta['score']['definition']} score" if "score" in meta else ""),
         f"Retrieval heads (mean >= {threshold:g}): {strong} of {means.size} ({100 * strong / means.size:.1f}%; "
