@@ -1,6 +1,7 @@
 """Start-up hook that lets the stock ``lm_eval`` command see ``rh-masked`` and the rh-eval tasks.
 
-lm-eval has no plugin discovery, so ``rh_eval_autoload.pth`` imports this module in every interpreter. It
+lm-eval 0.4.13 has no plugin discovery (later releases also find ``rh-masked`` through the ``lm_eval.models``
+entry point), so ``rh_eval_autoload.pth`` imports this module in every interpreter. It
 must stay cheap: it is a top-level module (no package to import), imports only ``sys``, installs a finder that
 reacts to exactly two lm-eval modules, and registers the plugin right after they execute. It never imports
 torch or lm_eval itself, and a failure only warns. Set ``RH_EVAL_AUTOLOAD=0`` to switch it off.

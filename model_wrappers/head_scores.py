@@ -1,4 +1,4 @@
-"""Reading, writing and validating head-score files in the two formats other tools consume.
+"""Head scores, and the two formats rh-eval writes for other tools (it reads more: see :mod:`.score_formats`).
 
 * Retrieval_Head JSON (Wu et al. 2024; also read by HeadKV and DeCoRe): one object
   ``{"layer-head": [score per detection sample]}`` keyed by 0-based *query* head, in layer-major order (HeadKV
@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import math
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,6 +44,9 @@ class HeadScores:
     path: str
     sha256: str
     metadata: dict | None = None  # the rh-eval sidecar, when there is one
+    format: str = "retrieval_head"  # a key of score_formats.FORMATS
+    ranked: tuple[tuple[int, int], ...] | None = None  # a ranked list without scores: its heads, best first
+    kv_heads_only: bool = False  # KV gates read without a model: ``means`` is [layers, kv_heads]
 
     def ranking(self) -> list[tuple[int, int]]:
         """All heads, best first; ties broken by (layer, head) so the order is reproducible."""
@@ -53,10 +55,33 @@ class HeadScores:
         return [(l, h) for _, l, h in order]
 
     def retrieval_heads(self, threshold: float = RETRIEVAL_THRESHOLD) -> list[tuple[int, int]]:
+        """Heads at or above ``threshold``; a ranked list's own heads, whatever the threshold."""
+        if self.ranked is not None:
+            return list(self.ranked)
         return [(l, h) for l, h in self.ranking() if self.means[l, h] >= threshold]
+
+    @property
+    def has_cutoff(self) -> bool:
+        """Whether the file says which heads are retrieval heads: by Wu et al.'s 0.1 cut-off, or by listing them.
+
+        QRHead's detection scores (QRScore or NDCG@10) are on another scale, with no published cut-off.
+        """
+        return self.format != "qrhead_scores"
 
     def check_geometry(self, geometry: HeadGeometry) -> None:
         expected = (geometry.num_layers, geometry.num_heads)
+        if self.kv_heads_only:
+            raise HeadScoreFileError(
+                f"{self.path} holds one gate per KV head and was read without the model; read it with the model's "
+                "geometry to expand it to query heads."
+            )
+        if self.ranked is not None and self.means.shape != expected:
+            outside = [(l, h) for l, h in self.ranked if l >= expected[0] or h >= expected[1]]
+            raise HeadScoreFileError(
+                f"{self.path} lists head {outside[0] if outside else self.ranked[0]}, read for a grid of "
+                f"{self.means.shape[0]} layers x {self.means.shape[1]} heads, but the model has {expected[0]} "
+                f"layers x {expected[1]} query heads. Use a head list made for this model."
+            )
         if self.means.shape != expected:
             raise HeadScoreFileError(
                 f"{self.path} scores {self.means.shape[0]} layers x {self.means.shape[1]} heads, but the model has "
@@ -82,10 +107,10 @@ def metadata_path(path: str | Path) -> Path:
 
 
 def load_head_scores(path: str | Path, geometry: HeadGeometry | None = None) -> HeadScores:
-    """Read a Retrieval_Head JSON or DuoAttention TSV file, with its sidecar if present.
+    """Read a head-score file in any format of :mod:`.score_formats`, with its sidecar if present.
 
-    With ``geometry`` the scores are checked against the model. A TSV holds one gate per KV head, so reading
-    one needs ``geometry`` to know which query heads share each KV head.
+    With ``geometry`` the scores are checked against the model, a TSV's KV gates are expanded to the query heads
+    of each group, and a ranked list is laid out on the model's grid. Without it, a TSV stays one gate per KV head.
     """
     path = Path(path)
     try:
@@ -94,15 +119,9 @@ def load_head_scores(path: str | Path, geometry: HeadGeometry | None = None) -> 
         raise HeadScoreFileError(f"Cannot read head-score file {path}: {err.strerror}.") from err
     if not raw.strip():
         raise HeadScoreFileError(f"{path} is empty; regenerate it with rh-eval detect, or pass another file.")
-    if path.suffix == ".tsv":
-        if geometry is None:
-            raise HeadScoreFileError(
-                f"{path} is a DuoAttention file with one gate per KV head; reading it needs the model's head "
-                "counts (pass the model, e.g. --model_args pretrained=...)."
-            )
-        scores = _parse_duo_tsv(raw, path, geometry)
-    else:
-        scores = _parse_retrieval_head_json(raw, path)
+    from .score_formats import read_head_score_file  # it builds on this module's types
+
+    scores = read_head_score_file(raw, path, geometry)
     sidecar = metadata_path(path)
     if sidecar.is_file():
         try:
@@ -112,30 +131,6 @@ def load_head_scores(path: str | Path, geometry: HeadGeometry | None = None) -> 
     if geometry is not None:
         scores.check_geometry(geometry)
     return scores
-
-
-def _parse_duo_tsv(raw: bytes, path: Path, geometry: HeadGeometry) -> HeadScores:
-    try:
-        with warnings.catch_warnings():  # an empty file is reported below, more clearly than numpy's warning
-            warnings.simplefilter("ignore", UserWarning)
-            gates = np.loadtxt(io.StringIO(raw.decode("utf-8")), delimiter="\t", ndmin=2, dtype=float)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise HeadScoreFileError(
-            f"{path} is not a tab-separated matrix of numbers ({err}); expected DuoAttention's "
-            "full_attention_heads.tsv, one row per layer and one column per KV head."
-        ) from err
-    if gates.size == 0:
-        raise HeadScoreFileError(f"{path} is empty; expected one row of gates per layer.")
-    if not np.isfinite(gates).all():
-        raise HeadScoreFileError(f"{path} has a gate that is not a finite number.")
-    expected = (geometry.num_layers, geometry.num_kv_heads)
-    if gates.shape != expected:
-        raise HeadScoreFileError(
-            f"{path} holds {gates.shape[0]} layers x {gates.shape[1]} KV heads, but the model has {expected[0]} "
-            f"layers x {expected[1]} KV heads. Use a file made for this model."
-        )
-    means = np.repeat(gates, geometry.group_size, axis=1)  # [L, KV] -> [L, H]: every query head of a group
-    return HeadScores(means=means, num_samples=1, path=str(path), sha256=hashlib.sha256(raw).hexdigest())
 
 
 def _parse_retrieval_head_json(raw: bytes, path: Path) -> HeadScores:

@@ -2,7 +2,7 @@
 
 The random control follows Wu et al. 2024 but fixes the reference code's bugs: it is seeded, it draws from
 the model's real layer x head grid, and it really excludes the retrieval heads (every head with mean score
->= 0.1, and never fewer than the top K).
+>= 0.1, or every head of a ranked list without scores, and never fewer than the top K).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def select_heads(
     """Resolve a ``heads=`` argument into concrete heads, validating everything before any compute.
 
     ``k`` counts units: single query heads, or whole KV groups with ``unit="kv_group"``. For ``retrieval`` and
-    ``random`` it defaults to the number of retrieval units (mean score >= 0.1).
+    ``random`` it defaults to the number of retrieval units (mean score >= 0.1, or every head of a ranked list).
     """
     spec = parse_heads_arg(heads)
     if unit not in UNITS:
@@ -132,8 +132,14 @@ def select_heads(
         raise ValueError(f"heads={spec} needs head scores: pass head_scores=FILE (see rh-eval detect).")
     scores.check_geometry(geometry)
     ranked = _ranked_units(scores, geometry, unit)
-    strong = [u for u in ranked if max(scores.means[l, h] for l, h in u) >= RETRIEVAL_THRESHOLD]
+    named = set(scores.retrieval_heads(RETRIEVAL_THRESHOLD)) if scores.has_cutoff else set()
+    strong = [u for u in ranked if named.intersection(u)]  # the units the file calls retrieval heads
     if k is None:
+        if not scores.has_cutoff:
+            raise ValueError(
+                f"{scores.path} holds QRHead scores, which have no retrieval-head cut-off; pass k= to choose how "
+                "many heads to mask."
+            )
         k = len(strong)
         if k == 0:
             raise ValueError(
@@ -142,6 +148,11 @@ def select_heads(
     total = len(ranked)
     if k > total:
         raise ValueError(f"k={k} exceeds the model's {total} {'KV groups' if unit == 'kv_group' else 'heads'}.")
+    if scores.ranked is not None and spec == "retrieval" and k > len(strong):
+        raise ValueError(
+            f"k={k} exceeds the {len(strong)} {'KV groups' if unit == 'kv_group' else 'heads'} that {scores.path} "
+            "ranks; a head list without scores ranks only the heads it names."
+        )
     top = ranked[:k]
 
     if spec == "retrieval":

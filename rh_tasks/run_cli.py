@@ -20,10 +20,15 @@ def run(argv: list[str]) -> int:
     register()
     from lm_eval.__main__ import cli_evaluate
 
+    from model_wrappers.head_scores import HeadScoreFileError
+
     saved = sys.argv
     sys.argv = ["rh-eval run", "run", *argv]
     try:
         cli_evaluate()
+    except HeadScoreFileError as err:  # the user's file, not a bug: the message says what to fix
+        print(f"rh-eval run: {err}", file=sys.stderr)
+        return 2
     finally:
         sys.argv = saved
     return 0

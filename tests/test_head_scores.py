@@ -53,8 +53,9 @@ def test_reference_duo_attention_file_maps_kv_heads_to_their_query_groups():
     np.testing.assert_array_equal(scores.kv_gates(mistral), gates)
     with pytest.raises(HeadScoreFileError, match="8 KV heads, but the model has 32 layers x 4 KV heads"):
         load_head_scores(file, HeadGeometry(num_layers=32, num_heads=32, num_kv_heads=4, head_dim=128))
-    with pytest.raises(HeadScoreFileError, match="needs the model's head counts"):
-        load_head_scores(file)
+    alone = load_head_scores(file)  # without the model: one gate per KV head, as written
+    assert alone.kv_heads_only and alone.means.shape == (32, 8)
+    np.testing.assert_array_equal(alone.means, gates)
 
 
 def test_retrieval_head_json_round_trip_with_sidecar(tmp_path):

@@ -533,7 +533,19 @@ def test_cli_errors_leave_existing_report_untouched(tmp_path, capsys):
     for args in ([tmp_path / "empty"], [no_samples], bad, [tmp_path / "missing"]):
         assert run_cli([*args, "-o", tmp_path / "out"]) == 2
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
-    assert run_cli(folders) == 2  # several folders need -o
+
+
+def test_cli_without_output_dir_writes_a_new_report_folder_and_never_overwrites(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    folders = _two_runs(runs)  # runs/none and runs/masked
+    assert run_cli([*folders, "--n-resamples", "1000"]) == 0  # several: report/ in the folder holding them
+    assert f"Wrote {runs / 'report' / 'report.md'}" in capsys.readouterr().out
+    first = (runs / "report" / "report.json").read_bytes()
+    assert run_cli([*folders, "--n-resamples", "2000"]) == 0  # a second report goes next to the first
+    assert f"Wrote {runs / 'report-2' / 'report.md'}" in capsys.readouterr().out
+    assert run_cli([runs, "--n-resamples", "1000"]) == 0  # one RUN_DIR: report/ inside it, numbered on
+    assert f"Wrote {runs / 'report-3' / 'report.md'}" in capsys.readouterr().out
+    assert (runs / "report" / "report.json").read_bytes() == first
 
 
 def test_help_explains_every_flag(capsys):
@@ -583,6 +595,22 @@ def test_head_map_reads_the_score_file(tmp_path):
     assert np.array(head_map["means"]).shape == (3, 4)
     assert [m["kind"] for m in head_map["masked"]] == ["retrieval", "random"]
     assert "Retrieval scores by layer and head" in files.html.read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "content"), [("heads.yaml", 'attn_head_set: "2-3,2-2,1-0"\n'), ("gates.tsv", "0.1\t0.9\n0.2\t0.3\n")]
+)
+def test_head_map_is_left_out_for_files_without_a_score_per_query_head(tmp_path, name, content):
+    (tmp_path / name).write_text(content)
+    masking = {"head_scores": str(tmp_path / name)}
+    write_run(tmp_path / "a", {"niah": niah_rows(NONE)}, masking={"heads_kind": "none"} | masking)
+    write_run(
+        tmp_path / "b",
+        {"niah": niah_rows(RETRIEVAL[2])},
+        masking={"heads_kind": "retrieval", "k": 2, "heads": [[2, 3], [2, 2]]} | masking,
+    )
+    head_map = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST).report["models"][0]["head_map"]
+    assert head_map["means"] is None and head_map["masked"][0]["heads"] == [[2, 2], [2, 3]]
 
 
 def test_newest_run_of_a_condition_wins(tmp_path):

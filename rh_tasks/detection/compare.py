@@ -30,7 +30,8 @@ def top_k(scores: HeadScores, k: int) -> set[tuple[int, int]]:
 def compare(a: HeadScores, b: HeadScores, *, threshold: float, top: int) -> str:
     """The text ``rh-eval heads --compare`` prints."""
     lines = [f"A: {a.path}", f"B: {b.path}", "", _sparsity(a, b, threshold), ""]
-    if a.means.shape != b.means.shape:
+    lists = [name for name, s in (("A", a), ("B", b)) if s.ranked is not None]
+    if a.means.shape != b.means.shape and not lists:  # a list's grid is only a lower bound: pair it by head
         shapes = " vs ".join("{} layers x {} heads".format(*s.means.shape) for s in (a, b))
         lines += [
             (
@@ -41,17 +42,25 @@ def compare(a: HeadScores, b: HeadScores, *, threshold: float, top: int) -> str:
         ]
         return "\n".join(lines)
 
-    ks = sorted(k for k in {*TOP_KS, top} if k <= min(top, a.means.size))
+    longest = min(len(s.ranked) if s.ranked is not None else s.means.size for s in (a, b))
+    ks = sorted(k for k in {*TOP_KS, top} if k <= min(top, longest)) or [longest]
     lines.append("Overlap of the top-K heads (Jaccard = shared / either):")
     for k in ks:
         shared = top_k(a, k) & top_k(b, k)
         lines.append(f"  K={k:<3}  Jaccard {jaccard(top_k(a, k), top_k(b, k)):.2f}  ({len(shared)} shared)")
     strong_a, strong_b = set(a.retrieval_heads(threshold)), set(b.retrieval_heads(threshold))
     only_a, only_b = len(strong_a - strong_b), len(strong_b - strong_a)
+    label = f"retrieval heads (listed, or >= {threshold:g})" if lists else f"heads >= {threshold:g}"
     lines.append(
-        f"  heads >= {threshold:g}: Jaccard {jaccard(strong_a, strong_b):.2f} "
+        f"  {label}: Jaccard {jaccard(strong_a, strong_b):.2f} "
         f"({len(strong_a & strong_b)} shared, {only_a} only in A, {only_b} only in B)"
     )
+    if lists:
+        who = (
+            "A and B rank only the heads they list" if len(lists) == 2 else f"{lists[0]} ranks only the heads it lists"
+        )
+        lines.append(f"No rank correlation over all heads: {who}.")
+        return "\n".join(lines)
     rho, p = stats.spearmanr(a.means.ravel(), b.means.ravel())
     lines.append(f"Spearman rank correlation over all {a.means.size} heads: rho = {rho:.3f} (p = {p:.2g})")
     return "\n".join(lines)
@@ -60,6 +69,9 @@ def compare(a: HeadScores, b: HeadScores, *, threshold: float, top: int) -> str:
 def _sparsity(a: HeadScores, b: HeadScores, threshold: float) -> str:
     parts = []
     for name, s in (("A", a), ("B", b)):
+        if s.ranked is not None:
+            parts.append(f"{name}: a list of {len(s.ranked)} heads")
+            continue
         strong = int((s.means >= threshold).sum())
         parts.append(f"{name}: {strong} of {s.means.size} ({100 * strong / s.means.size:.1f}%)")
     return f"Retrieval heads (mean >= {threshold:g}): " + "; ".join(parts)

@@ -19,19 +19,26 @@ from model_wrappers.head_scores import (
     metadata_path,
     write_duo_tsv,
 )
+from model_wrappers.score_formats import FORMATS
 
 from .compare import compare
+from .ranked_summary import summarise_ranked
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "heads",
         help="summarise a head-score file: ranking, sparsity, per-layer and per-KV-group views",
-        description="Print the ranking of a Retrieval_Head JSON or DuoAttention TSV file, the share of heads at or "
-        f"above {RETRIEVAL_THRESHOLD} (Wu et al. report under 5%%), and per-layer and per-KV-group summaries.",
+        description="Print the ranking of a head-score file, the share of heads at or above "
+        f"{RETRIEVAL_THRESHOLD} (Wu et al. report under 5%), and per-layer and per-KV-group summaries. The format "
+        "is recognised from the content: " + "; ".join(FORMATS.values()) + ".",
     )
     parser.add_argument(
-        "file", type=Path, nargs="?", help="Retrieval_Head .json or DuoAttention full_attention_heads .tsv"
+        "file",
+        type=Path,
+        nargs="?",
+        help="head-score file: Retrieval_Head/HeadKV JSON, QRHead YAML or JSON, vLLM-Hook JSON, or DuoAttention/RLKV "
+        "TSV",
     )
     parser.add_argument(
         "--compare",
@@ -46,7 +53,7 @@ def add_parser(subparsers) -> None:
         "--model_args",
         default=None,
         help="model the file is for (lm-eval syntax, e.g. pretrained=DIR); checks the file against its config "
-        "and gives the KV groups. Needed for .tsv files and for .json files without an rh-eval sidecar",
+        "and gives the KV groups; expands a TSV's per-KV-head gates to query heads",
     )
     parser.add_argument("--top", type=int, default=20, help="heads to list, or the largest K compared (default 20)")
     parser.add_argument(
@@ -89,14 +96,21 @@ def _geometry(args, file: Path):
 
 def summarise(scores, geometry, *, top: int, threshold: float) -> str:
     """The report printed by ``rh-eval heads``, as text."""
-    means = scores.means  # [L, H]
+    if scores.ranked is not None:
+        return summarise_ranked(scores, geometry, top=top)
+    means = scores.means  # [L, H], or [L, KV] for gates read without a model
     layers, heads = means.shape
+    noun = "KV heads" if scores.kv_heads_only else "query heads"
     strong = int((means >= threshold).sum())
     meta = scores.metadata or {}
     lines = [
-        f"{scores.path}: {layers} layers x {heads} query heads"
+        f"{scores.path}: {layers} layers x {heads} {noun}"
         + (f" ({geometry.num_kv_heads} KV heads)" if geometry else "")
-        + f", {scores.num_samples} samples per head"
+        + (
+            f", {scores.num_samples} samples per head"
+            if scores.format == "retrieval_head"
+            else f", {FORMATS[scores.format].split(':')[0]}"
+        )
         + (f", {meta['score']['definition']} score" if "score" in meta else ""),
         f"Retrieval heads (mean >= {threshold:g}): {strong} of {means.size} ({100 * strong / means.size:.1f}%; "
         "Wu et al. find under 5%)",
@@ -110,6 +124,9 @@ def summarise(scores, geometry, *, top: int, threshold: float) -> str:
     lines += ["", "Per layer:", f"  layer    max   mean  heads>={threshold:g}"]
     for l in range(layers):
         lines.append(f"  {l:>5}  {means[l].max():.3f}  {means[l].mean():.3f}  {int((means[l] >= threshold).sum()):>3}")
+    if scores.kv_heads_only:
+        lines += ["", "One gate per KV head: pass --model_args to expand the gates to the query heads of each group."]
+        return "\n".join(lines)
     if geometry is None:
         lines += ["", "KV groups unknown: pass --model_args to see which query heads share a KV head."]
         return "\n".join(lines)
@@ -150,11 +167,18 @@ def run(args) -> int:
         if args.export_duo is not None:
             raise SystemExit("--export-duo works on one file; drop --compare.")
         (_, a), (_, b) = (_load(args, file) for file in args.compare)
+        if a.kv_heads_only != b.kv_heads_only:
+            raise SystemExit(
+                "One file holds a gate per KV head, the other a score per query head: pass --model_args to expand "
+                "the gates to query heads so the two can be paired."
+            )
         print(compare(a, b, threshold=args.threshold, top=args.top))
         return 0
     geometry, scores = _load(args, args.file)
     print(summarise(scores, geometry, top=args.top, threshold=args.threshold))
     if args.export_duo is not None:
+        if scores.ranked is not None:
+            raise SystemExit(f"--export-duo needs scores; {args.file} is a ranked list without scores.")
         if geometry is None:
             raise SystemExit("--export-duo needs the KV groups: pass --model_args.")
         meta = {

@@ -392,7 +392,11 @@ def _head_map(model_runs: ModelRuns, headline_k: int | None) -> dict | None:
         logger.warning("Head-score file %s not found; the layer x head map is left out.", model_runs.head_scores)
         return entry | {"means": None}
     try:
-        return entry | {"means": load_head_scores(path).means.tolist()}
+        scores = load_head_scores(path)
+        if scores.kv_heads_only or scores.ranked is not None:  # no score per query head without the model
+            logger.warning("The layer x head map is left out: %s has no score per query head.", path)
+            return entry | {"means": None}
+        return entry | {"means": scores.means.tolist()}
     except HeadScoreFileError as err:
         logger.warning("The layer x head map is left out: %s", err)
         return entry | {"means": None}

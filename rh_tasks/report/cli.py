@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
+import os
 from pathlib import Path
 
 from .render import write_report
@@ -33,7 +35,8 @@ def add_parser(subparsers) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="where to write the report files (default: RUN_DIR when exactly one is given)",
+        help="where to write the report files (default: a new folder report/ in RUN_DIR, or in the folder holding "
+        "all RUN_DIRs; report-2/, report-3/, ... when that one already holds a report, so none is overwritten)",
     )
     parser.add_argument(
         "--seed",
@@ -71,10 +74,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     output = args.output_dir
     if output is None:
-        if len(args.run_dirs) != 1:
-            logger.error("Several RUN_DIRs were given; choose where the report goes with --output-dir DIR.")
-            return 2
-        output = Path(args.run_dirs[0])
+        output = default_output_dir(args.run_dirs)
+        logger.info("No --output-dir given: writing the report to %s", output)
     try:
         files = write_report(
             args.run_dirs,
@@ -91,3 +92,18 @@ def run(args: argparse.Namespace) -> int:
         print(paragraph, end="\n\n")
     print(f"Wrote {files.markdown}, {files.json} and {files.html}")
     return 0
+
+
+REPORT_FILES = ("report.md", "report.json", "report.html")
+
+
+def default_output_dir(run_dirs: list[str]) -> Path:
+    """``report/`` in the one RUN_DIR or the folder holding them all, numbered on so no report is overwritten."""
+    folders = [Path(d).absolute() for d in run_dirs]
+    base = folders[0] if len(folders) == 1 else Path(os.path.commonpath(folders))
+    if base == Path(base.anchor):  # nothing shared but the filesystem root
+        base = Path.cwd()
+    for number in itertools.count(1):
+        candidate = base / ("report" if number == 1 else f"report-{number}")
+        if not any((candidate / name).exists() for name in REPORT_FILES):
+            return candidate
