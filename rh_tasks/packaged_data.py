@@ -8,9 +8,10 @@ download or fallback.
 from __future__ import annotations
 
 import gzip
-import hashlib
 from functools import cache
 from pathlib import Path
+
+from model_wrappers.files import sha256_file
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MANIFEST = DATA_DIR / "SHA256SUMS"
@@ -18,14 +19,6 @@ MANIFEST = DATA_DIR / "SHA256SUMS"
 
 class PackagedDataError(RuntimeError):
     """A packaged data file is missing or does not match its recorded sha256."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @cache

@@ -109,7 +109,7 @@ def _default_output(identity: dict) -> Path:
 def run(args) -> int:
     import torch
 
-    from rh_tasks.files import OutputFolderError, writable_folder
+    from model_wrappers.files import OutputFolderError, writable_folder
 
     from .aggregate import write_scores
     from .copy_events import SET_COUNTING

@@ -10,8 +10,8 @@ import hashlib
 from pathlib import Path
 
 from model_wrappers.architectures import HeadGeometry, check_supported
+from model_wrappers.files import sha256_file
 from model_wrappers.gguf_cache import EMBEDDED_GGUF_SHA256, EMBEDDED_NAME, GEMMA_GGUF_SHA256, GEMMA_NAME
-from rh_tasks.packaged_data import sha256_file
 from rh_tasks.task_tokenizer import model_source
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")

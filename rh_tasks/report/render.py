@@ -16,7 +16,8 @@ from pathlib import Path
 
 import jinja2
 
-from ..files import atomic_write_text, writable_folder
+from model_wrappers.files import atomic_write_text, writable_folder
+
 from . import plots
 from .analysis import Settings, analyse
 from .failures import OUTCOMES

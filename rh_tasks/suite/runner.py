@@ -23,7 +23,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..files import atomic_write_text, writable_folder
+from model_wrappers.files import atomic_write_text, writable_folder
+
 from .config import Condition, SuiteConfig
 
 logger = logging.getLogger(__name__)
