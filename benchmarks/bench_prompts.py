@@ -157,7 +157,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or str(embedded_model_dir()))
     lengths = [int(n) for n in args.lengths.split(",")]
-    haystack = packaged_data.read_text(niah.HAYSTACKS["time_machine"])
+    haystack = packaged_data.TASK_DATA.read_text(niah.HAYSTACKS["time_machine"])
     start = time.perf_counter()
     niah.build_grid(tokenizer, **niah.DEFAULTS | {"lengths": [max(lengths)], "depths": [50], "needles": ["owl_stamp"]})
     print(

@@ -1,6 +1,6 @@
 """Head masking for Hugging Face causal LMs, and the ``rh-masked`` lm-eval model built on it.
 
-The intervention layer: it imports nothing from ``rh_tasks``. Names load on first use, so that reading a file
+The intervention layer: it depends on no other rh-eval package. Names load on first use, so that reading a file
 helper does not import torch.
 """
 

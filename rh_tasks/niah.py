@@ -12,8 +12,8 @@ import random
 
 from lm_eval.api.task import ConfigurableTask
 
-from . import packaged_data
 from .haystack import insert_needle
+from .packaged_data import TASK_DATA
 from .scoring import contains_answer, rouge1_recall
 from .task_options import task_options
 from .task_tokenizer import context_limit, resolve_tokenizer
@@ -37,7 +37,7 @@ PROMPT = "<book>{context}</book>\nBased on the content of the book, Question: {q
 def load_haystack(name_or_path: str) -> str:
     """A packaged haystack by name, or any UTF-8 text file (e.g. Paul Graham essays concatenated) by path."""
     if name_or_path in HAYSTACKS:
-        return packaged_data.read_text(HAYSTACKS[name_or_path])
+        return TASK_DATA.read_text(HAYSTACKS[name_or_path])
     from pathlib import Path
 
     path = Path(name_or_path)
@@ -75,7 +75,7 @@ def build_grid(tokenizer, *, lengths, depths, needles, haystack, shuffle_seed, m
         if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 <= depth <= 100:
             raise ValueError(f"niah depth {depth!r} must be a percentage between 0 and 100.")
 
-    triples = packaged_data.read_jsonl(NEEDLES)
+    triples = TASK_DATA.read_jsonl(NEEDLES)
     by_id = {t["id"]: t for t in triples}
     chosen = list(by_id) if needles is None else _as_list("needles", needles)
     unknown = [n for n in chosen if n not in by_id]

@@ -235,7 +235,7 @@ def test_modified_or_missing_data_is_an_error(squad_copy):
     with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
         squad_data.load_dev()
     path.unlink()
-    packaged_data.data_path.cache_clear()
+    packaged_data.TASK_DATA.path.cache_clear()
     with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
         squad_data.load_dev()
 

@@ -18,7 +18,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def haystack():
-    return packaged_data.read_text(HAYSTACKS["time_machine"])
+    return packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
 
 
 def _grid(tokenizer, **overrides):
@@ -118,11 +118,11 @@ def test_modified_or_missing_packaged_file_is_refused(data_copy):
     (data_copy / "needles" / "niah.jsonl").write_text("{}\n")
     (data_copy / "needles" / "detect.jsonl").unlink()
     with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
-        packaged_data.data_path("needles/niah.jsonl")
+        packaged_data.TASK_DATA.path("needles/niah.jsonl")
     with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
-        packaged_data.data_path("needles/detect.jsonl")
+        packaged_data.TASK_DATA.path("needles/detect.jsonl")
 
 
 def test_packaged_files_match_the_manifest():
-    for name in packaged_data.manifest():
-        packaged_data.data_path(name)
+    for name in packaged_data.TASK_DATA.manifest():
+        packaged_data.TASK_DATA.path(name)

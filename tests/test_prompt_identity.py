@@ -124,7 +124,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def haystack():
-    return packaged_data.read_text(niah.HAYSTACKS["time_machine"])
+    return packaged_data.TASK_DATA.read_text(niah.HAYSTACKS["time_machine"])
 
 
 def fields(context) -> tuple:
@@ -265,7 +265,7 @@ def test_second_model_family_equals_the_reference(monkeypatch):
     from rh_tasks.task_tokenizer import resolve_tokenizer
 
     tokenizer = resolve_tokenizer(pretrained="gemma-3-270m")
-    haystack = packaged_data.read_text(niah.HAYSTACKS["time_machine"])
+    haystack = packaged_data.TASK_DATA.read_text(niah.HAYSTACKS["time_machine"])
     for length, depth in _lengths_and_depths(2, 30, 12_000):
         fast = insert_needle(tokenizer, haystack, NEEDLE, length, depth)
         assert fields(fast) == reference_insert_needle(tokenizer, haystack, NEEDLE, length, depth), (length, depth)

@@ -20,9 +20,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rh_tasks import packaged_data, token_splice
+from rh_tasks import token_splice
 from rh_tasks.haystack import insert_needle
 from rh_tasks.niah import PROMPT, load_haystack
+from rh_tasks.packaged_data import TASK_DATA
 
 DETECT_HAYSTACK = "haystack/time_machine_ch09-16.txt.gz"
 DETECT_NEEDLES = "needles/detect.jsonl"
@@ -46,7 +47,7 @@ def load_needles(spec: str | None) -> list[dict]:
         triples = [json.loads(line) for line in Path(spec).read_text(encoding="utf-8").splitlines() if line.strip()]
         source = spec
     else:
-        triples = packaged_data.read_jsonl(DETECT_NEEDLES)
+        triples = TASK_DATA.read_jsonl(DETECT_NEEDLES)
         source = DETECT_NEEDLES
         if spec is not None:
             by_id = {t["id"]: t for t in triples}
@@ -74,7 +75,7 @@ def load_needles(spec: str | None) -> list[dict]:
 
 def load_detect_haystack(spec: str | None) -> str:
     """The packaged detection haystack, or any text file or folder of ``.txt`` files."""
-    return packaged_data.read_text(DETECT_HAYSTACK) if spec is None else load_haystack(spec)
+    return TASK_DATA.read_text(DETECT_HAYSTACK) if spec is None else load_haystack(spec)
 
 
 def render_prompt(tokenizer, user_prompt: str, answer_prefix: str, chat_template: bool) -> str:
