@@ -24,8 +24,11 @@ from unittest import mock
 from transformers import AutoTokenizer
 
 from model_wrappers.gguf_cache import embedded_model_dir
-from rh_tasks import distractor_context, extractive_qa, niah, packaged_data
-from rh_tasks.haystack import NeedleContext
+from rh_tasks.extractive_qa import distractor_context
+from rh_tasks.extractive_qa import task as extractive_qa
+from rh_tasks.niah import task as niah
+from rh_tasks.niah.haystack import NeedleContext
+from rh_tasks.shared import packaged_data
 
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s+")
 

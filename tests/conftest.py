@@ -103,7 +103,7 @@ def data_copy(tmp_path, monkeypatch):
     """A private copy of the packaged task data that a test may damage."""
     import shutil
 
-    from rh_tasks.packaged_data import TASK_DATA
+    from rh_tasks.shared.packaged_data import TASK_DATA
 
     copy = tmp_path / "data"
     shutil.copytree(TASK_DATA.folder, copy)

@@ -10,7 +10,7 @@ import pytest
 
 from model_wrappers.architectures import HeadGeometry
 from model_wrappers.head_scores import load_head_scores, metadata_path, write_retrieval_head_json
-from rh_tasks.cli import build_parser, main
+from rh_tasks.plugin.command import build_parser, main
 
 SHARED_LLAMA = (
     Path(__file__).parents[1].parent / "shared" / "data" / "head_scores" / "retrieval_head" / "llama-2-7b-80k.json"
@@ -121,7 +121,7 @@ def test_detect_refuses_to_overwrite_without_force(tmp_path):
 
 def test_packaged_scores_of_the_embedded_model_are_sparse_and_documented():
     from model_wrappers.packaged_data import DATA
-    from rh_tasks import packaged_data
+    from rh_tasks.shared import packaged_data
 
     path = DATA.path("head_scores/smollm2-135m-instruct.json")
     scores = load_head_scores(path, SMOLLM2)

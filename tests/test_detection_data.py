@@ -2,8 +2,9 @@
 
 import pytest
 
-from rh_tasks import niah, packaged_data
 from rh_tasks.detection.prompts import DETECT_HAYSTACK, build_samples, load_needles
+from rh_tasks.niah import task as niah
+from rh_tasks.shared import packaged_data
 
 
 def _paragraphs(text: str) -> set[str]:

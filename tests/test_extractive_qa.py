@@ -7,10 +7,12 @@ import json
 import pytest
 from lm_eval.utils import handle_non_serializable, hash_string
 
-from rh_tasks import extractive_qa, packaged_data, squad_data
-from rh_tasks.distractor_context import build_context, count_tokens
-from rh_tasks.squad_metrics import contains, exact_match, normalize_answer, squad_scores, token_f1
-from rh_tasks.task_tokenizer import resolve_tokenizer
+from rh_tasks.extractive_qa import squad_data
+from rh_tasks.extractive_qa import task as extractive_qa
+from rh_tasks.extractive_qa.distractor_context import build_context, count_tokens
+from rh_tasks.extractive_qa.squad_metrics import contains, exact_match, normalize_answer, squad_scores, token_f1
+from rh_tasks.shared import packaged_data
+from rh_tasks.shared.tokenizer import resolve_tokenizer
 
 SMALL = {"lengths": [512, 1024], "depths": [0, 25, 50, 75, 100], "questions_per_cell": 3, "question_seed": 1234}
 
@@ -250,7 +252,7 @@ def test_runs_through_lm_eval_on_the_embedded_model():
     from lm_eval.tasks import TaskManager
 
     from model_wrappers.gguf_cache import embedded_model_dir
-    from rh_tasks.registration import task_configs_dir
+    from rh_tasks.plugin.registration import task_configs_dir
 
     model_dir = str(embedded_model_dir())
     metadata = {"pretrained": model_dir, "lengths": [512], "depths": [50], "questions_per_cell": 1}

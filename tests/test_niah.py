@@ -6,9 +6,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from model_wrappers.gguf_cache import embedded_model_dir
-from rh_tasks import packaged_data
-from rh_tasks.haystack import insert_needle
-from rh_tasks.niah import DEFAULTS, HAYSTACKS, build, build_grid, doc_to_text, mean_present, score
+from rh_tasks.niah.haystack import insert_needle
+from rh_tasks.niah.task import DEFAULTS, HAYSTACKS, build, build_grid, doc_to_text, mean_present, score
+from rh_tasks.shared import packaged_data
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_scoring():
 def test_every_doc_logs_every_per_length_metric():
     from lm_eval.tasks import TaskManager
 
-    from rh_tasks.registration import task_configs_dir
+    from rh_tasks.plugin.registration import task_configs_dir
 
     metadata = {"lengths": [256, 512], "depths": [50], "needles": ["sf_sandwich"]}
     manager = TaskManager(include_defaults=False, include_path=[str(task_configs_dir())], metadata=metadata)

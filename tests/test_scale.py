@@ -213,7 +213,7 @@ def test_the_trace_sees_a_quadratic_tensor(long_llama, case):
 
 def test_niah_builds_32k_token_prompts(tokenizer):
     """The packaged haystack (about 22K tokens) is repeated at paragraph boundaries to fill longer contexts."""
-    from rh_tasks.niah import build_grid, doc_to_text
+    from rh_tasks.niah.task import build_grid, doc_to_text
 
     (doc,) = build_grid(
         tokenizer, lengths=[32768], depths=[50], needles=["sf_sandwich"], haystack="time_machine",

@@ -8,8 +8,9 @@ import pytest
 from lm_eval.models.huggingface import HFLM
 
 from model_wrappers.rh_masked import RHMaskedLM
-from rh_tasks import extractive_qa, niah
-from rh_tasks.task_options import check_option_names, task_options
+from rh_tasks.extractive_qa import task as extractive_qa
+from rh_tasks.niah import task as niah
+from rh_tasks.shared.options import check_option_names, task_options
 
 OPTION_SETS = {
     "niah": niah.DEFAULTS,

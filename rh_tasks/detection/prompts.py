@@ -7,7 +7,7 @@ reference's ``real_needle``). The span comes from the tokenizer's character offs
 reference searches for a window covering 90% of the needle's token set instead, and misses needles whose
 tokenization changes in context.
 
-The prompt's tokens are spliced from the haystack's cached tokens (see ``rh_tasks.token_splice``) and equal
+The prompt's tokens are spliced from the haystack's cached tokens (see ``rh_tasks.shared.token_splice``) and equal
 those of tokenizing the prompt text.
 
 Detection uses its own haystack (chapters IX-XVI of *The Time Machine*) and needles, disjoint from
@@ -20,10 +20,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rh_tasks import token_splice
-from rh_tasks.haystack import insert_needle
-from rh_tasks.niah import PROMPT, load_haystack
-from rh_tasks.packaged_data import TASK_DATA
+from rh_tasks.niah.haystack import insert_needle
+from rh_tasks.niah.task import PROMPT, load_haystack
+from rh_tasks.shared import token_splice
+from rh_tasks.shared.packaged_data import TASK_DATA
 
 DETECT_HAYSTACK = "haystack/time_machine_ch09-16.txt.gz"
 DETECT_NEEDLES = "needles/detect.jsonl"

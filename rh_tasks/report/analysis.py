@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import stats
-from . import failures, narrative
+from . import failures, narrative, stats
 from .pairing import ModelRuns, TaskTable, group_by_model, task_table
 from .runs import Condition, Run
 

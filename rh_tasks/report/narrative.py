@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .. import stats
+from . import stats
 
 _ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}
 _UNIT_WORDS = {

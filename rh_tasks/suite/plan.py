@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .. import stats
+from rh_tasks.report import stats
+
 from .config import SuiteConfig
+from .tasks import TaskCache, task_metadata
 
 _CLUSTER_KEYS = ("article_id", "context_id")  # as the report reads them from the logged documents
 
@@ -58,24 +60,15 @@ class Plan:
         return self.seeds == 0 or self.seeds >= self.seeds_for_floor
 
 
-def task_designs(config: SuiteConfig) -> list[TaskDesign]:
-    """Build each task's documents as the suite's lm-eval runs will (same metadata and limit) and count them."""
+def task_designs(config: SuiteConfig, tasks: TaskCache | None = None) -> list[TaskDesign]:
+    """Count each task's documents as the suite's lm-eval runs will see them (same build, metadata and limit)."""
     from lm_eval.evaluator_utils import get_sample_size
-    from lm_eval.tasks import TaskManager
 
-    from rh_tasks.registration import task_configs_dir
-
-    from .runner import task_metadata
-
+    tasks = TaskCache() if tasks is None else tasks
     designs = []
     for spec in config.tasks:
-        manager = TaskManager(
-            include_defaults=False,
-            include_path=[str(task_configs_dir())],
-            metadata=task_metadata(config) | spec.metadata,
-        )
         items, clusters, filters = 0, 0, 1
-        for leaf in manager.load([spec.task])["tasks"].values():
+        for leaf in tasks.leaves(spec.task, task_metadata(config) | spec.metadata, spec.num_fewshot):
             docs = list(leaf.eval_docs)
             limit = get_sample_size(leaf, spec.limit)
             docs = docs[:limit] if limit is not None else docs

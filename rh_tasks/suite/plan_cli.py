@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rh_tasks.registration import register
+    from rh_tasks.plugin.registration import register
 
     from .config import SuiteConfigError, load_suite
     from .plan import check_design, describe, task_designs

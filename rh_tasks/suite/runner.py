@@ -26,11 +26,9 @@ from tqdm import tqdm
 from model_wrappers.files import atomic_write_text, writable_folder
 
 from .config import Condition, SuiteConfig
+from .tasks import TaskCache, task_metadata
 
 logger = logging.getLogger(__name__)
-
-# model_args that also name the tokenizer and context length the task builders must use
-_MODEL_METADATA_KEYS = ("gguf_file", "tokenizer", "max_length", "revision", "trust_remote_code")
 
 
 class SuiteStateError(RuntimeError):
@@ -65,41 +63,6 @@ def _claim_output(config: SuiteConfig, out: Path, force: bool) -> None:
 def _is_complete(folder: Path, config: SuiteConfig) -> bool:
     record = folder / "condition.json"
     return record.is_file() and json.loads(record.read_text()).get("config_hash") == config.digest()
-
-
-def task_metadata(config: SuiteConfig) -> dict:
-    """Task metadata the model implies (tokenizer, context length); each task's own metadata is merged on top."""
-    meta = {key: config.model_args[key] for key in _MODEL_METADATA_KEYS if key in config.model_args}
-    return meta | ({"pretrained": config.pretrained} if config.pretrained else {})
-
-
-class TaskCache:
-    """Tasks built once per suite and reused by every condition, so documents are not rebuilt per condition.
-
-    A condition changes only the masked heads, never the documents: those depend on the task, its metadata and
-    the tokenizer, which the metadata names (``pretrained``, ``tokenizer``, ``gguf_file``, ...). The key is all of
-    them, plus the few-shot count, which lm-eval writes into the task object. Reusing lm-eval's task objects is
-    safe because every evaluation rebuilds a task's requests from its documents and reseeds its few-shot sampler.
-    """
-
-    def __init__(self) -> None:
-        self._built: dict[tuple, tuple] = {}
-
-    def load(self, task: str, metadata: dict, num_fewshot: int | None = None) -> tuple:
-        """(TaskManager, [Task or Group]) for ``task`` built with ``metadata``, built on first use only."""
-        key = (task, num_fewshot, json.dumps(metadata, sort_keys=True, default=str))
-        if key not in self._built:
-            from lm_eval.tasks import TaskManager
-
-            from rh_tasks.registration import task_configs_dir
-
-            manager = TaskManager(include_defaults=False, include_path=[str(task_configs_dir())], metadata=metadata)
-            loaded = manager.load([task])
-            top = loaded["groups"].get(task) or loaded["tasks"].get(task)
-            self._built[key] = (manager, [top] if top is not None else list(loaded["tasks"].values()))
-        else:
-            logger.info("%s: reusing the documents built for an earlier condition", task)
-        return self._built[key]
 
 
 def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, tasks: TaskCache) -> None:
@@ -141,11 +104,11 @@ def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, 
     os.rename(partial, folder)
 
 
-def warn_about_design(config: SuiteConfig) -> None:
+def warn_about_design(config: SuiteConfig, tasks: TaskCache) -> None:
     """Say before any compute when a task's design cannot reach significance after Holm correction."""
     from .plan import check_design, describe, task_designs
 
-    for problem, sentence in describe(check_design(config, task_designs(config))):
+    for problem, sentence in describe(check_design(config, task_designs(config, tasks))):
         (logger.warning if problem else logger.info)("Design check: %s", sentence)
 
 
@@ -162,7 +125,8 @@ def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = 
         logger.info("Resuming: %d of %d conditions are complete and match the config", done, len(config.conditions))
 
     if pending:
-        warn_about_design(config)
+        tasks = TaskCache()
+        warn_about_design(config, tasks)
         lm = RHMaskedLM(
             pretrained=config.pretrained, batch_size=config.batch_size, device=config.device, **config.model_args
         )
@@ -174,7 +138,6 @@ def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = 
 
         for condition in pending:  # every head set is resolved, and so validated, before any evaluation
             remask(condition)
-        tasks = TaskCache()
         for condition in tqdm(pending, desc="conditions", unit="condition"):
             remask(condition)
             _run_condition(lm, config, condition, conditions_dir / condition.name, tasks)

@@ -8,7 +8,7 @@ import sys
 
 # sub-command -> module exposing ``add_parser(subparsers)``; the parser's ``func(args)`` returns an exit code.
 _COMMANDS = {
-    "run": "rh_tasks.run_cli",
+    "run": "rh_tasks.plugin.lm_eval_run",
     "report": "rh_tasks.report.cli",
     "detect": "rh_tasks.detection.cli",
     "heads": "rh_tasks.detection.heads_cli",

@@ -16,12 +16,13 @@ import logging
 import random
 from functools import cache, lru_cache
 
-from . import token_splice
+from rh_tasks.shared import token_splice
+from rh_tasks.shared.options import task_options
+from rh_tasks.shared.tokenizer import context_limit, resolve_tokenizer
+
 from .distractor_context import build_context, count_tokens
 from .squad_data import Paragraph, Question, choose_questions, load_dev
 from .squad_metrics import normalize_answer, squad_scores
-from .task_options import task_options
-from .task_tokenizer import context_limit, resolve_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import token_splice
+from rh_tasks.shared import token_splice
 
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s+")
 

@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(argv: list[str]) -> int:
-    from rh_tasks.registration import register
+    from .registration import register
 
     register()
     from lm_eval.__main__ import cli_evaluate

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import token_splice
+from rh_tasks.shared import token_splice
 
 SEPARATOR = "\n\n"
 MIN_PARTIAL_TOKENS = 8  # a shorter cut distractor would be a stub, so the budget is left slightly unfilled instead

@@ -12,11 +12,12 @@ import random
 
 from lm_eval.api.task import ConfigurableTask
 
+from rh_tasks.shared.options import task_options
+from rh_tasks.shared.packaged_data import TASK_DATA
+from rh_tasks.shared.scoring import contains_answer, rouge1_recall
+from rh_tasks.shared.tokenizer import context_limit, resolve_tokenizer
+
 from .haystack import insert_needle
-from .packaged_data import TASK_DATA
-from .scoring import contains_answer, rouge1_recall
-from .task_options import task_options
-from .task_tokenizer import context_limit, resolve_tokenizer
 
 logger = logging.getLogger(__name__)
 

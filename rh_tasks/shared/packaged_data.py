@@ -6,6 +6,6 @@ from pathlib import Path
 
 from model_wrappers.packaged_data import PackagedData, PackagedDataError
 
-TASK_DATA = PackagedData(Path(__file__).resolve().parent / "data")
+TASK_DATA = PackagedData(Path(__file__).resolve().parents[1] / "data")
 
 __all__ = ["TASK_DATA", "PackagedDataError"]

@@ -13,8 +13,8 @@ import logging
 import random
 from functools import cache
 
-from .packaged_data import TASK_DATA
-from .task_options import check_option_names
+from rh_tasks.shared.options import check_option_names
+from rh_tasks.shared.packaged_data import TASK_DATA
 
 logger = logging.getLogger(__name__)
 
