@@ -27,7 +27,7 @@ from model_wrappers.gguf_cache import embedded_model_dir
 from rh_tasks.extractive_qa import distractor_context
 from rh_tasks.extractive_qa import task as extractive_qa
 from rh_tasks.niah import task as niah
-from rh_tasks.niah.haystack import NeedleContext
+from rh_tasks.niah.haystack import HAYSTACKS, NeedleContext
 from rh_tasks.shared import packaged_data
 
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s+")
@@ -160,7 +160,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or str(embedded_model_dir()))
     lengths = [int(n) for n in args.lengths.split(",")]
-    haystack = packaged_data.TASK_DATA.read_text(niah.HAYSTACKS["time_machine"])
+    haystack = packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
     start = time.perf_counter()
     niah.build_grid(tokenizer, **niah.DEFAULTS | {"lengths": [max(lengths)], "depths": [50], "needles": ["owl_stamp"]})
     print(

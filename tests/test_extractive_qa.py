@@ -9,9 +9,9 @@ from lm_eval.utils import handle_non_serializable, hash_string
 
 from rh_tasks.extractive_qa import squad_data
 from rh_tasks.extractive_qa import task as extractive_qa
-from rh_tasks.extractive_qa.distractor_context import build_context, count_tokens
+from rh_tasks.extractive_qa.distractor_context import build_context
 from rh_tasks.extractive_qa.squad_metrics import contains, exact_match, normalize_answer, squad_scores, token_f1
-from rh_tasks.shared import packaged_data
+from rh_tasks.shared import packaged_data, token_splice
 from rh_tasks.shared.tokenizer import resolve_tokenizer
 
 SMALL = {"lengths": [512, 1024], "depths": [0, 25, 50, 75, 100], "questions_per_cell": 3, "question_seed": 1234}
@@ -137,7 +137,7 @@ def test_same_metadata_gives_same_prompts_and_doc_hashes(tokenizer, grid):
 
 def test_prompts_hit_the_target_length(tokenizer, grid):
     for doc in grid:
-        measured = count_tokens(tokenizer, extractive_qa.doc_to_text(doc))
+        measured = token_splice.count(tokenizer, extractive_qa.doc_to_text(doc))
         assert measured == doc["prompt_tokens"]
         assert doc["length"] - 8 <= measured <= doc["length"], (doc["id"], doc["length"], measured)
 
@@ -155,9 +155,9 @@ def test_gold_paragraph_sits_at_the_requested_depth(tokenizer, grid):
         elif doc["depth"] == 100:
             assert context.endswith(gold)
         # Passages are never split, so the realised depth is off by at most half a neighbouring passage.
-        before = count_tokens(tokenizer, context[: doc["gold_start"]])
-        distractor_tokens = count_tokens(tokenizer, context) - count_tokens(tokenizer, gold)
-        slack = max(count_tokens(tokenizer, p) for p in passages if p != gold) / 2 + 4
+        before = token_splice.count(tokenizer, context[: doc["gold_start"]])
+        distractor_tokens = token_splice.count(tokenizer, context) - token_splice.count(tokenizer, gold)
+        slack = max(token_splice.count(tokenizer, p) for p in passages if p != gold) / 2 + 4
         assert abs(before - distractor_tokens * doc["depth"] / 100) <= slack, (doc["depth"], before)
         assert abs(doc["depth_actual"] - doc["depth"]) <= 100 * slack / distractor_tokens
 

@@ -87,7 +87,7 @@ def gemma():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from model_wrappers.gguf_cache import gemma_model_dir
-    from rh_tasks.niah.task import HAYSTACKS
+    from rh_tasks.niah.haystack import HAYSTACKS
     from rh_tasks.shared import packaged_data
 
     path = gemma_model_dir()

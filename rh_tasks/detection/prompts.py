@@ -20,8 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rh_tasks.niah.haystack import insert_needle
-from rh_tasks.niah.task import PROMPT, load_haystack
+from rh_tasks.niah.haystack import PROMPT, insert_needle, load_haystack
 from rh_tasks.shared import token_splice
 from rh_tasks.shared.packaged_data import TASK_DATA
 

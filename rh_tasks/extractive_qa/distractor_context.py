@@ -32,10 +32,6 @@ class PassageContext:
     pieces: tuple[token_splice.Piece, ...] = field(default=(), repr=False, compare=False)  # ``text``, spliced
 
 
-def count_tokens(tokenizer, text: str) -> int:
-    return token_splice.count(tokenizer, text)
-
-
 def _fill(tokenizer, distractors: Sequence[str], budget: int, sep_tokens: int) -> list[tuple[token_splice.Piece, int]]:
     """Distractors in order, each with its token cost (separator included), the last one cut to fill ``budget``."""
     chosen, used = [], 0
@@ -77,7 +73,7 @@ def build_context(tokenizer, gold: str, distractors: Sequence[str], num_tokens: 
     if not 0 <= depth <= 100:
         raise ValueError(f"depth={depth} must lie between 0 and 100 (percent of the context).")
     gold = gold.strip()
-    sep_tokens = count_tokens(tokenizer, SEPARATOR)
+    sep_tokens = token_splice.count(tokenizer, SEPARATOR)
     gold_piece = token_splice.literal(tokenizer, gold)
     gold_tokens = len(gold_piece.source)
     if gold_tokens > num_tokens:

@@ -10,11 +10,16 @@ from __future__ import annotations
 import re
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from rh_tasks.shared import token_splice
+from rh_tasks.shared.packaged_data import TASK_DATA
 
+HAYSTACKS = {"time_machine": "haystack/time_machine_ch01-08.txt.gz"}
+# The question follows the context as in Retrieval_Head's NIAH prompt.
+PROMPT = "<book>{context}</book>\nBased on the content of the book, Question: {question}\nAnswer:"
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s+")
 
 
@@ -128,3 +133,18 @@ def insert_needle(tokenizer, haystack: str, needle: str, context_tokens: int, de
         num_tokens=token_splice.splice_count(tokenizer, pieces),
         pieces=tuple(pieces),
     )
+
+
+def load_haystack(name_or_path: str) -> str:
+    """A packaged haystack by name, or any UTF-8 text file (e.g. Paul Graham essays concatenated) by path."""
+    if name_or_path in HAYSTACKS:
+        return TASK_DATA.read_text(HAYSTACKS[name_or_path])
+    path = Path(name_or_path)
+    if path.is_dir():
+        files = sorted(path.glob("*.txt"))
+        if not files:
+            raise ValueError(f"haystack={name_or_path!r} is a folder without .txt files.")
+        return "\n\n".join(f.read_text(encoding="utf-8") for f in files)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    raise ValueError(f"haystack={name_or_path!r} is neither a packaged haystack ({', '.join(HAYSTACKS)}) nor a path.")

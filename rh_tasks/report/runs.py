@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rh_tasks.shared.samples import SampleFields
+
 from . import failures
 
 logger = logging.getLogger(__name__)
@@ -22,7 +24,6 @@ _DATE = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?"
 _RESULTS_FILE = re.compile(rf"^(?P<stem>.+)_(?P<date>{_DATE})\.json$")
 _SAMPLES_FILE = re.compile(rf"^samples_(?P<task>.+)_(?P<date>{_DATE})\.jsonl$")
 _RESULTS_KEYS = {"results", "versions", "config"}
-_CLUSTER_KEYS = ("article_id", "context_id")  # shared article (QA), else shared needle + haystack (NIAH)
 _MODEL_ARG_KEYS = ("pretrained", "model", "path", "engine", "peft", "delta")  # lm-eval's own naming order
 _HEAD_KINDS = ("none", "explicit", "retrieval", "random")
 
@@ -274,22 +275,14 @@ def _scores(row: dict) -> dict[str, float]:
 
 
 def _doc_fields(row: dict, prompt_cache: dict[str, str]) -> dict:
-    doc = row.get("doc") if isinstance(row.get("doc"), dict) else {}
-    cluster = next((str(doc[k]) for k in _CLUSTER_KEYS if doc.get(k) is not None), None)
-    length, depth = _number(doc.get("length")), _number(doc.get("depth"))
-    answers = doc.get("answers") if isinstance(doc.get("answers"), list) else [doc.get("answer")]
-    answers = [a for a in answers if isinstance(a, str) and a.strip()]
+    fields = SampleFields.read(row.get("doc"))
     outcome = None
-    if length is not None and depth is not None and answers:
+    if fields.length is not None and fields.depth is not None and fields.answers:
         prompt_words = prompt_cache.get(row["prompt_hash"])
         if prompt_words is None:
             prompt_words = prompt_cache[row["prompt_hash"]] = " ".join(failures.words(_prompt(row)))
-        outcome = failures.classify(_response(row), answers, prompt_words)
-    return {"cluster": cluster, "length": length, "depth": depth, "outcome": outcome}
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        outcome = failures.classify(_response(row), list(fields.answers), prompt_words)
+    return {"cluster": fields.cluster, "length": fields.length, "depth": fields.depth, "outcome": outcome}
 
 
 def _prompt(row: dict) -> str:

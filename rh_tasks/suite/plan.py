@@ -12,11 +12,10 @@ import math
 from dataclasses import dataclass
 
 from rh_tasks.report import stats
+from rh_tasks.shared.samples import SampleFields
 
 from .config import SuiteConfig
 from .tasks import TaskCache, task_metadata
-
-_CLUSTER_KEYS = ("article_id", "context_id")  # as the report reads them from the logged documents
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def task_designs(config: SuiteConfig, tasks: TaskCache | None = None) -> list[Ta
             docs = list(leaf.eval_docs)
             limit = get_sample_size(leaf, spec.limit)
             docs = docs[:limit] if limit is not None else docs
-            keys = [next((doc[k] for k in _CLUSTER_KEYS if doc.get(k) is not None), None) for doc in docs]
+            keys = [SampleFields.read(doc).cluster for doc in docs]
             items += len(docs)
             clusters += len({k for k in keys if k is not None}) + sum(k is None for k in keys)
             filters = max(filters, len(getattr(leaf, "_filters", None) or [None]))
