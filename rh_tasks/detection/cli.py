@@ -8,6 +8,8 @@ import re
 import time
 from pathlib import Path
 
+from rh_tasks.plugin.errors import CommandError, command
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_LENGTHS = "512,1024,2048"
@@ -98,7 +100,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default=None, help="cuda, cuda:0, cpu, ... (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto (default float32)")
     parser.add_argument("--seed", type=int, default=1234, help="torch seed, recorded in the sidecar (default 1234)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=main)
 
 
 def _default_output(identity: dict) -> Path:
@@ -106,7 +108,8 @@ def _default_output(identity: dict) -> Path:
     return Path(re.sub(r"[^a-z0-9.]+", "-", Path(name).stem.lower()).strip("-") + ".json")
 
 
-def run(args) -> int:
+@command()
+def main(args) -> int:
     import torch
 
     from model_wrappers.files import OutputFolderError, writable_folder
@@ -125,16 +128,16 @@ def run(args) -> int:
     if args.force:
         checkpoint.unlink(missing_ok=True)
     elif output.exists():
-        raise SystemExit(f"{output} exists; pass --force to overwrite it, or choose another --output.")
+        raise CommandError(f"{output} exists; pass --force to overwrite it, or choose another --output.")
     try:
         writable_folder(output.parent)
     except OutputFolderError as err:
-        raise SystemExit(str(err)) from None
+        raise CommandError(str(err)) from None
 
     try:  # the config alone: a refused or unsupported model fails before any download or weights load
         load_geometry(model_args)
     except (ValueError, OSError) as err:
-        raise SystemExit(f"Cannot use {identity['model']}: {err}") from None
+        raise CommandError(f"Cannot use {identity['model']}: {err}") from None
 
     torch.manual_seed(args.seed)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:  # forwarded verbatim: `rh-eval run` takes exactly lm_eval's flags
-        return importlib.import_module(_COMMANDS["run"]).run(argv[1:])
+        return importlib.import_module(_COMMANDS["run"]).main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from rh_tasks.plugin.errors import CommandError, command
+
 from .render import write_report
 from .runs import ReportInputError
 
@@ -64,29 +66,25 @@ def add_parser(subparsers) -> None:
         help="K whose results the findings and cross-model ranking describe (default: the K with "
         "the most random-head seeds, the smallest on ties)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=main)
 
 
-def run(args: argparse.Namespace) -> int:
+@command(ReportInputError, OSError)
+def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     output = args.output_dir
     if output is None:
         if len(args.run_dirs) != 1:
-            logger.error("Several RUN_DIRs were given; choose where the report goes with --output-dir DIR.")
-            return 2
+            raise CommandError("Several RUN_DIRs were given; choose where the report goes with --output-dir DIR.")
         output = Path(args.run_dirs[0])
-    try:
-        files = write_report(
-            args.run_dirs,
-            output,
-            seed=args.seed,
-            n_resamples=args.n_resamples,
-            confidence=args.confidence,
-            headline_k=args.headline_k,
-        )
-    except (ReportInputError, OSError) as err:
-        logger.error("%s", err)
-        return 2
+    files = write_report(
+        args.run_dirs,
+        output,
+        seed=args.seed,
+        n_resamples=args.n_resamples,
+        confidence=args.confidence,
+        headline_k=args.headline_k,
+    )
     for paragraph in (p for model in files.report["models"] for p in model["statements"]):
         print(paragraph, end="\n\n")
     print(f"Wrote {files.markdown}, {files.json} and {files.html}")
