@@ -164,8 +164,8 @@ def test_detection_at_16k_tokens_stays_linear(long_llama, tokenizer):
     """No detection intermediate is [T, T]: the largest one grows with T, not T^2 (a bool [T, T] mask alone would
     be T * T bytes)."""
     from rh_tasks.detection.attention_probe import argmax_probe
+    from rh_tasks.detection.detect import score_batch, stop_token_ids
     from rh_tasks.detection.prompts import build_samples
-    from rh_tasks.detection.run import score_batch, stop_token_ids
 
     stop_ids = stop_token_ids(tokenizer, long_llama)
     largest = {}

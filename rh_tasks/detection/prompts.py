@@ -125,9 +125,7 @@ def build_sample(tokenizer, haystack: str, triple: dict, length: int, depth: flo
     """One sample of ``length`` prompt tokens (``niah``'s convention: the user turn, without template tokens)."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("Detection needs a fast tokenizer (character offsets locate the needle).")
-    reserve = len(
-        tokenizer(PROMPT.format(context="", question=triple["question"]), add_special_tokens=False)["input_ids"]
-    )
+    reserve = token_splice.count(tokenizer, PROMPT.format(context="", question=triple["question"]))
     context = insert_needle(tokenizer, haystack, triple["needle"], length - reserve, depth)
     user_prompt = PROMPT.format(context=context.text, question=triple["question"])
     text = render_prompt(tokenizer, user_prompt, triple["answer_prefix"], chat_template)
@@ -154,14 +152,18 @@ def build_sample(tokenizer, haystack: str, triple: dict, length: int, depth: flo
 
 
 def build_samples(
-    tokenizer, *, lengths, depths, needles=None, haystack=None, chat_template=None
+    tokenizer, *, lengths, depths, needles: str | list[dict] | None = None, haystack=None, chat_template=None
 ) -> list[DetectionSample]:
-    """The lengths x depths x needles grid, shortest prompts first so batches pad little."""
+    """The lengths x depths x needles grid, shortest prompts first so batches pad little.
+
+    ``needles`` is a :func:`load_needles` spec, or the triples it returned.
+    """
     chat = use_chat_template(tokenizer, chat_template)
     text = load_detect_haystack(haystack)
+    triples = needles if isinstance(needles, list) else load_needles(needles)
     samples = [
         build_sample(tokenizer, text, triple, length, depth, chat)
-        for triple in load_needles(needles)
+        for triple in triples
         for length in lengths
         for depth in depths
     ]
