@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model_wrappers.condition import KINDS, Condition
 from rh_tasks.shared.samples import SampleFields
 
 from . import failures
@@ -25,57 +26,10 @@ _RESULTS_FILE = re.compile(rf"^(?P<stem>.+)_(?P<date>{_DATE})\.json$")
 _SAMPLES_FILE = re.compile(rf"^samples_(?P<task>.+)_(?P<date>{_DATE})\.jsonl$")
 _RESULTS_KEYS = {"results", "versions", "config"}
 _MODEL_ARG_KEYS = ("pretrained", "model", "path", "engine", "peft", "delta")  # lm-eval's own naming order
-_HEAD_KINDS = ("none", "explicit", "retrieval", "random")
 
 
 class ReportInputError(ValueError):
     """The run folders cannot be read or compared; the message says what is wrong and how to fix it."""
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A masking condition as recorded in ``config["rh_masking"]``; ``none`` for unmasked runs."""
-
-    kind: str  # none | explicit | retrieval | random
-    k: int | None = None
-    seed: int | None = None
-    match: str | None = None
-    unit: str = "head"
-    mode: str = "uniform"
-    phase: str = "all"
-    heads: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def pool_label(self) -> str:
-        """The label without the seed: random draws at the same K (and settings) pool under it."""
-        if self.kind == "none":
-            return "none"
-        if self.kind == "explicit":
-            name = "explicit[" + ",".join(f"{l}.{h}" for l, h in self.heads[:4])
-            name += f",…{len(self.heads)} heads]" if len(self.heads) > 4 else "]"
-        else:
-            name = f"{self.kind}{'-layer' if self.match == 'layer' else ''}@{self.k}"
-        qualifiers = [
-            q for q, default in ((self.unit, "head"), (self.mode, "uniform"), (self.phase, "all")) if q != default
-        ]
-        return name + (f" [{', '.join(qualifiers)}]" if qualifiers else "")
-
-    @property
-    def label(self) -> str:
-        return self.pool_label + (f"/seed={self.seed}" if self.kind == "random" else "")
-
-    @property
-    def sort_key(self) -> tuple:
-        return (
-            _HEAD_KINDS.index(self.kind),
-            self.k or 0,
-            self.match or "",
-            self.unit,
-            self.mode,
-            self.phase,
-            self.seed if self.seed is not None else -1,
-            self.heads,
-        )
 
 
 @dataclass(frozen=True)
@@ -197,8 +151,8 @@ def _model_name(model_args) -> str | None:
 
 def _condition(masking: dict, path: Path) -> Condition:
     kind = masking.get("heads_kind", "none")
-    if kind not in _HEAD_KINDS:
-        raise ReportInputError(f"{path}: rh_masking.heads_kind={kind!r} is not one of {', '.join(_HEAD_KINDS)}.")
+    if kind not in KINDS:
+        raise ReportInputError(f"{path}: rh_masking.heads_kind={kind!r} is not one of {', '.join(KINDS)}.")
     if kind == "none":
         return Condition("none")
     audit = masking.get("audit")

@@ -81,9 +81,9 @@ def task_designs(config: SuiteConfig, tasks: TaskCache | None = None) -> list[Ta
 
 def check_design(config: SuiteConfig, designs: list[TaskDesign], effect: float = 0.2) -> Plan:
     """Smallest attainable p per task before and after Holm, and the clusters and seeds an effect needs."""
-    retrieval = {c.k for c in config.conditions if c.heads == "retrieval"}
-    random = {c.k for c in config.conditions if c.heads == "random"}
-    seeds = len({c.seed for c in config.conditions if c.heads == "random"})
+    retrieval = {c.k for c in config.conditions if c.kind == "retrieval"}
+    random = {c.k for c in config.conditions if c.kind == "random"}
+    seeds = len({c.seed for c in config.conditions if c.kind == "random"})
     per_filter = len(retrieval) + len(random) + len(retrieval & random)
     floors, owners = [], []
     for number, design in enumerate(designs):

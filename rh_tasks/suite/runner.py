@@ -23,9 +23,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from model_wrappers.condition import Condition
 from model_wrappers.files import atomic_write_text, writable_folder
 
-from .config import Condition, SuiteConfig
+from .config import SuiteConfig
 from .tasks import TaskCache, task_metadata
 
 logger = logging.getLogger(__name__)
@@ -133,8 +134,8 @@ def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = 
         masking = dict(head_scores=config.head_scores, mode=config.mode, phase=config.phase, unit=config.unit)
 
         def remask(condition: Condition) -> None:
-            match = config.match if condition.heads == "random" else None
-            lm.remask(heads=condition.heads, k=condition.k, seed=condition.seed or 0, match=match, **masking)
+            match = config.match if condition.kind == "random" else None
+            lm.remask(heads=condition.kind, k=condition.k, seed=condition.seed or 0, match=match, **masking)
 
         for condition in pending:  # every head set is resolved, and so validated, before any evaluation
             remask(condition)
