@@ -56,7 +56,7 @@ def whole_text_insert_needle(tokenizer, haystack: str, needle: str, context_toke
     before, after = text[:cut].rstrip(), text[cut:].lstrip()
     start = len(before) + 1 if before else 0
     joined = " ".join(part for part in (before, needle, after) if part)
-    return NeedleContext(joined, start, start + len(needle), _count(tokenizer, joined))
+    return NeedleContext(joined, start, _count(tokenizer, joined))
 
 
 def whole_text_passages(tokenizer, gold: str, distractors, num_tokens: int, depth: float) -> tuple[str, int]:

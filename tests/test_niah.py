@@ -37,7 +37,7 @@ def test_same_metadata_gives_the_same_prompts(tokenizer):
 def test_needle_sits_at_the_requested_depth_on_a_sentence_boundary(tokenizer, haystack, depth):
     needle = "The password to the lighthouse storeroom is violet harbor ninety-two."
     context = insert_needle(tokenizer, haystack, needle, 1000, depth)
-    assert context.text[context.needle_start : context.needle_end] == needle
+    assert context.text[context.needle_start : context.needle_start + len(needle)] == needle
     before = context.text[: context.needle_start]
     position = len(tokenizer(before, add_special_tokens=False)["input_ids"]) / context.num_tokens * 100
     assert abs(position - depth) < 5, f"needle at {position:.1f}% instead of {depth}%"

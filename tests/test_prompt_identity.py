@@ -36,7 +36,7 @@ def token_ends(tokenizer, text: str) -> list[int]:
 
 
 def reference_insert_needle(tokenizer, haystack: str, needle: str, context_tokens: int, depth: float):
-    """(text, needle_start, needle_end, num_tokens), tokenizing the haystack and the result whole."""
+    """(text, needle_start, num_tokens), tokenizing the haystack and the result whole."""
     needle = needle.strip()
     budget = context_tokens - count(tokenizer, needle) - 2
     text = haystack.strip()
@@ -51,7 +51,7 @@ def reference_insert_needle(tokenizer, haystack: str, needle: str, context_token
     before, after = text[:cut].rstrip(), text[cut:].lstrip()
     start = len(before) + 1 if before else 0
     joined = " ".join(part for part in (before, needle, after) if part)
-    return joined, start, start + len(needle), count(tokenizer, joined)
+    return joined, start, count(tokenizer, joined)
 
 
 def reference_passages(tokenizer, gold: str, distractors: list[str], num_tokens: int, depth: float) -> dict:
@@ -131,7 +131,7 @@ def haystack():
 
 
 def fields(context) -> tuple:
-    return context.text, context.needle_start, context.needle_end, context.num_tokens
+    return context.text, context.needle_start, context.num_tokens
 
 
 @pytest.mark.parametrize(
@@ -147,8 +147,7 @@ def test_niah_grids_equal_the_reference(tokenizer, grid, monkeypatch):
     fast = niah.build_grid(tokenizer, **options)
 
     def reference(tokenizer, haystack, needle, context_tokens, depth):
-        text, start, end, num_tokens = reference_insert_needle(tokenizer, haystack, needle, context_tokens, depth)
-        return NeedleContext(text, start, end, num_tokens)
+        return NeedleContext(*reference_insert_needle(tokenizer, haystack, needle, context_tokens, depth))
 
     monkeypatch.setattr(niah, "insert_needle", reference)
     assert fast == niah.build_grid(tokenizer, **options)
@@ -198,8 +197,7 @@ def test_detection_samples_equal_the_reference(tokenizer, chat, monkeypatch):
     fast = prompts.build_samples(tokenizer, **grid)
 
     def reference(tokenizer, haystack, needle, context_tokens, depth):
-        text, start, end, num_tokens = reference_insert_needle(tokenizer, haystack, needle, context_tokens, depth)
-        return NeedleContext(text, start, end, num_tokens)
+        return NeedleContext(*reference_insert_needle(tokenizer, haystack, needle, context_tokens, depth))
 
     def whole(tokenizer, text, context, context_start, special_tokens):
         encoding = tokenizer(text, add_special_tokens=special_tokens, return_offsets_mapping=True)

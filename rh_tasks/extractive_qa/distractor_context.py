@@ -23,8 +23,7 @@ MIN_PARTIAL_TOKENS = 8  # a shorter cut distractor would be a stub, so the budge
 @dataclass(frozen=True)
 class PassageContext:
     text: str
-    gold_start: int  # character offsets of the gold passage inside ``text``
-    gold_end: int
+    gold_start: int  # character offset of the gold passage inside ``text``
     gold_position: int  # index of the gold passage among all passages
     num_passages: int
     depth_actual: float  # percent of the distractor tokens that precede the gold passage
@@ -89,7 +88,6 @@ def build_context(tokenizer, gold: str, distractors: Sequence[str], num_tokens: 
             best = PassageContext(
                 text,
                 gold_start,
-                gold_start + len(gold),
                 position,
                 len(chosen) + 1,
                 depth_actual,

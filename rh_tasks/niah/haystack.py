@@ -26,8 +26,7 @@ _SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s+")
 @dataclass(frozen=True)
 class NeedleContext:
     text: str
-    needle_start: int  # character offsets of the needle inside ``text``
-    needle_end: int
+    needle_start: int  # character offset of the needle inside ``text``
     num_tokens: int  # tokens of ``text`` alone, without special tokens
     pieces: tuple[token_splice.Piece, ...] = field(default=(), repr=False, compare=False)  # ``text``, spliced
 
@@ -129,7 +128,6 @@ def insert_needle(tokenizer, haystack: str, needle: str, context_tokens: int, de
     return NeedleContext(
         text=joined,
         needle_start=start,
-        needle_end=start + len(needle),
         num_tokens=token_splice.splice_count(tokenizer, pieces),
         pieces=tuple(pieces),
     )
