@@ -25,7 +25,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def grid(tokenizer):
-    return extractive_qa.build_grid(tokenizer, max_gen_toks=32, limit=8192, **SMALL)
+    return extractive_qa.build_grid(tokenizer, limit=8192, **SMALL)
 
 
 def _doc_hash(doc: dict) -> str:
@@ -128,10 +128,10 @@ def test_grid_layout_and_logged_fields(grid):
 
 
 def test_same_metadata_gives_same_prompts_and_doc_hashes(tokenizer, grid):
-    again = extractive_qa.build_grid(tokenizer, max_gen_toks=32, limit=8192, **SMALL)
+    again = extractive_qa.build_grid(tokenizer, limit=8192, **SMALL)
     assert [extractive_qa.doc_to_text(d) for d in again] == [extractive_qa.doc_to_text(d) for d in grid]
     assert [_doc_hash(d) for d in again] == [_doc_hash(d) for d in grid]
-    other = extractive_qa.build_grid(tokenizer, max_gen_toks=32, limit=8192, **(SMALL | {"question_seed": 7}))
+    other = extractive_qa.build_grid(tokenizer, limit=8192, **(SMALL | {"question_seed": 7}))
     assert [_doc_hash(d) for d in other] != [_doc_hash(d) for d in grid]
 
 
@@ -208,7 +208,7 @@ def test_closed_book_asks_the_same_questions():
 )
 def test_bad_metadata_is_a_clear_error(tokenizer, change, message):
     with pytest.raises(ValueError, match=message):
-        extractive_qa.build_grid(tokenizer, max_gen_toks=32, limit=8192, **(SMALL | {"lengths": [1024]} | change))
+        extractive_qa.build_grid(tokenizer, limit=8192, **(SMALL | {"lengths": [1024]} | change))
 
 
 def test_builder_checks_against_the_model_context():

@@ -94,7 +94,7 @@ def reference_passages(tokenizer, gold: str, distractors: list[str], num_tokens:
     return best
 
 
-def reference_qa_docs(tokenizer, *, lengths, depths, questions_per_cell, question_seed, max_gen_toks) -> list[dict]:
+def reference_qa_docs(tokenizer, *, lengths, depths, questions_per_cell, question_seed) -> list[dict]:
     reserve = count(tokenizer, extractive_qa.PROMPT.format(context="", question=""))
     docs = []
     for question in extractive_qa.choose_questions(questions_per_cell, question_seed):

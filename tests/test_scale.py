@@ -217,7 +217,7 @@ def test_niah_builds_32k_token_prompts(tokenizer):
 
     (doc,) = build_grid(
         tokenizer, lengths=[32768], depths=[50], needles=["sf_sandwich"], haystack="time_machine",
-        shuffle_seed=0, max_gen_toks=32, limit=32768 + 32,
+        shuffle_seed=0, limit=32768 + 32,
     )  # fmt: skip
     prompt_tokens = len(tokenizer(doc_to_text(doc), add_special_tokens=False)["input_ids"])
     assert abs(prompt_tokens - 32768) <= 16

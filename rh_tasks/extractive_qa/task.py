@@ -31,8 +31,8 @@ DEFAULTS = {
     "depths": [0, 50, 100],
     "questions_per_cell": 5,
     "question_seed": 1234,  # not "seed": lm-eval merges model_args (rh-masked has its own seed) into metadata
-    "max_gen_toks": 32,
 }
+GEN_TOKENS = 32  # generation_kwargs.max_gen_toks of extractive_qa.yaml: room every prompt leaves for the answer
 MIN_LENGTH = 128
 # LongBench's multi-document QA prompt (Bai et al. 2023), instruction before and after the passages.
 INSTRUCTION = (
@@ -47,14 +47,14 @@ CLOSED_BOOK_PROMPT = (
 )
 
 
-def check_grid(lengths, depths, max_gen_toks: int, limit: int | None) -> tuple[list[int], list[float]]:
+def check_grid(lengths, depths, limit: int | None) -> tuple[list[int], list[float]]:
     """Lengths and depths as lists, or a ``ValueError`` that names the bad value and the fix."""
     return options.check_grid(
         "extractive_qa",
         lengths,
         depths,
         min_length=MIN_LENGTH,
-        max_gen_toks=max_gen_toks,
+        max_gen_toks=GEN_TOKENS,
         limit=limit,
         depth_hint=" (0 puts the gold paragraph first, 100 last)",
     )
@@ -93,11 +93,9 @@ def _base_doc(question: Question) -> dict:
     }
 
 
-def build_grid(
-    tokenizer, *, lengths, depths, questions_per_cell, question_seed, max_gen_toks, limit=None
-) -> list[dict]:
+def build_grid(tokenizer, *, lengths, depths, questions_per_cell, question_seed, limit=None) -> list[dict]:
     """All docs of the grid: for each question, each length, each depth."""
-    lengths, depths = check_grid(lengths, depths, max_gen_toks, limit)
+    lengths, depths = check_grid(lengths, depths, limit)
     reserve = token_splice.count(tokenizer, PROMPT.format(context="", question=""))
     head, tail = PROMPT.split("{context}")
     docs = []

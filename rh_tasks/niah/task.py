@@ -30,13 +30,13 @@ DEFAULTS = {
     "needles": None,  # None: every needle in needles/niah.jsonl
     "haystack": "time_machine",
     "shuffle_seed": 1234,  # not "seed": lm-eval merges model_args (rh-masked has its own seed) into metadata
-    "max_gen_toks": 32,
 }
+GEN_TOKENS = 32  # generation_kwargs.max_gen_toks of niah.yaml: room every prompt leaves for the answer
 
 
-def build_grid(tokenizer, *, lengths, depths, needles, haystack, shuffle_seed, max_gen_toks, limit=None) -> list[dict]:
+def build_grid(tokenizer, *, lengths, depths, needles, haystack, shuffle_seed, limit=None) -> list[dict]:
     """All docs of the grid, in a seeded random order so that ``--limit N`` takes a spread-out subset."""
-    lengths, depths = check_grid("niah", lengths, depths, min_length=MIN_LENGTH, max_gen_toks=max_gen_toks, limit=limit)
+    lengths, depths = check_grid("niah", lengths, depths, min_length=MIN_LENGTH, max_gen_toks=GEN_TOKENS, limit=limit)
     triples = TASK_DATA.read_jsonl(NEEDLES)
     by_id = {t["id"]: t for t in triples}
     chosen = list(by_id) if needles is None else as_list("niah", "needles", needles)

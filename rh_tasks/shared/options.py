@@ -26,6 +26,11 @@ def check_option_names(task: str, metadata: dict, names) -> None:
 
 def task_options(task: str, metadata: dict, defaults: dict) -> dict:
     """``defaults`` overridden by the metadata's values."""
+    if "max_gen_toks" in metadata:
+        raise ValueError(
+            f"{task}: max_gen_toks in --metadata would not change generation; lm-eval takes it as "
+            "--gen_kwargs max_gen_toks=N."
+        )
     check_option_names(task, metadata, defaults)
     return {key: metadata.get(key, default) for key, default in defaults.items()}
 
