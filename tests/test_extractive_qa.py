@@ -10,7 +10,7 @@ from lm_eval.utils import handle_non_serializable, hash_string
 from rh_tasks.extractive_qa import squad_data
 from rh_tasks.extractive_qa import task as extractive_qa
 from rh_tasks.extractive_qa.distractor_context import build_context
-from rh_tasks.extractive_qa.squad_metrics import contains, exact_match, normalize_answer, squad_scores, token_f1
+from rh_tasks.extractive_qa.squad_metrics import contains_words, exact_match, normalize_answer, squad_scores, token_f1
 from rh_tasks.shared import packaged_data, token_splice
 from rh_tasks.shared.tokenizer import resolve_tokenizer
 
@@ -66,19 +66,19 @@ def test_exact_match_and_f1_on_known_pairs(prediction, gold, em, f1):
     assert token_f1(prediction, gold) == pytest.approx(f1)
 
 
-def test_contains_respects_word_boundaries():
-    assert contains("It was the Denver Broncos.", "Denver Broncos") == 1.0
-    assert contains("Denverite", "Denver") == 0.0
-    assert contains("anything", "the") == 0.0  # an answer that normalises to nothing is never "contained"
+def test_contains_words_respects_word_boundaries():
+    assert contains_words("It was the Denver Broncos.", "Denver Broncos") == 1.0
+    assert contains_words("Denverite", "Denver") == 0.0
+    assert contains_words("anything", "the") == 0.0  # an answer that normalises to nothing is never "contained"
 
 
 def test_scores_take_the_best_gold_answer():
     golds = ["Charleston, South Carolina", "Charleston"]
-    assert squad_scores("Charleston", golds) == {"exact_match": 1.0, "f1": 1.0, "contains": 1.0}
+    assert squad_scores("Charleston", golds) == {"exact_match": 1.0, "f1": 1.0, "contains_words": 1.0}
     assert squad_scores("near Charleston, South Carolina", golds) == {
         "exact_match": 0.0,
         "f1": pytest.approx(6 / 7),  # p = 3/4, r = 1 against the first gold
-        "contains": 1.0,
+        "contains_words": 1.0,
     }
 
 
@@ -87,9 +87,9 @@ def test_score_reads_the_first_non_empty_line():
     assert extractive_qa.score(doc, ["\n  narrow alleys.\nQuestion: more"]) == {
         "exact_match": 1.0,
         "f1": 1.0,
-        "contains": 1.0,
+        "contains_words": 1.0,
     }
-    assert extractive_qa.score(doc, [""]) == {"exact_match": 0.0, "f1": 0.0, "contains": 0.0}
+    assert extractive_qa.score(doc, [""]) == {"exact_match": 0.0, "f1": 0.0, "contains_words": 0.0}
 
 
 def test_a_question_without_gold_answers_is_an_error():
@@ -178,7 +178,7 @@ def test_distractors_come_from_other_articles_and_hide_the_answer(grid):
         whole = [p for p in distractors if p in article_of]
         assert len(whole) >= len(distractors) - 1  # only the last distractor may be cut
         assert all(article_of[p] != doc["article_id"] for p in whole)
-        assert not any(contains(p, answer) for p in distractors for answer in doc["answers"])
+        assert not any(contains_words(p, answer) for p in distractors for answer in doc["answers"])
 
 
 def test_closed_book_asks_the_same_questions():
@@ -268,7 +268,7 @@ def test_runs_through_lm_eval_on_the_embedded_model():
     )
     for task in ("extractive_qa", "extractive_qa_closed_book"):
         (sample,) = out["samples"][task]
-        assert {"exact_match", "f1", "contains"} <= sample.keys()
+        assert {"exact_match", "f1", "contains_words"} <= sample.keys()
         assert 0.0 <= sample["f1"] <= 1.0
         assert "exact_match,none" in out["results"][task]
     sample = out["samples"]["extractive_qa"][0]
