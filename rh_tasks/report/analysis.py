@@ -316,8 +316,7 @@ def _task_summary(table: TaskTable, rows: list[dict], is_headline: bool) -> dict
 def _panels(table: TaskTable, arms: list[_Arm]) -> list[tuple[str, tuple[str, ...]]]:
     """Conditions shown side by side: none, each retrieval K, each pooled random K, explicit sets."""
     chosen = [a for a in arms if a.kind in ("retrieval", "random", "explicit")]
-    order = {"retrieval": 0, "random": 1, "explicit": 2}
-    chosen.sort(key=lambda a: (order[a.kind], a.k or 0, a.label))
+    chosen.sort(key=lambda a: (narrative.ARM_ORDER[a.kind], a.k or 0, a.label))
     return [("none", ("none",))] + [(a.label, a.members) for a in chosen]
 
 

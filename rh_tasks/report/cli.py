@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rh_tasks.plugin.errors import CommandError, command
 
+from . import stats
 from .render import write_report
 from .runs import ReportInputError
 
@@ -47,16 +48,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--n-resamples",
         type=int,
-        default=10_000,
+        default=stats.N_RESAMPLES,
         metavar="N",
-        help="bootstrap resamples and Monte Carlo sign flips per comparison (default: 10000)",
+        help=f"bootstrap resamples and Monte Carlo sign flips per comparison (default: {stats.N_RESAMPLES})",
     )
     parser.add_argument(
         "--confidence",
         type=float,
-        default=0.95,
+        default=stats.CONFIDENCE,
         metavar="LEVEL",
-        help="confidence level of the intervals (default: 0.95)",
+        help=f"confidence level of the intervals (default: {stats.CONFIDENCE})",
     )
     parser.add_argument(
         "--headline-k",
