@@ -26,6 +26,23 @@ class Condition:
     phase: str = "all"
     heads: tuple[tuple[int, int], ...] = ()
 
+    @classmethod
+    def from_record(cls, masking: dict) -> Condition:
+        """The condition a results file records in ``config.rh_masking`` (written by ``rh-masked``)."""
+        kind = masking.get("heads_kind", "none")
+        if kind == "none":
+            return cls("none")
+        return cls(
+            kind=kind,
+            k=masking.get("k"),
+            seed=masking.get("seed") if kind == "random" else None,
+            match=masking.get("match"),
+            unit=masking.get("unit") or "head",
+            mode=masking.get("mode") or "uniform",
+            phase=masking.get("phase") or "all",
+            heads=tuple(sorted(tuple(h) for h in masking.get("heads") or ())),
+        )
+
     @property
     def qualifiers(self) -> list[str]:
         """The settings that differ from the defaults, as reports append them in brackets."""

@@ -23,7 +23,7 @@ UNITS = ("head", "kv_group")
 class HeadSelection:
     """The resolved head set of one condition, with everything needed to reproduce it."""
 
-    kind: str  # none | explicit | retrieval | random
+    kind: str  # one of condition.KINDS; recorded as ``heads_kind``, read back by Condition.from_record
     heads: tuple[Head, ...]
     k: int | None = None
     seed: int | None = None

@@ -164,16 +164,7 @@ def _condition(masking: dict, path: Path) -> Condition:
         )
     if kind in ("retrieval", "random") and masking.get("k") is None:
         raise ReportInputError(f"{path}: a {kind} condition must record k in rh_masking.")
-    return Condition(
-        kind=kind,
-        k=masking.get("k"),
-        seed=masking.get("seed") if kind == "random" else None,
-        match=masking.get("match"),
-        unit=masking.get("unit") or "head",
-        mode=masking.get("mode") or "uniform",
-        phase=masking.get("phase") or "all",
-        heads=tuple(sorted(tuple(h) for h in masking.get("heads") or ())),
-    )
+    return Condition.from_record(masking)
 
 
 def _load_task(path: Path, name: str, version, n_shot, prompt_cache: dict[str, str]) -> TaskRun:
