@@ -12,6 +12,7 @@ _EXPORTS = {
     "MODES": "masking",
     "PHASES": "masking",
     "SUPPORTED_MODEL_TYPES": "architectures",
+    "Condition": "condition",
     "HeadGeometry": "architectures",
     "HeadScoreFileError": "head_scores",
     "HeadScores": "head_scores",
@@ -22,6 +23,7 @@ _EXPORTS = {
     "head_output_means": "masking",
     "load_head_scores": "head_scores",
     "mask_heads": "masking",
+    "model_source": "model_source",
     "select_heads": "head_selection",
 }
 __all__ = sorted(_EXPORTS)
