@@ -12,8 +12,6 @@ from . import stats
 from .render import write_report
 from .runs import ReportInputError
 
-logger = logging.getLogger(__name__)
-
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(

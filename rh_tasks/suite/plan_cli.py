@@ -7,8 +7,6 @@ import logging
 
 from rh_tasks.plugin.errors import CommandError, command
 
-logger = logging.getLogger(__name__)
-
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
