@@ -17,7 +17,7 @@ _TARGETS = {
 
 def _fire(name, module):
     try:
-        from rh_tasks import registration
+        from rh_tasks.plugin import registration
 
         getattr(registration, _TARGETS[name])(module)
     except Exception as err:  # a broken hook must never break the interpreter or lm-eval itself

@@ -31,9 +31,9 @@ import torch
 from peak_memory import measure
 
 from rh_tasks.detection.attention_probe import argmax_probe
+from rh_tasks.detection.detect import score_batch, stop_token_ids
 from rh_tasks.detection.prompts import build_samples
 from rh_tasks.detection.reference import reference_detect
-from rh_tasks.detection.run import score_batch, stop_token_ids
 from rh_tasks.detection.source import load_model
 
 

@@ -1,10 +1,10 @@
 """Long-context prompts per second: contexts spliced from cached tokens against tokenizing every context whole.
 
 Both paths build the same prompts (tests/test_prompt_identity.py checks it) and run side by side in one process.
-The whole-text path, re-implemented below, tokenizes the haystack (repeated as needed) with offsets for every
-prompt and counts the finished context again; the spliced path tokenizes each haystack or passage once per
-tokenizer and then only short windows around the joins. Rates are warm: the haystack is cached before timing
-(the one-off cost is printed), and every round uses fresh depths so no join is served from the cache.
+The whole-text path, the reference in tests/whole_text.py, tokenizes the haystack (repeated as needed) with
+offsets for every prompt and counts the finished context again; the spliced path tokenizes each haystack or passage
+once per tokenizer and then only short windows around the joins. Rates are warm: the haystack is cached before
+timing (the one-off cost is printed), and every round uses fresh depths so no join is served from the cache.
 Goals on 2 CPU cores: >= 1,000 prompts/s up to 4K tokens and >= 100 prompts/s at 32K.
 
 The last section builds the paper's NIAH grid (40 lengths up to 128K tokens x 10 depths, Wu et al. 2024) with
@@ -17,76 +17,25 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
+import sys
 import time
+from pathlib import Path
 from unittest import mock
 
 from transformers import AutoTokenizer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from whole_text import count, reference_insert_needle, reference_passages  # noqa: E402
+
 from model_wrappers.gguf_cache import embedded_model_dir
-from rh_tasks import distractor_context, extractive_qa, niah, packaged_data
-from rh_tasks.haystack import NeedleContext
-
-_SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s+")
-
-
-def _count(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _token_ends(tokenizer, text: str) -> list[int]:
-    return [end for _, end in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+from rh_tasks.extractive_qa import task as extractive_qa
+from rh_tasks.niah import task as niah
+from rh_tasks.niah.haystack import HAYSTACKS, NeedleContext
+from rh_tasks.shared import packaged_data
 
 
 def whole_text_insert_needle(tokenizer, haystack: str, needle: str, context_tokens: int, depth: float):
-    needle = needle.strip()
-    budget = context_tokens - _count(tokenizer, needle) - 2
-    text = haystack.strip()
-    ends = _token_ends(tokenizer, text)
-    while len(ends) < budget:
-        text = f"{text}\n\n{haystack.strip()}"
-        ends = _token_ends(tokenizer, text)
-    text = text[: ends[budget - 1]]
-    target = 0 if depth == 0 else ends[min(budget, round(budget * depth / 100)) - 1]
-    boundaries = [m.end() for m in _SENTENCE_END.finditer(text + " ", 0, target + 1) if m.end() <= target + 1]
-    cut = min(boundaries[-1], len(text)) if boundaries else 0
-    before, after = text[:cut].rstrip(), text[cut:].lstrip()
-    start = len(before) + 1 if before else 0
-    joined = " ".join(part for part in (before, needle, after) if part)
-    return NeedleContext(joined, start, start + len(needle), _count(tokenizer, joined))
-
-
-def whole_text_passages(tokenizer, gold: str, distractors, num_tokens: int, depth: float) -> tuple[str, int]:
-    gold, sep = gold.strip(), distractor_context.SEPARATOR
-    sep_tokens, gold_tokens, counts = _count(tokenizer, sep), _count(tokenizer, gold), {}
-    budget, best = num_tokens - gold_tokens, None
-    for _ in range(4):
-        chosen, used = [], 0
-        for text in distractors:
-            if text not in counts:
-                counts[text] = _count(tokenizer, text)
-            cost = counts[text] + sep_tokens
-            if used + cost <= budget:
-                chosen.append((text, cost))
-                used += cost
-                continue
-            room = budget - used - sep_tokens
-            if room >= distractor_context.MIN_PARTIAL_TOKENS:
-                chosen.append((text[: _token_ends(tokenizer, text)[room - 1]].rstrip(), room + sep_tokens))
-            break
-        starts = [0]
-        for _, cost in chosen:
-            starts.append(starts[-1] + cost)
-        position = min(range(len(starts)), key=lambda i: (abs(starts[i] - starts[-1] * depth / 100), i))
-        passages = [text for text, _ in chosen]
-        text = sep.join([*passages[:position], gold, *passages[position:]])
-        measured = _count(tokenizer, text)
-        if measured <= num_tokens and (best is None or measured > best[1]):
-            best = (text, measured)
-        if measured == num_tokens:
-            break
-        budget += num_tokens - measured
-    return best
+    return NeedleContext(*reference_insert_needle(tokenizer, haystack, needle, context_tokens, depth))
 
 
 def niah_prompts(tokenizer, lengths, depths, whole_text: bool) -> int:
@@ -101,15 +50,15 @@ def qa_prompts(tokenizer, lengths, depths, whole_text: bool) -> int:
     if not whole_text:
         options = extractive_qa.DEFAULTS | {"lengths": lengths, "depths": depths, "questions_per_cell": 2}
         return len(extractive_qa.build_grid(tokenizer, **options))
-    reserve = _count(tokenizer, extractive_qa.PROMPT.format(context="", question=""))
+    reserve = count(tokenizer, extractive_qa.PROMPT.format(context="", question=""))
     built = 0
     for question in extractive_qa.choose_questions(2, extractive_qa.DEFAULTS["question_seed"]):
         distractors = extractive_qa._distractors(question, extractive_qa.DEFAULTS["question_seed"])
-        fixed = reserve + _count(tokenizer, question.question)
+        fixed = reserve + count(tokenizer, question.question)
         for length in lengths:
             for depth in depths:
-                text, _ = whole_text_passages(tokenizer, question.paragraph.text, distractors, length - fixed, depth)
-                _count(tokenizer, extractive_qa.PROMPT.format(context=text, question=question.question))
+                context = reference_passages(tokenizer, question.paragraph.text, distractors, length - fixed, depth)
+                count(tokenizer, extractive_qa.PROMPT.format(context=context["text"], question=question.question))
                 built += 1
     return built
 
@@ -157,7 +106,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or str(embedded_model_dir()))
     lengths = [int(n) for n in args.lengths.split(",")]
-    haystack = packaged_data.read_text(niah.HAYSTACKS["time_machine"])
+    haystack = packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
     start = time.perf_counter()
     niah.build_grid(tokenizer, **niah.DEFAULTS | {"lengths": [max(lengths)], "depths": [50], "needles": ["owl_stamp"]})
     print(

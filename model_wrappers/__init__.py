@@ -1,24 +1,39 @@
-"""Head masking for Hugging Face causal LMs, and the ``rh-masked`` lm-eval model built on it."""
+"""Head masking for Hugging Face causal LMs, and the ``rh-masked`` lm-eval model built on it.
 
-from .architectures import SUPPORTED_MODEL_TYPES, HeadGeometry, UnsupportedArchitectureError
-from .audit import MaskingAudit, MaskingError
-from .head_scores import HeadScoreFileError, HeadScores, load_head_scores
-from .head_selection import HeadSelection, select_heads
-from .masking import MODES, PHASES, head_output_means, mask_heads
+The intervention layer: it depends on no other rh-eval package. Names load on first use, so that reading a file
+helper does not import torch.
+"""
 
-__all__ = [
-    "MODES",
-    "PHASES",
-    "SUPPORTED_MODEL_TYPES",
-    "HeadGeometry",
-    "HeadScoreFileError",
-    "HeadScores",
-    "HeadSelection",
-    "MaskingAudit",
-    "MaskingError",
-    "UnsupportedArchitectureError",
-    "head_output_means",
-    "load_head_scores",
-    "mask_heads",
-    "select_heads",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "MODES": "masking",
+    "PHASES": "masking",
+    "SUPPORTED_MODEL_TYPES": "architectures",
+    "Condition": "condition",
+    "HeadGeometry": "architectures",
+    "HeadScoreFileError": "head_scores",
+    "HeadScores": "head_scores",
+    "HeadSelection": "head_selection",
+    "MaskingAudit": "audit",
+    "MaskingError": "audit",
+    "UnsupportedArchitectureError": "architectures",
+    "head_output_means": "masking",
+    "load_head_scores": "head_scores",
+    "mask_heads": "masking",
+    "model_source": "model_source",
+    "select_heads": "head_selection",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

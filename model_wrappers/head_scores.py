@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rh_tasks.files import atomic_write_text
-
 from .architectures import HeadGeometry
+from .files import atomic_write_text
 
 RETRIEVAL_THRESHOLD = 0.1  # Wu et al.: heads whose mean score exceeds 0.1 are retrieval heads
 

@@ -23,7 +23,7 @@ UNITS = ("head", "kv_group")
 class HeadSelection:
     """The resolved head set of one condition, with everything needed to reproduce it."""
 
-    kind: str  # none | explicit | retrieval | random
+    kind: str  # one of condition.KINDS; recorded as ``heads_kind``, read back by Condition.from_record
     heads: tuple[Head, ...]
     k: int | None = None
     seed: int | None = None
@@ -98,7 +98,7 @@ def select_heads(
     """Resolve a ``heads=`` argument into concrete heads, validating everything before any compute.
 
     ``k`` counts units: single query heads, or whole KV groups with ``unit="kv_group"``. For ``retrieval`` and
-    ``random`` it defaults to the number of retrieval units (mean score >= 0.1, or every head of a ranked list).
+    ``random`` it defaults to the number of retrieval units (mean score >= 0.1).
     """
     spec = parse_heads_arg(heads)
     if unit not in UNITS:
@@ -109,76 +109,102 @@ def select_heads(
         raise ValueError(f"k={k!r} must be a positive integer.")
     if match is not None and spec != "random":
         raise ValueError("match=layer applies only to heads=random.")
-
     if spec == "none":
-        if k is not None:
-            raise ValueError("k is meaningless with heads=none; drop it or choose heads=retrieval/random.")
-        return HeadSelection(kind="none", heads=())
+        return _no_heads(k)
     if isinstance(spec, list):
-        if k is not None:
-            raise ValueError("k is meaningless with an explicit head list.")
-        listed = validate_heads(spec, geometry)
-        if unit == "kv_group":
-            listed = sorted(
-                {
-                    (l, geometry.kv_group(h) * geometry.group_size + i)
-                    for l, h in listed
-                    for i in range(geometry.group_size)
-                }
-            )
-        return HeadSelection(kind="explicit", heads=tuple(listed), unit=unit)
-
-    if scores is None:
-        raise ValueError(f"heads={spec} needs head scores: pass head_scores=FILE (see rh-eval detect).")
-    scores.check_geometry(geometry)
-    ranked = _ranked_units(scores, geometry, unit)
-    named = set(scores.retrieval_heads(RETRIEVAL_THRESHOLD)) if scores.has_cutoff else set()
-    strong = [u for u in ranked if named.intersection(u)]  # the units the file calls retrieval heads
-    if k is None:
-        if not scores.has_cutoff:
-            raise ValueError(
-                f"{scores.path} holds QRHead scores, which have no retrieval-head cut-off; pass k= to choose how "
-                "many heads to mask."
-            )
-        k = len(strong)
-        if k == 0:
-            raise ValueError(
-                f"No head in {scores.path} scores >= {RETRIEVAL_THRESHOLD}; pass k= to choose how many heads to mask."
-            )
-    total = len(ranked)
-    if k > total:
-        raise ValueError(f"k={k} exceeds the model's {total} {'KV groups' if unit == 'kv_group' else 'heads'}.")
-    if scores.ranked is not None and spec == "retrieval" and k > len(strong):
-        raise ValueError(
-            f"k={k} exceeds the {len(strong)} {'KV groups' if unit == 'kv_group' else 'heads'} that {scores.path} "
-            "ranks; a head list without scores ranks only the heads it names."
-        )
-    top = ranked[:k]
-
+        return _explicit_heads(spec, geometry, k, unit)
+    ranking = _Ranking.of(spec, scores, geometry, k, unit)
     if spec == "retrieval":
-        return HeadSelection(kind="retrieval", heads=_flatten(top), k=k, unit=unit)
+        return HeadSelection(kind="retrieval", heads=_flatten(ranking.top), k=ranking.k, unit=unit)
+    return _random_heads(ranking, geometry, seed, match, unit)
 
-    excluded = set(strong) | set(top)
+
+def _no_heads(k: int | None) -> HeadSelection:
+    if k is not None:
+        raise ValueError("k is meaningless with heads=none; drop it or choose heads=retrieval/random.")
+    return HeadSelection(kind="none", heads=())
+
+
+def _explicit_heads(spec: list, geometry: HeadGeometry, k: int | None, unit: str) -> HeadSelection:
+    """The listed heads; with ``unit=kv_group``, every query head of each listed head's KV group."""
+    if k is not None:
+        raise ValueError("k is meaningless with an explicit head list.")
+    listed = validate_heads(spec, geometry)
+    if unit == "kv_group":
+        size = geometry.group_size
+        listed = sorted({(l, geometry.kv_group(h) * size + i) for l, h in listed for i in range(size)})
+    return HeadSelection(kind="explicit", heads=tuple(listed), unit=unit)
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    """The units ranked by score: the top ``k`` and every retrieval unit (mean score >= the threshold)."""
+
+    k: int
+    top: list[tuple[Head, ...]]
+    strong: list[tuple[Head, ...]]
+
+    @classmethod
+    def of(cls, spec: str, scores: HeadScores | None, geometry: HeadGeometry, k: int | None, unit: str) -> _Ranking:
+        if scores is None:
+            raise ValueError(f"heads={spec} needs head scores: pass head_scores=FILE (see rh-eval detect).")
+        scores.check_geometry(geometry)
+        ranked = _ranked_units(scores, geometry, unit)
+        named = set(scores.retrieval_heads(RETRIEVAL_THRESHOLD)) if scores.has_cutoff else set()
+        strong = [u for u in ranked if named.intersection(u)]  # the units the file calls retrieval heads
+        noun = "KV groups" if unit == "kv_group" else "heads"
+        if k is None:
+            if not scores.has_cutoff:
+                raise ValueError(
+                    f"{scores.path} holds QRHead scores, which have no retrieval-head cut-off; pass k= to choose "
+                    "how many heads to mask."
+                )
+            k = len(strong)
+            if k == 0:
+                raise ValueError(
+                    f"No head in {scores.path} scores >= {RETRIEVAL_THRESHOLD}; pass k= to choose how many heads "
+                    "to mask."
+                )
+        if k > len(ranked):
+            raise ValueError(f"k={k} exceeds the model's {len(ranked)} {noun}.")
+        if scores.ranked is not None and spec == "retrieval" and k > len(strong):
+            raise ValueError(
+                f"k={k} exceeds the {len(strong)} {noun} that {scores.path} ranks; a head list without scores "
+                "ranks only the heads it names."
+            )
+        return cls(k=k, top=ranked[:k], strong=strong)
+
+
+def _random_heads(ranking: _Ranking, geometry: HeadGeometry, seed: int, match: str | None, unit: str) -> HeadSelection:
+    """A seeded draw of ``k`` units that excludes every retrieval unit and the top ``k``."""
+    excluded = set(ranking.strong) | set(ranking.top)
     pool = [u for u in _units(geometry, unit) if u not in excluded]
     rng = random.Random(seed)
-    if match == "layer":
-        drawn = []
-        for layer in sorted({u[0][0] for u in top}):
-            need = sum(1 for u in top if u[0][0] == layer)
-            candidates = [u for u in pool if u[0][0] == layer]
-            if need > len(candidates):
-                raise ValueError(
-                    f"match=layer needs {need} non-retrieval units in layer {layer}, but only {len(candidates)} exist."
-                )
-            drawn.extend(rng.sample(candidates, need))
-    else:
-        if k > len(pool):
+    drawn = _draw_per_layer(ranking.top, pool, rng) if match == "layer" else _draw_anywhere(ranking.k, pool, rng)
+    return HeadSelection(kind="random", heads=_flatten(drawn), k=ranking.k, seed=seed, match=match, unit=unit)
+
+
+def _draw_anywhere(k: int, pool: list, rng: random.Random) -> list:
+    if k > len(pool):
+        raise ValueError(
+            f"k={k} exceeds the {len(pool)} non-retrieval units available for the random control "
+            "(it excludes every retrieval head and the top k); use a smaller k."
+        )
+    return rng.sample(pool, k)
+
+
+def _draw_per_layer(top: list, pool: list, rng: random.Random) -> list:
+    """``match=layer``: as many units from each layer as the top ``k`` have there."""
+    drawn = []
+    for layer in sorted({u[0][0] for u in top}):
+        need = sum(1 for u in top if u[0][0] == layer)
+        candidates = [u for u in pool if u[0][0] == layer]
+        if need > len(candidates):
             raise ValueError(
-                f"k={k} exceeds the {len(pool)} non-retrieval units available for the random control "
-                "(it excludes every retrieval head and the top k); use a smaller k."
+                f"match=layer needs {need} non-retrieval units in layer {layer}, but only {len(candidates)} exist."
             )
-        drawn = rng.sample(pool, k)
-    return HeadSelection(kind="random", heads=_flatten(drawn), k=k, seed=seed, match=match, unit=unit)
+        drawn.extend(rng.sample(candidates, need))
+    return drawn
 
 
 def _flatten(units) -> tuple[Head, ...]:

@@ -20,21 +20,17 @@ from tqdm import tqdm
 from .architectures import HeadGeometry, check_supported
 from .audit import MaskingAudit
 from .canary import PROBE_TEXT, check_masking_changes_logits
-from .gguf_cache import (
-    EMBEDDED_NAME,
-    GEMMA_GGUF_SHA256,
-    GEMMA_NAME,
-    cached_gguf_dir,
-    embedded_model_dir,
-    gemma_model_dir,
-)
+from .gguf_cache import EMBEDDED_NAME, GEMMA_NAME
 from .head_scores import load_head_scores
 from .head_selection import HeadSelection, select_heads
 from .masking import MODES, PHASES, head_output_means, mask_heads
+from .model_source import cached_gguf_sha256, model_source
+from .packaged_data import DATA
 
 logger = logging.getLogger(__name__)
 
 MEAN_REFERENCE_TOKENS = 512  # tokens of packaged text whose per-head mean output ``mode=mean`` substitutes
+MEAN_REFERENCE_TEXT = "mean_reference.txt"  # the opening of H. G. Wells' The Time Machine (public domain)
 # Models rh-eval names itself -> their packaged scores, the default of heads=retrieval/random.
 PACKAGED_SCORES = {
     EMBEDDED_NAME: "head_scores/smollm2-135m-instruct.json",
@@ -200,11 +196,8 @@ class RHMaskedLM(HFLM):
         return input_ids, attention_mask
 
     def _reference_means(self) -> dict[int, torch.Tensor]:
-        from rh_tasks import packaged_data
-        from rh_tasks.niah import HAYSTACKS
-
-        text = packaged_data.read_text(HAYSTACKS["time_machine"])
-        ids = self.tokenizer(text[:20_000], return_tensors="pt")["input_ids"][:, :MEAN_REFERENCE_TOKENS]
+        text = DATA.read_text(MEAN_REFERENCE_TEXT)
+        ids = self.tokenizer(text, return_tensors="pt")["input_ids"][:, :MEAN_REFERENCE_TOKENS]
         return head_output_means(self.model, ids)
 
     def get_model_info(self) -> dict:
@@ -223,32 +216,19 @@ class RHMaskedLM(HFLM):
 
 
 def _packaged_scores(name: str) -> str:
-    from rh_tasks import packaged_data
-
-    return str(packaged_data.data_path(PACKAGED_SCORES[name]))
+    return str(DATA.path(PACKAGED_SCORES[name]))
 
 
 def _resolve_source(pretrained, kwargs: dict) -> dict:
     """Where the weights come from, and an identity for them that survives into the results file."""
     if pretrained is not None and not isinstance(pretrained, (str, Path)):  # an already loaded model
         return {"path": pretrained, "name": pretrained.config.name_or_path, "sha256": None}
-    if pretrained is None:
-        path = embedded_model_dir()
-        return {"path": str(path), "name": EMBEDDED_NAME, "sha256": _gguf_digest(path)}
-    if pretrained == GEMMA_NAME:
-        return {"path": str(gemma_model_dir()), "name": GEMMA_NAME, "sha256": GEMMA_GGUF_SHA256}
-    gguf_file = kwargs.get("gguf_file")
-    if gguf_file and Path(pretrained, gguf_file).is_file():
-        kwargs.pop("gguf_file")
-        path = cached_gguf_dir(Path(pretrained, gguf_file))
-        return {"path": str(path), "name": str(pretrained), "sha256": _gguf_digest(path)}
-    return {"path": pretrained, "name": str(pretrained), "sha256": None}
-
-
-def _gguf_digest(cache_dir: Path) -> str:
-    import json
-
-    return json.loads((cache_dir / "rh_eval_cache.json").read_text())["gguf_sha256"]
+    source = model_source(pretrained, kwargs.get("gguf_file"))
+    path, _ = source.loadable()
+    if source.kind == "gguf":
+        kwargs.pop("gguf_file")  # the converted cache loads without it
+        return {"path": path, "name": source.name, "sha256": cached_gguf_sha256(path)}
+    return {"path": path, "name": source.name, "sha256": source.known_sha256}
 
 
 def _is_none(value) -> bool:

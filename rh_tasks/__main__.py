@@ -2,6 +2,6 @@
 
 import sys
 
-from rh_tasks.cli import main
+from rh_tasks.plugin.command import main
 
 sys.exit(main())

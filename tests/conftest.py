@@ -100,17 +100,17 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 
 @pytest.fixture
 def data_copy(tmp_path, monkeypatch):
-    """A private copy of the packaged data that a test may damage."""
+    """A private copy of the packaged task data that a test may damage."""
     import shutil
 
-    from rh_tasks import packaged_data
+    from rh_tasks.shared.packaged_data import TASK_DATA
 
     copy = tmp_path / "data"
-    shutil.copytree(packaged_data.DATA_DIR, copy)
-    monkeypatch.setattr(packaged_data, "DATA_DIR", copy)
-    monkeypatch.setattr(packaged_data, "MANIFEST", copy / "SHA256SUMS")
-    packaged_data.manifest.cache_clear()
-    packaged_data.data_path.cache_clear()
+    shutil.copytree(TASK_DATA.folder, copy)
+    monkeypatch.setattr(TASK_DATA, "folder", copy)
+    monkeypatch.setattr(TASK_DATA, "manifest_path", copy / "SHA256SUMS")
+    TASK_DATA.manifest.cache_clear()
+    TASK_DATA.path.cache_clear()
     yield copy
-    packaged_data.manifest.cache_clear()
-    packaged_data.data_path.cache_clear()
+    TASK_DATA.manifest.cache_clear()
+    TASK_DATA.path.cache_clear()

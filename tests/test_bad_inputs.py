@@ -23,8 +23,8 @@ import yaml
 from test_report import NONE, RETRIEVAL, niah_rows, write_run
 
 from model_wrappers.rh_masked import RHMaskedLM
-from rh_tasks import niah
-from rh_tasks.cli import main
+from rh_tasks.niah import task as niah
+from rh_tasks.plugin.command import main
 from rh_tasks.suite import runner
 
 BIN = Path(sys.executable).parent

@@ -107,3 +107,24 @@ def test_rh_eval_run_takes_lm_eval_flags(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(next(tmp_path.rglob("results_*.json")).read_text())["results"]["niah"]["sample_len"] == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["detect", "--output", "{existing}"], "exists; pass --force"),
+        (["heads"], "Give one head-score file"),
+        (["suite", "{missing}"], "Cannot read suite file"),
+        (["plan", "{missing}"], "Cannot read suite file"),
+        (["report", "{missing}"], "is not a folder"),
+    ],
+)
+def test_every_command_fails_the_same_way(argv, message, tmp_path):
+    """One line that names the problem, exit code 2, no traceback: the console script as a user runs it."""
+    existing = tmp_path / "scores.json"
+    existing.write_text("{}")
+    argv = [a.format(existing=existing, missing=tmp_path / "missing") for a in argv]
+    done = _run(str(BIN / "rh-eval"), *argv, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if "ERROR" in line or message in line]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in done.stderr, done.stderr

@@ -10,9 +10,9 @@ from conftest import kv_cache_in
 
 from rh_tasks.detection.aggregate import NoAcceptedSamplesError, per_sample_scores
 from rh_tasks.detection.attention_probe import argmax_probe
+from rh_tasks.detection.detect import detect, read_checkpoint, stop_token_ids
 from rh_tasks.detection.prompts import build_samples
 from rh_tasks.detection.reference import reference_detect, reference_positions
-from rh_tasks.detection.run import detect, read_checkpoint, stop_token_ids
 
 PLANTED = (1, 2)  # (layer, query head); query head 3 shares its KV head
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from rh_tasks.registration import MODEL_NAME, MODEL_TARGET
+from rh_tasks.plugin.registration import MODEL_NAME, MODEL_TARGET
 
 
 def test_installed_entry_point_names_the_class_the_start_up_hook_registers():

@@ -7,10 +7,12 @@ import json
 import pytest
 from lm_eval.utils import handle_non_serializable, hash_string
 
-from rh_tasks import extractive_qa, packaged_data, squad_data
-from rh_tasks.distractor_context import build_context, count_tokens
-from rh_tasks.squad_metrics import contains, exact_match, normalize_answer, squad_scores, token_f1
-from rh_tasks.task_tokenizer import resolve_tokenizer
+from rh_tasks.extractive_qa import squad_data
+from rh_tasks.extractive_qa import task as extractive_qa
+from rh_tasks.extractive_qa.distractor_context import build_context
+from rh_tasks.extractive_qa.squad_metrics import contains_words, exact_match, normalize_answer, squad_scores, token_f1
+from rh_tasks.shared import packaged_data, token_splice
+from rh_tasks.shared.tokenizer import resolve_tokenizer
 
 SMALL = {"lengths": [512, 1024], "depths": [0, 25, 50, 75, 100], "questions_per_cell": 3, "question_seed": 1234}
 
@@ -23,7 +25,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def grid(tokenizer):
-    return extractive_qa.build_grid(tokenizer, max_gen_toks=32, limit=8192, **SMALL)
+    return extractive_qa.build_grid(tokenizer, limit=8192, **SMALL)
 
 
 def _doc_hash(doc: dict) -> str:
@@ -64,19 +66,19 @@ def test_exact_match_and_f1_on_known_pairs(prediction, gold, em, f1):
     assert token_f1(prediction, gold) == pytest.approx(f1)
 
 
-def test_contains_respects_word_boundaries():
-    assert contains("It was the Denver Broncos.", "Denver Broncos") == 1.0
-    assert contains("Denverite", "Denver") == 0.0
-    assert contains("anything", "the") == 0.0  # an answer that normalises to nothing is never "contained"
+def test_contains_words_respects_word_boundaries():
+    assert contains_words("It was the Denver Broncos.", "Denver Broncos") == 1.0
+    assert contains_words("Denverite", "Denver") == 0.0
+    assert contains_words("anything", "the") == 0.0  # an answer that normalises to nothing is never "contained"
 
 
 def test_scores_take_the_best_gold_answer():
     golds = ["Charleston, South Carolina", "Charleston"]
-    assert squad_scores("Charleston", golds) == {"exact_match": 1.0, "f1": 1.0, "contains": 1.0}
+    assert squad_scores("Charleston", golds) == {"exact_match": 1.0, "f1": 1.0, "contains_words": 1.0}
     assert squad_scores("near Charleston, South Carolina", golds) == {
         "exact_match": 0.0,
         "f1": pytest.approx(6 / 7),  # p = 3/4, r = 1 against the first gold
-        "contains": 1.0,
+        "contains_words": 1.0,
     }
 
 
@@ -85,9 +87,9 @@ def test_score_reads_the_first_non_empty_line():
     assert extractive_qa.score(doc, ["\n  narrow alleys.\nQuestion: more"]) == {
         "exact_match": 1.0,
         "f1": 1.0,
-        "contains": 1.0,
+        "contains_words": 1.0,
     }
-    assert extractive_qa.score(doc, [""]) == {"exact_match": 0.0, "f1": 0.0, "contains": 0.0}
+    assert extractive_qa.score(doc, [""]) == {"exact_match": 0.0, "f1": 0.0, "contains_words": 0.0}
 
 
 def test_a_question_without_gold_answers_is_an_error():
@@ -126,16 +128,16 @@ def test_grid_layout_and_logged_fields(grid):
 
 
 def test_same_metadata_gives_same_prompts_and_doc_hashes(tokenizer, grid):
-    again = extractive_qa.build_grid(tokenizer, max_gen_toks=32, limit=8192, **SMALL)
+    again = extractive_qa.build_grid(tokenizer, limit=8192, **SMALL)
     assert [extractive_qa.doc_to_text(d) for d in again] == [extractive_qa.doc_to_text(d) for d in grid]
     assert [_doc_hash(d) for d in again] == [_doc_hash(d) for d in grid]
-    other = extractive_qa.build_grid(tokenizer, max_gen_toks=32, limit=8192, **(SMALL | {"question_seed": 7}))
+    other = extractive_qa.build_grid(tokenizer, limit=8192, **(SMALL | {"question_seed": 7}))
     assert [_doc_hash(d) for d in other] != [_doc_hash(d) for d in grid]
 
 
 def test_prompts_hit_the_target_length(tokenizer, grid):
     for doc in grid:
-        measured = count_tokens(tokenizer, extractive_qa.doc_to_text(doc))
+        measured = token_splice.count(tokenizer, extractive_qa.doc_to_text(doc))
         assert measured == doc["prompt_tokens"]
         assert doc["length"] - 8 <= measured <= doc["length"], (doc["id"], doc["length"], measured)
 
@@ -153,9 +155,9 @@ def test_gold_paragraph_sits_at_the_requested_depth(tokenizer, grid):
         elif doc["depth"] == 100:
             assert context.endswith(gold)
         # Passages are never split, so the realised depth is off by at most half a neighbouring passage.
-        before = count_tokens(tokenizer, context[: doc["gold_start"]])
-        distractor_tokens = count_tokens(tokenizer, context) - count_tokens(tokenizer, gold)
-        slack = max(count_tokens(tokenizer, p) for p in passages if p != gold) / 2 + 4
+        before = token_splice.count(tokenizer, context[: doc["gold_start"]])
+        distractor_tokens = token_splice.count(tokenizer, context) - token_splice.count(tokenizer, gold)
+        slack = max(token_splice.count(tokenizer, p) for p in passages if p != gold) / 2 + 4
         assert abs(before - distractor_tokens * doc["depth"] / 100) <= slack, (doc["depth"], before)
         assert abs(doc["depth_actual"] - doc["depth"]) <= 100 * slack / distractor_tokens
 
@@ -176,7 +178,7 @@ def test_distractors_come_from_other_articles_and_hide_the_answer(grid):
         whole = [p for p in distractors if p in article_of]
         assert len(whole) >= len(distractors) - 1  # only the last distractor may be cut
         assert all(article_of[p] != doc["article_id"] for p in whole)
-        assert not any(contains(p, answer) for p in distractors for answer in doc["answers"])
+        assert not any(contains_words(p, answer) for p in distractors for answer in doc["answers"])
 
 
 def test_closed_book_asks_the_same_questions():
@@ -206,7 +208,7 @@ def test_closed_book_asks_the_same_questions():
 )
 def test_bad_metadata_is_a_clear_error(tokenizer, change, message):
     with pytest.raises(ValueError, match=message):
-        extractive_qa.build_grid(tokenizer, max_gen_toks=32, limit=8192, **(SMALL | {"lengths": [1024]} | change))
+        extractive_qa.build_grid(tokenizer, limit=8192, **(SMALL | {"lengths": [1024]} | change))
 
 
 def test_builder_checks_against_the_model_context():
@@ -235,7 +237,7 @@ def test_modified_or_missing_data_is_an_error(squad_copy):
     with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
         squad_data.load_dev()
     path.unlink()
-    packaged_data.data_path.cache_clear()
+    packaged_data.TASK_DATA.path.cache_clear()
     with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
         squad_data.load_dev()
 
@@ -250,7 +252,7 @@ def test_runs_through_lm_eval_on_the_embedded_model():
     from lm_eval.tasks import TaskManager
 
     from model_wrappers.gguf_cache import embedded_model_dir
-    from rh_tasks.registration import task_configs_dir
+    from rh_tasks.plugin.registration import task_configs_dir
 
     model_dir = str(embedded_model_dir())
     metadata = {"pretrained": model_dir, "lengths": [512], "depths": [50], "questions_per_cell": 1}
@@ -266,7 +268,7 @@ def test_runs_through_lm_eval_on_the_embedded_model():
     )
     for task in ("extractive_qa", "extractive_qa_closed_book"):
         (sample,) = out["samples"][task]
-        assert {"exact_match", "f1", "contains"} <= sample.keys()
+        assert {"exact_match", "f1", "contains_words"} <= sample.keys()
         assert 0.0 <= sample["f1"] <= 1.0
         assert "exact_match,none" in out["results"][task]
     sample = out["samples"]["extractive_qa"][0]

@@ -11,8 +11,9 @@ import lm_eval.tasks
 import pytest
 from lm_eval.tasks import TaskManager
 
-from rh_tasks import gsm8k, packaged_data
-from rh_tasks.registration import task_configs_dir
+from rh_tasks.gsm8k import task as gsm8k
+from rh_tasks.plugin.registration import task_configs_dir
+from rh_tasks.shared import packaged_data
 
 BUILTIN_DIR = Path(lm_eval.tasks.__file__).parent / "gsm8k"
 N_DOCS = 20

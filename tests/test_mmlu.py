@@ -11,8 +11,9 @@ import pytest
 from lm_eval.tasks import TaskManager
 from lm_eval.utils import handle_non_serializable, hash_string
 
-from rh_tasks import mmlu, packaged_data
-from rh_tasks.registration import task_configs_dir
+from rh_tasks.mmlu import task as mmlu
+from rh_tasks.plugin.registration import task_configs_dir
+from rh_tasks.shared import packaged_data
 
 BUILTIN_DIR = Path(lm_eval.tasks.__file__).parent / "mmlu" / "default"
 N_DOCS = 20

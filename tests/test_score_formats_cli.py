@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rh_tasks.cli import build_parser, main
+from rh_tasks.plugin.command import build_parser, main
 
 DATA = Path(__file__).parent / "data" / "head_score_formats"
 QR_1B = DATA / "Llama-3.2-1B-Instruct_qr_head_NQ.yaml"

@@ -71,10 +71,10 @@ def test_gguf_is_assembled_once_into_the_cache_root(tmp_path, monkeypatch):
 
 
 def test_packaged_gemma_scores_fit_the_model_and_are_the_alias_default():
+    from model_wrappers.packaged_data import DATA
     from model_wrappers.rh_masked import PACKAGED_SCORES
-    from rh_tasks import packaged_data
 
-    scores = load_head_scores(packaged_data.data_path(PACKAGED_SCORES[GEMMA_NAME]), GEOMETRY)
+    scores = load_head_scores(DATA.path(PACKAGED_SCORES[GEMMA_NAME]), GEOMETRY)
     meta = scores.metadata
     assert meta["model"] == {"model": GEMMA_NAME, "weights_sha256": GEMMA_GGUF_SHA256}
     assert meta["chat_template"] is False and meta["acceptance"]["accepted"] == scores.num_samples > 0
@@ -87,13 +87,13 @@ def gemma():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from model_wrappers.gguf_cache import gemma_model_dir
-    from rh_tasks import packaged_data
-    from rh_tasks.niah import HAYSTACKS
+    from rh_tasks.niah.haystack import HAYSTACKS
+    from rh_tasks.shared import packaged_data
 
     path = gemma_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
-    text = packaged_data.read_text(HAYSTACKS["time_machine"])[:10_000]
+    text = packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])[:10_000]
     ids = tokenizer(text, return_tensors="pt")["input_ids"][:, :TOKENS]  # [1, TOKENS], starting with <bos>
     return model, ids
 
@@ -148,7 +148,7 @@ def test_one_head_changes_the_logits_and_removing_the_hooks_restores_them_exactl
     model, ids = gemma
     before = _logits(model, ids)
     with mask_heads(model, [(9, 0)]):
-        assert sum(len(m._forward_hooks) for m in model.modules()) == 1
+        assert sum(len(m._forward_hooks) for m in model.modules()) == 2  # the query hook and the pass check
         masked = _logits(model, ids)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     assert (masked - before).abs().max() > 1.0
@@ -178,7 +178,7 @@ def _lm_eval_niah(output: Path, model_args: str) -> tuple[dict, list[dict]]:
 @pytest.mark.slow
 def test_stock_lm_eval_niah_finds_the_needle_without_chat_template_and_loses_it_under_masking(tmp_path):
     _require_gemma()
-    from rh_tasks import packaged_data
+    from model_wrappers.packaged_data import DATA
 
     results, samples = _lm_eval_niah(tmp_path / "none", "heads=none")
     assert results["config"]["rh_masking"]["model"] == GEMMA_NAME
@@ -191,7 +191,7 @@ def test_stock_lm_eval_niah_finds_the_needle_without_chat_template_and_loses_it_
 
     results, samples = _lm_eval_niah(tmp_path / "retrieval", "heads=retrieval")
     masking = results["config"]["rh_masking"]
-    packaged = load_head_scores(packaged_data.data_path("head_scores/gemma-3-270m.json"))
+    packaged = load_head_scores(DATA.path("head_scores/gemma-3-270m.json"))
     assert masking["heads_kind"] == "retrieval" and Path(masking["head_scores"]).name == "gemma-3-270m.json"
     assert [tuple(h) for h in masking["heads"]] == sorted(packaged.retrieval_heads())
     assert len(samples) == 2 and sum(s["contains"] for s in samples) < 2, [s["resps"] for s in samples]

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from rh_tasks.cli import main
+from rh_tasks.plugin.command import main
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [p for folder in ("model_wrappers", "rh_tasks") for p in (REPO / folder).rglob("*.py")] + [

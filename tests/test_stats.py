@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from rh_tasks import stats
+from rh_tasks.report import stats
 
 
 def test_mcnemar_exact_hand_computed():

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rh_tasks.cli import main
-from rh_tasks.registration import task_configs_dir
+from rh_tasks.plugin.command import main
+from rh_tasks.plugin.registration import task_configs_dir
 from rh_tasks.suite import SuiteConfigError, SuiteStateError, load_suite, parse_suite, run_suite, runner
 
 BASE = {
@@ -176,10 +176,11 @@ def test_plan_counts_items_and_contexts_and_says_what_is_needed(suite, tmp_path,
 
 
 def test_documents_are_built_once_and_reused_unchanged(suite, tmp_path, monkeypatch):
-    """Every condition gets the documents of one build, and the same samples as if each had built its own."""
+    """The design check and every condition get the documents of one build, and the same samples as if each had
+    built its own."""
     import dataclasses
 
-    from rh_tasks import niah
+    from rh_tasks.niah import task as niah
 
     calls = []
     build = niah.build

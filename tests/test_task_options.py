@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 
 import pytest
+import yaml
 from lm_eval.models.huggingface import HFLM
 
 from model_wrappers.rh_masked import RHMaskedLM
-from rh_tasks import extractive_qa, niah
-from rh_tasks.task_options import check_option_names, task_options
+from rh_tasks.extractive_qa import task as extractive_qa
+from rh_tasks.niah import task as niah
+from rh_tasks.shared.options import check_option_names, task_options
 
 OPTION_SETS = {
     "niah": niah.DEFAULTS,
@@ -39,3 +41,22 @@ def test_misspelt_options_are_refused(task, typo, meant):
 
 def test_options_override_defaults():
     assert task_options("niah", {"lengths": [64], "pretrained": "x"}, niah.DEFAULTS)["lengths"] == [64]
+
+
+@pytest.mark.parametrize("task", [niah, extractive_qa])
+def test_generation_budget_is_the_one_the_yaml_generates_with(task):
+    """The grid leaves room for as many tokens as lm-eval generates; metadata cannot pretend otherwise."""
+    from rh_tasks.plugin.registration import task_configs_dir
+
+    name = task.__name__.split(".")[1]
+    config = yaml.load((task_configs_dir() / name / f"{name}.yaml").read_text(), Loader=_IgnoreTags)
+    assert config["generation_kwargs"]["max_gen_toks"] == task.GEN_TOKENS
+    with pytest.raises(ValueError, match="--gen_kwargs max_gen_toks=N"):
+        task_options(name, {"max_gen_toks": 64}, task.DEFAULTS)
+
+
+class _IgnoreTags(yaml.SafeLoader):
+    """Reads a task YAML without resolving its ``!function`` tags."""
+
+
+_IgnoreTags.add_multi_constructor("!", lambda loader, suffix, node: None)

@@ -16,7 +16,7 @@ import numpy as np
 from model_wrappers.head_scores import RETRIEVAL_THRESHOLD, write_retrieval_head_json
 
 from .copy_events import DEFINITIONS
-from .run import ACCEPT_ROUGE, SampleResult
+from .detect import ACCEPT_ROUGE, SampleResult
 
 FORMAT = "rh-eval head scores"
 FORMAT_VERSION = 1

@@ -4,14 +4,12 @@ A custom attention function, registered under transformers' ``AttentionInterface
 output (no attention weights are ever materialised) and, in addition, scores only the *last* query row of each
 call against the cached keys: ``[heads, keys]`` per layer and step, linear in the context. Keys come from the
 KV cache, so they are post-RoPE and post q/k-norm, exactly what the kernel used. Softmax is monotonic, so the
-arg-max of the masked pre-softmax logits is the arg-max of the attention probabilities; scaling and Gemma-2's
-tanh soft-capping are monotonic too. Under GQA each KV head is scored against its group of query heads without
-repeating the keys.
+arg-max of the masked pre-softmax logits is the arg-max of the attention probabilities; scaling is monotonic
+too. Under GQA each KV head is scored against its group of query heads without repeating the keys.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -65,19 +63,13 @@ class ArgmaxProbe:
         return torch.stack([torch.stack(rows) for rows in self._rows], dim=1)
 
 
-def _output_function(module, kwargs):
-    """SDPA for the attention output; Gemma-2's soft-capping needs its model's own eager function."""
-    if kwargs.get("softcap") is not None:
-        return sys.modules[type(module).__module__].eager_attention_forward
+def _probe_attention(module, query, key, value, attention_mask, **kwargs):
+    """SDPA computes the output, as without the probe."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    return sdpa_attention_forward
-
-
-def _probe_attention(module, query, key, value, attention_mask, **kwargs):
     if _active is not None:
         _active.record(module, query, key, attention_mask)
-    return _output_function(module, kwargs)(module, query, key, value, attention_mask, **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
 def _register() -> None:

@@ -8,6 +8,8 @@ import re
 import time
 from pathlib import Path
 
+from rh_tasks.plugin.errors import CommandError, command
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_LENGTHS = "512,1024,2048"
@@ -98,7 +100,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default=None, help="cuda, cuda:0, cpu, ... (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto (default float32)")
     parser.add_argument("--seed", type=int, default=1234, help="torch seed, recorded in the sidecar (default 1234)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=main)
 
 
 def _default_output(identity: dict) -> Path:
@@ -106,59 +108,75 @@ def _default_output(identity: dict) -> Path:
     return Path(re.sub(r"[^a-z0-9.]+", "-", Path(name).stem.lower()).strip("-") + ".json")
 
 
-def run(args) -> int:
-    import torch
+def _claim_output(args, identity: dict) -> tuple[Path, Path]:
+    """The scores file and its checkpoint, refused before any work if the file exists or cannot be written."""
+    from model_wrappers.files import OutputFolderError, writable_folder
 
-    from rh_tasks.files import OutputFolderError, writable_folder
-
-    from .aggregate import write_scores
-    from .copy_events import SET_COUNTING
-    from .prompts import build_samples, load_needles, use_chat_template
-    from .run import detect
-    from .source import load_geometry, load_model, model_identity, parse_model_args
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model_args = parse_model_args(args.model_args)
-    identity = model_identity(model_args)
     output = args.output or _default_output(identity)
     checkpoint = output.with_name(output.name + ".checkpoint.jsonl")
     if args.force:
         checkpoint.unlink(missing_ok=True)
     elif output.exists():
-        raise SystemExit(f"{output} exists; pass --force to overwrite it, or choose another --output.")
+        raise CommandError(f"{output} exists; pass --force to overwrite it, or choose another --output.")
     try:
         writable_folder(output.parent)
     except OutputFolderError as err:
-        raise SystemExit(str(err)) from None
+        raise CommandError(str(err)) from None
+    return output, checkpoint
 
-    try:  # the config alone: a refused or unsupported model fails before any download or weights load
-        load_geometry(model_args)
-    except (ValueError, OSError) as err:
-        raise SystemExit(f"Cannot use {identity['model']}: {err}") from None
 
-    torch.manual_seed(args.seed)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    start = time.perf_counter()
-    model, tokenizer = load_model(model_args, device, args.dtype)
-    samples = build_samples(
-        tokenizer,
-        lengths=args.lengths,
-        depths=args.depths,
-        needles=args.needles,
-        haystack=args.haystack,
-        chat_template=args.chat_template,
-    )
-    settings = {
+def _settings(args, identity: dict, needles: list[dict], chat_template: bool) -> dict:
+    """Everything that decides the scores, recorded in the sidecar; a checkpoint resumes only under the same."""
+    from .copy_events import SET_COUNTING
+
+    return {
         "model": identity,
         "grid": {"lengths": args.lengths, "depths": args.depths},
-        "needles": [t["id"] for t in load_needles(args.needles)],
+        "needles": [t["id"] for t in needles],
         "haystack": args.haystack or "packaged:time_machine_ch09-16",
-        "chat_template": use_chat_template(tokenizer, args.chat_template),
+        "chat_template": chat_template,
         "max_new_tokens": args.max_new_tokens,
         "dtype": args.dtype,
         "seed": args.seed,
         "set_counting": SET_COUNTING,  # how ``set`` counts; a checkpoint counted otherwise is not resumed
     }
+
+
+@command()
+def main(args) -> int:
+    import torch
+
+    from model_wrappers.head_scores import RETRIEVAL_THRESHOLD
+
+    from .aggregate import write_scores
+    from .detect import detect
+    from .prompts import build_samples, load_needles, use_chat_template
+    from .source import load_geometry, load_model, model_identity, parse_model_args
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model_args = parse_model_args(args.model_args)
+    identity = model_identity(model_args)
+    output, checkpoint = _claim_output(args, identity)
+    try:  # the config alone: a refused or unsupported model fails before any download or weights load
+        geometry = load_geometry(model_args)
+    except (ValueError, OSError) as err:
+        raise CommandError(f"Cannot use {identity['model']}: {err}") from None
+
+    torch.manual_seed(args.seed)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+    model, tokenizer = load_model(model_args, device, args.dtype)
+    needles = load_needles(args.needles)
+    chat_template = use_chat_template(tokenizer, args.chat_template)
+    samples = build_samples(
+        tokenizer,
+        lengths=args.lengths,
+        depths=args.depths,
+        needles=needles,
+        haystack=args.haystack,
+        chat_template=chat_template,
+    )
+    settings = _settings(args, identity, needles, chat_template)
     logger.info("Scoring %d samples of %s", len(samples), identity["model"])
     results = detect(
         model,
@@ -169,20 +187,18 @@ def run(args) -> int:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
     )
-    from model_wrappers.architectures import HeadGeometry
-
     metadata = write_scores(
         output,
         results,
         definition=args.score,
         settings=settings,
-        geometry=HeadGeometry.from_config(model.config),
+        geometry=geometry,
         runtime_seconds=time.perf_counter() - start,
     )
     checkpoint.unlink(missing_ok=True)
     rate = metadata["acceptance"]
     print(
         f"{output}: {rate['accepted']}/{rate['samples']} samples accepted, {metadata['retrieval_heads']} heads "
-        f"score >= 0.1 ({metadata['runtime_seconds']:.0f} s). Inspect with: rh-eval heads {output}"
+        f"score >= {RETRIEVAL_THRESHOLD} ({metadata['runtime_seconds']:.0f} s). Inspect with: rh-eval heads {output}"
     )
     return 0

@@ -20,6 +20,7 @@ from model_wrappers.head_scores import (
     write_duo_tsv,
 )
 from model_wrappers.score_formats import FORMATS
+from rh_tasks.plugin.errors import CommandError, command
 
 from .compare import compare
 from .ranked_summary import summarise_ranked
@@ -69,7 +70,7 @@ def add_parser(subparsers) -> None:
         metavar="FILE.tsv",
         help="also write DuoAttention's [layers x kv_heads] TSV; a group's gate is its best query head's score",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=main)
 
 
 def _geometry(args, file: Path):
@@ -151,24 +152,22 @@ def summarise(scores, geometry, *, top: int, threshold: float) -> str:
 
 
 def _load(args, file: Path):
-    try:
-        geometry = _geometry(args, file)
-        return geometry, load_head_scores(file, geometry)
-    except HeadScoreFileError as err:
-        raise SystemExit(str(err)) from None
+    geometry = _geometry(args, file)
+    return geometry, load_head_scores(file, geometry)
 
 
-def run(args) -> int:
+@command(HeadScoreFileError)
+def main(args) -> int:
     if (args.file is None) == (args.compare is None):
-        raise SystemExit("Give one head-score file to summarise, or --compare A B (not both).")
+        raise CommandError("Give one head-score file to summarise, or --compare A B (not both).")
     if args.top < 1:
-        raise SystemExit(f"--top must be at least 1, got {args.top}.")
+        raise CommandError(f"--top must be at least 1, got {args.top}.")
     if args.compare is not None:
         if args.export_duo is not None:
-            raise SystemExit("--export-duo works on one file; drop --compare.")
+            raise CommandError("--export-duo works on one file; drop --compare.")
         (_, a), (_, b) = (_load(args, file) for file in args.compare)
         if a.kv_heads_only != b.kv_heads_only:
-            raise SystemExit(
+            raise CommandError(
                 "One file holds a gate per KV head, the other a score per query head: pass --model_args to expand "
                 "the gates to query heads so the two can be paired."
             )
@@ -178,9 +177,9 @@ def run(args) -> int:
     print(summarise(scores, geometry, top=args.top, threshold=args.threshold))
     if args.export_duo is not None:
         if scores.ranked is not None:
-            raise SystemExit(f"--export-duo needs scores; {args.file} is a ranked list without scores.")
+            raise CommandError(f"--export-duo needs scores; {args.file} is a ranked list without scores.")
         if geometry is None:
-            raise SystemExit("--export-duo needs the KV groups: pass --model_args.")
+            raise CommandError("--export-duo needs the KV groups: pass --model_args.")
         meta = {
             "source": str(args.file),
             "source_sha256": scores.sha256,

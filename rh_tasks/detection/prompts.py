@@ -7,7 +7,7 @@ reference's ``real_needle``). The span comes from the tokenizer's character offs
 reference searches for a window covering 90% of the needle's token set instead, and misses needles whose
 tokenization changes in context.
 
-The prompt's tokens are spliced from the haystack's cached tokens (see ``rh_tasks.token_splice``) and equal
+The prompt's tokens are spliced from the haystack's cached tokens (see ``rh_tasks.shared.token_splice``) and equal
 those of tokenizing the prompt text.
 
 Detection uses its own haystack (chapters IX-XVI of *The Time Machine*) and needles, disjoint from
@@ -20,9 +20,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rh_tasks import packaged_data, token_splice
-from rh_tasks.haystack import insert_needle
-from rh_tasks.niah import PROMPT, load_haystack
+from rh_tasks.niah.haystack import PROMPT, insert_needle, load_haystack
+from rh_tasks.shared import token_splice
+from rh_tasks.shared.packaged_data import TASK_DATA
 
 DETECT_HAYSTACK = "haystack/time_machine_ch09-16.txt.gz"
 DETECT_NEEDLES = "needles/detect.jsonl"
@@ -46,7 +46,7 @@ def load_needles(spec: str | None) -> list[dict]:
         triples = [json.loads(line) for line in Path(spec).read_text(encoding="utf-8").splitlines() if line.strip()]
         source = spec
     else:
-        triples = packaged_data.read_jsonl(DETECT_NEEDLES)
+        triples = TASK_DATA.read_jsonl(DETECT_NEEDLES)
         source = DETECT_NEEDLES
         if spec is not None:
             by_id = {t["id"]: t for t in triples}
@@ -74,7 +74,7 @@ def load_needles(spec: str | None) -> list[dict]:
 
 def load_detect_haystack(spec: str | None) -> str:
     """The packaged detection haystack, or any text file or folder of ``.txt`` files."""
-    return packaged_data.read_text(DETECT_HAYSTACK) if spec is None else load_haystack(spec)
+    return TASK_DATA.read_text(DETECT_HAYSTACK) if spec is None else load_haystack(spec)
 
 
 def render_prompt(tokenizer, user_prompt: str, answer_prefix: str, chat_template: bool) -> str:
@@ -125,9 +125,7 @@ def build_sample(tokenizer, haystack: str, triple: dict, length: int, depth: flo
     """One sample of ``length`` prompt tokens (``niah``'s convention: the user turn, without template tokens)."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("Detection needs a fast tokenizer (character offsets locate the needle).")
-    reserve = len(
-        tokenizer(PROMPT.format(context="", question=triple["question"]), add_special_tokens=False)["input_ids"]
-    )
+    reserve = token_splice.count(tokenizer, PROMPT.format(context="", question=triple["question"]))
     context = insert_needle(tokenizer, haystack, triple["needle"], length - reserve, depth)
     user_prompt = PROMPT.format(context=context.text, question=triple["question"])
     text = render_prompt(tokenizer, user_prompt, triple["answer_prefix"], chat_template)
@@ -154,14 +152,18 @@ def build_sample(tokenizer, haystack: str, triple: dict, length: int, depth: flo
 
 
 def build_samples(
-    tokenizer, *, lengths, depths, needles=None, haystack=None, chat_template=None
+    tokenizer, *, lengths, depths, needles: str | list[dict] | None = None, haystack=None, chat_template=None
 ) -> list[DetectionSample]:
-    """The lengths x depths x needles grid, shortest prompts first so batches pad little."""
+    """The lengths x depths x needles grid, shortest prompts first so batches pad little.
+
+    ``needles`` is a :func:`load_needles` spec, or the triples it returned.
+    """
     chat = use_chat_template(tokenizer, chat_template)
     text = load_detect_haystack(haystack)
+    triples = needles if isinstance(needles, list) else load_needles(needles)
     samples = [
         build_sample(tokenizer, text, triple, length, depth, chat)
-        for triple in load_needles(needles)
+        for triple in triples
         for length in lengths
         for depth in depths
     ]

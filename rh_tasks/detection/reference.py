@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from .copy_events import CopyScores, copy_scores
+from .detect import SampleResult
 from .prompts import DetectionSample
-from .run import SampleResult
 
 
 def reference_positions(model, prompt_ids: list[int], generated: list[int]) -> torch.Tensor:

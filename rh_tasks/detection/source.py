@@ -10,9 +10,8 @@ import hashlib
 from pathlib import Path
 
 from model_wrappers.architectures import HeadGeometry, check_supported
-from model_wrappers.gguf_cache import EMBEDDED_GGUF_SHA256, EMBEDDED_NAME, GEMMA_GGUF_SHA256, GEMMA_NAME
-from rh_tasks.packaged_data import sha256_file
-from rh_tasks.task_tokenizer import model_source
+from model_wrappers.files import sha256_file
+from model_wrappers.model_source import model_source
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 
@@ -28,23 +27,24 @@ def parse_model_args(text: str | None) -> dict:
 
 def model_identity(model_args: dict) -> dict:
     """Name plus weights sha256 (local files) or revision (hub ids) of the model ``model_args`` names."""
-    pretrained, gguf_file = model_args.get("pretrained"), model_args.get("gguf_file")
-    if pretrained is None:
-        return {"model": EMBEDDED_NAME, "weights_sha256": EMBEDDED_GGUF_SHA256}
-    if pretrained == GEMMA_NAME:
-        return {"model": GEMMA_NAME, "weights_sha256": GEMMA_GGUF_SHA256}
-    path = Path(str(pretrained))
-    if gguf_file and (path / gguf_file).is_file():
-        return {"model": f"{pretrained}/{gguf_file}", "weights_sha256": sha256_file(path / gguf_file)}
+    source = model_source(model_args.get("pretrained"), model_args.get("gguf_file"))
+    if source.known_sha256:
+        return {"model": source.name, "weights_sha256": source.known_sha256}
+    path = Path(source.pretrained)
+    if source.kind == "gguf":
+        return {
+            "model": f"{source.pretrained}/{source.gguf_file}",
+            "weights_sha256": sha256_file(path / source.gguf_file),
+        }
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
         digest = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)}\n" for p in files).encode()).hexdigest()
-        return {"model": str(pretrained), "weights_sha256": digest, "weight_files": [p.name for p in files]}
-    return {"model": str(pretrained), "revision": model_args.get("revision", "main")}
+        return {"model": source.pretrained, "weights_sha256": digest, "weight_files": [p.name for p in files]}
+    return {"model": source.pretrained, "revision": model_args.get("revision", "main")}
 
 
 def _load_kwargs(model_args: dict) -> tuple[str, dict]:
-    path, gguf_file = model_source(model_args)
+    path, gguf_file = model_source(model_args.get("pretrained"), model_args.get("gguf_file")).loadable()
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     for key in ("revision", "trust_remote_code"):
         if key in model_args:

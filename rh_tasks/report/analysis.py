@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import stats
-from . import failures, narrative
+from model_wrappers.condition import Condition
+
+from . import failures, narrative, stats
 from .pairing import ModelRuns, TaskTable, group_by_model, task_table
-from .runs import Condition, Run
+from .runs import Run
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class Settings:
 
 def analyse(runs: list[Run], settings: Settings = Settings()) -> dict:
     """Everything report.json holds; raises ReportInputError when runs cannot be compared."""
-    models = [_analyse_model(model_runs, settings) for model_runs in group_by_model(runs)]
+    analysed = [_analyse_model(model_runs, settings) for model_runs in group_by_model(runs)]
+    models = [model for model, _ in analysed]
     family = [c for m in models for c in m["comparisons"] if c["in_family"]]
     p_values = [c["p_value"] for c in family]
     floors = stats.holm([c["min_attainable_p"] for c in family])  # Holm is monotone: its best case
@@ -82,33 +84,37 @@ def analyse(runs: list[Run], settings: Settings = Settings()) -> dict:
             for r in sorted(runs, key=lambda r: str(r.path))
         ],
         "models": models,
-        "cross_model": _cross_model(models) if len(models) > 1 else [],
+        "cross_model": _cross_model(analysed) if len(models) > 1 else [],
     }
 
 
-def _analyse_model(model_runs: ModelRuns, settings: Settings) -> dict:
+def _analyse_model(model_runs: ModelRuns, settings: Settings) -> tuple[dict, list[tuple[dict, _Arm]]]:
+    """The model's part of report.json, and each of its comparisons with the arm it compares."""
     grouped = {t for members in model_runs.groups.values() for t in members}
     headline = sorted(model_runs.groups) + sorted(t for t in model_runs.tasks if t not in grouped)
     conditions = {c.label: c for c in model_runs.conditions}
     headline_k = _headline_k(model_runs.conditions, settings.headline_k, model_runs.model)
-    tasks, comparisons, heatmaps, failure_counts = [], [], [], []
+    tasks, compared, heatmaps, failure_counts = [], [], [], []
     for name in headline + sorted(grouped):
         table = task_table(model_runs, name)
         is_headline = name in headline
         arms = _arms(table, conditions)
         rows = [
-            _compare(model_runs.model, table, arm, f, metric, settings, is_headline and metric == table.metrics[0])
+            (
+                _compare(model_runs.model, table, arm, f, metric, settings, is_headline and metric == table.metrics[0]),
+                arm,
+            )
             for arm in arms
             for f in _filters(table)
             for metric in table.metrics
         ]
-        comparisons.extend(rows)
-        tasks.append(_task_summary(table, rows, is_headline))
+        compared.extend(rows)
+        tasks.append(_task_summary(table, [row for row, _ in rows], is_headline))
         if name not in model_runs.groups and all(i.length is not None and i.depth is not None for i in table.items):
             heatmaps.append(_heatmap(table, arms))
             if all(i.outcome is not None for i in table.items):
                 failure_counts.append(_failures(table, arms))
-    return {
+    report = {
         "model": model_runs.model,
         "runs": [str(r.path) for r in model_runs.runs],
         "conditions": [
@@ -127,12 +133,13 @@ def _analyse_model(model_runs: ModelRuns, settings: Settings) -> dict:
         ],
         "headline_k": headline_k,
         "tasks": tasks,
-        "comparisons": comparisons,
-        "k_sweep": _k_sweep(comparisons),
+        "comparisons": [row for row, _ in compared],
+        "k_sweep": _k_sweep(compared),
         "heatmaps": heatmaps,
         "failures": failure_counts,
         "head_map": _head_map(model_runs, headline_k),
     }
+    return report, compared
 
 
 def _design_reach(model: dict) -> None:
@@ -170,6 +177,9 @@ class _Arm:
     reference: tuple[str, ...] = ("none",)  # condition labels averaged per item, subtracted from members
     reference_label: str = "none"
     in_family: bool = True
+    series: str = ""  # retrieval and random: the label without K, one line of a K sweep
+    variants: int = 0  # how many of its conditions have a setting other than the default unit, mode and phase
+    layer_matched: bool = False
 
     @property
     def sampled_sets(self) -> bool:
@@ -183,12 +193,12 @@ def _arms(table: TaskTable, conditions: dict[str, Condition]) -> list[_Arm]:
     for c in present:
         if c.kind == "random":
             pools.setdefault(c.pool_label, []).append(c)
-    arms = [_Arm(c.label, c.kind, c.k, (c.label,)) for c in present if c.kind in ("retrieval", "explicit")]
+    arms = [_Arm(c.label, c.kind, c.k, (c.label,), **_about(c)) for c in present if c.kind in ("retrieval", "explicit")]
     for label, seeds in pools.items():
         members = tuple(c.label for c in seeds)
-        arms.append(_Arm(label, "random", seeds[0].k, members))
+        arms.append(_Arm(label, "random", seeds[0].k, members, **_about(seeds[0])))
         if len(seeds) > 1:
-            arms.extend(_Arm(c.label, "random_seed", c.k, (c.label,), in_family=False) for c in seeds)
+            arms.extend(_Arm(c.label, "random_seed", c.k, (c.label,), in_family=False, **_about(c)) for c in seeds)
     for c in present:
         if c.kind != "retrieval":
             continue
@@ -196,8 +206,23 @@ def _arms(table: TaskTable, conditions: dict[str, Condition]) -> list[_Arm]:
             control = seeds[0]
             if (control.k, control.unit, control.mode, control.phase) == (c.k, c.unit, c.mode, c.phase):
                 members = tuple(s.label for s in seeds)
-                arms.append(_Arm(f"{c.label} {MINUS} {label}", "contrast", c.k, (c.label,), members, label))
+                arms.append(
+                    _Arm(
+                        f"{c.label} {MINUS} {label}",
+                        "contrast",
+                        c.k,
+                        (c.label,),
+                        members,
+                        label,
+                        variants=bool(c.qualifiers) + bool(control.qualifiers),
+                        layer_matched=control.match == "layer",
+                    )
+                )
     return arms
+
+
+def _about(c: Condition) -> dict:
+    return {"series": c.series, "variants": int(bool(c.qualifiers)), "layer_matched": c.match == "layer"}
 
 
 def _filters(table: TaskTable) -> list[str]:
@@ -291,8 +316,7 @@ def _task_summary(table: TaskTable, rows: list[dict], is_headline: bool) -> dict
 def _panels(table: TaskTable, arms: list[_Arm]) -> list[tuple[str, tuple[str, ...]]]:
     """Conditions shown side by side: none, each retrieval K, each pooled random K, explicit sets."""
     chosen = [a for a in arms if a.kind in ("retrieval", "random", "explicit")]
-    order = {"retrieval": 0, "random": 1, "explicit": 2}
-    chosen.sort(key=lambda a: (order[a.kind], a.k or 0, a.label))
+    chosen.sort(key=lambda a: (narrative.ARM_ORDER[a.kind], a.k or 0, a.label))
     return [("none", ("none",))] + [(a.label, a.members) for a in chosen]
 
 
@@ -343,12 +367,11 @@ def _failures(table: TaskTable, arms: list[_Arm]) -> dict:
     return {"task": table.name, "filter": f, "panels": panels}
 
 
-def _k_sweep(comparisons: list[dict]) -> list[dict]:
+def _k_sweep(compared: list[tuple[dict, _Arm]]) -> list[dict]:
     """Δ and CI per K of each retrieval and pooled-random series, for the headline tasks' primary metrics."""
     sweep = []
-    for c in comparisons:
+    for c, arm in compared:
         if c["in_family"] and c["kind"] in ("retrieval", "random"):
-            series = c["condition"].replace(f"@{c['k']}", "", 1)
             sweep.append(
                 {
                     key: c[key]
@@ -369,7 +392,7 @@ def _k_sweep(comparisons: list[dict]) -> list[dict]:
                         "p_holm",
                     )
                 }
-                | {"series": series}
+                | {"series": arm.series}
             )
     return sorted(sweep, key=lambda r: (r["task"], r["filter"], r["series"], r["k"]))
 
@@ -402,23 +425,23 @@ def _head_map(model_runs: ModelRuns, headline_k: int | None) -> dict | None:
         return entry | {"means": None}
 
 
-def _cross_model(models: list[dict]) -> list[dict]:
+def _cross_model(analysed: list[tuple[dict, list[tuple[dict, _Arm]]]]) -> list[dict]:
     """One row per model at its headline K, ranked by dependence = −mean causal contrast on long-context tasks."""
     rows = []
-    for model in models:
+    for model, compared in analysed:
         k = model["headline_k"]
         tasks = {}
         for task in (t for t in model["tasks"] if t["headline"]):
             f = next(iter(task["filters"]))
             pick: dict[str, dict] = {}
-            for c in sorted(model["comparisons"], key=lambda c: (c["condition"].count("["), c["condition"])):
+            for c, arm in sorted(compared, key=lambda pair: (pair[1].variants, pair[0]["condition"])):
                 if (
                     c["task"] == task["task"]
                     and c["filter"] == f
                     and c["in_family"]
                     and c["k"] == k
                     and c["kind"] in ("retrieval", "random", "contrast")
-                    and "-layer" not in c["condition"]
+                    and not arm.layer_matched
                 ):
                     pick.setdefault(c["kind"], c)  # the default unit, mode and phase first; variants never replace it
             tasks[task["task"]] = {

@@ -8,10 +8,11 @@ import logging
 import os
 from pathlib import Path
 
+from rh_tasks.plugin.errors import CommandError, command
+
+from . import stats
 from .render import write_report
 from .runs import ReportInputError
-
-logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
@@ -48,16 +49,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--n-resamples",
         type=int,
-        default=10_000,
+        default=stats.N_RESAMPLES,
         metavar="N",
-        help="bootstrap resamples and Monte Carlo sign flips per comparison (default: 10000)",
+        help=f"bootstrap resamples and Monte Carlo sign flips per comparison (default: {stats.N_RESAMPLES})",
     )
     parser.add_argument(
         "--confidence",
         type=float,
-        default=0.95,
+        default=stats.CONFIDENCE,
         metavar="LEVEL",
-        help="confidence level of the intervals (default: 0.95)",
+        help=f"confidence level of the intervals (default: {stats.CONFIDENCE})",
     )
     parser.add_argument(
         "--headline-k",
@@ -67,27 +68,24 @@ def add_parser(subparsers) -> None:
         help="K whose results the findings and cross-model ranking describe (default: the K with "
         "the most random-head seeds, the smallest on ties)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=main)
 
 
-def run(args: argparse.Namespace) -> int:
+@command(ReportInputError, OSError)
+def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     output = args.output_dir
     if output is None:
         output = default_output_dir(args.run_dirs)
         logger.info("No --output-dir given: writing the report to %s", output)
-    try:
-        files = write_report(
-            args.run_dirs,
-            output,
-            seed=args.seed,
-            n_resamples=args.n_resamples,
-            confidence=args.confidence,
-            headline_k=args.headline_k,
-        )
-    except (ReportInputError, OSError) as err:
-        logger.error("%s", err)
-        return 2
+    files = write_report(
+        args.run_dirs,
+        output,
+        seed=args.seed,
+        n_resamples=args.n_resamples,
+        confidence=args.confidence,
+        headline_k=args.headline_k,
+    )
     for paragraph in (p for model in files.report["models"] for p in model["statements"]):
         print(paragraph, end="\n\n")
     print(f"Wrote {files.markdown}, {files.json} and {files.html}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-from .. import stats
+from . import stats
 
-_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}
+ARM_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}  # how reports list comparisons
 _UNIT_WORDS = {
     "item": "items",
     "cluster": "contexts",
@@ -68,7 +68,7 @@ def statements(model: dict, family_size: int, confidence: float) -> list[str]:
                     and c["in_family"]
                     and (model["headline_k"] is None or c["k"] in (None, model["headline_k"]))
                 ),
-                key=lambda c: (_ORDER[c["kind"]], c["k"] or 0, c["condition"]),
+                key=lambda c: (ARM_ORDER[c["kind"]], c["k"] or 0, c["condition"]),
             )
             where = f", filter {f}" if len(task["filters"]) > 1 else ""
             unit = "context" if summary["n_clusters"] < summary["n"] else "item"

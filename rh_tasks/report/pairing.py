@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import Condition, Item, ReportInputError, Run
+from model_wrappers.condition import Condition
+
+from .runs import Item, ReportInputError, Run
 
 logger = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import jinja2
 
-from ..files import atomic_write_text, writable_folder
-from . import plots
+from model_wrappers.files import atomic_write_text, writable_folder
+
+from . import plots, stats
 from .analysis import Settings, analyse
 from .failures import OUTCOMES
-from .narrative import design, format_p, format_value, stars
+from .narrative import ARM_ORDER, design, format_p, format_value, stars
 from .runs import ReportInputError, load_runs
 
 logger = logging.getLogger(__name__)
 
-_KIND_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}
 UNIT_NOTE = (
     "items that share a context (a needle and haystack, an article) are one cluster, and random head sets "
     "(seeds) are a sample of sets. Intervals resample whole clusters, and seeds too when there are at least "
@@ -48,8 +48,8 @@ def write_report(
     output_dir: str | Path,
     *,
     seed: int = 0,
-    n_resamples: int = 10_000,
-    confidence: float = 0.95,
+    n_resamples: int = stats.N_RESAMPLES,
+    confidence: float = stats.CONFIDENCE,
     headline_k: int | None = None,
 ) -> ReportFiles:
     """Read lm-eval output folders, compare every masked condition with the unmasked run, write the report.
@@ -111,7 +111,7 @@ def leaderboard(model: dict) -> dict:
             columns.append((task, f, summary))
     labels = sorted(
         {(c["kind"], c["k"] or 0, c["condition"]) for c in model["comparisons"] if c["in_family"]},
-        key=lambda x: (_KIND_ORDER[x[0]], x[1], x[2]),
+        key=lambda x: (ARM_ORDER[x[0]], x[1], x[2]),
     )
     index = {(c["task"], c["filter"], c["metric"], c["condition"]): c for c in model["comparisons"]}
     rows = [

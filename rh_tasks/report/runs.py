@@ -14,6 +14,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model_wrappers.condition import KINDS, Condition
+from rh_tasks.shared.samples import SampleFields
+
 from . import failures
 
 logger = logging.getLogger(__name__)
@@ -22,59 +25,11 @@ _DATE = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?"
 _RESULTS_FILE = re.compile(rf"^(?P<stem>.+)_(?P<date>{_DATE})\.json$")
 _SAMPLES_FILE = re.compile(rf"^samples_(?P<task>.+)_(?P<date>{_DATE})\.jsonl$")
 _RESULTS_KEYS = {"results", "versions", "config"}
-_CLUSTER_KEYS = ("article_id", "context_id")  # shared article (QA), else shared needle + haystack (NIAH)
 _MODEL_ARG_KEYS = ("pretrained", "model", "path", "engine", "peft", "delta")  # lm-eval's own naming order
-_HEAD_KINDS = ("none", "explicit", "retrieval", "random")
 
 
 class ReportInputError(ValueError):
     """The run folders cannot be read or compared; the message says what is wrong and how to fix it."""
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A masking condition as recorded in ``config["rh_masking"]``; ``none`` for unmasked runs."""
-
-    kind: str  # none | explicit | retrieval | random
-    k: int | None = None
-    seed: int | None = None
-    match: str | None = None
-    unit: str = "head"
-    mode: str = "uniform"
-    phase: str = "all"
-    heads: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def pool_label(self) -> str:
-        """The label without the seed: random draws at the same K (and settings) pool under it."""
-        if self.kind == "none":
-            return "none"
-        if self.kind == "explicit":
-            name = "explicit[" + ",".join(f"{l}.{h}" for l, h in self.heads[:4])
-            name += f",…{len(self.heads)} heads]" if len(self.heads) > 4 else "]"
-        else:
-            name = f"{self.kind}{'-layer' if self.match == 'layer' else ''}@{self.k}"
-        qualifiers = [
-            q for q, default in ((self.unit, "head"), (self.mode, "uniform"), (self.phase, "all")) if q != default
-        ]
-        return name + (f" [{', '.join(qualifiers)}]" if qualifiers else "")
-
-    @property
-    def label(self) -> str:
-        return self.pool_label + (f"/seed={self.seed}" if self.kind == "random" else "")
-
-    @property
-    def sort_key(self) -> tuple:
-        return (
-            _HEAD_KINDS.index(self.kind),
-            self.k or 0,
-            self.match or "",
-            self.unit,
-            self.mode,
-            self.phase,
-            self.seed if self.seed is not None else -1,
-            self.heads,
-        )
 
 
 @dataclass(frozen=True)
@@ -196,8 +151,8 @@ def _model_name(model_args) -> str | None:
 
 def _condition(masking: dict, path: Path) -> Condition:
     kind = masking.get("heads_kind", "none")
-    if kind not in _HEAD_KINDS:
-        raise ReportInputError(f"{path}: rh_masking.heads_kind={kind!r} is not one of {', '.join(_HEAD_KINDS)}.")
+    if kind not in KINDS:
+        raise ReportInputError(f"{path}: rh_masking.heads_kind={kind!r} is not one of {', '.join(KINDS)}.")
     if kind == "none":
         return Condition("none")
     audit = masking.get("audit")
@@ -209,16 +164,7 @@ def _condition(masking: dict, path: Path) -> Condition:
         )
     if kind in ("retrieval", "random") and masking.get("k") is None:
         raise ReportInputError(f"{path}: a {kind} condition must record k in rh_masking.")
-    return Condition(
-        kind=kind,
-        k=masking.get("k"),
-        seed=masking.get("seed") if kind == "random" else None,
-        match=masking.get("match"),
-        unit=masking.get("unit") or "head",
-        mode=masking.get("mode") or "uniform",
-        phase=masking.get("phase") or "all",
-        heads=tuple(sorted(tuple(h) for h in masking.get("heads") or ())),
-    )
+    return Condition.from_record(masking)
 
 
 def _load_task(path: Path, name: str, version, n_shot, prompt_cache: dict[str, str]) -> TaskRun:
@@ -274,22 +220,14 @@ def _scores(row: dict) -> dict[str, float]:
 
 
 def _doc_fields(row: dict, prompt_cache: dict[str, str]) -> dict:
-    doc = row.get("doc") if isinstance(row.get("doc"), dict) else {}
-    cluster = next((str(doc[k]) for k in _CLUSTER_KEYS if doc.get(k) is not None), None)
-    length, depth = _number(doc.get("length")), _number(doc.get("depth"))
-    answers = doc.get("answers") if isinstance(doc.get("answers"), list) else [doc.get("answer")]
-    answers = [a for a in answers if isinstance(a, str) and a.strip()]
+    fields = SampleFields.read(row.get("doc"))
     outcome = None
-    if length is not None and depth is not None and answers:
+    if fields.length is not None and fields.depth is not None and fields.answers:
         prompt_words = prompt_cache.get(row["prompt_hash"])
         if prompt_words is None:
             prompt_words = prompt_cache[row["prompt_hash"]] = " ".join(failures.words(_prompt(row)))
-        outcome = failures.classify(_response(row), answers, prompt_words)
-    return {"cluster": cluster, "length": length, "depth": depth, "outcome": outcome}
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        outcome = failures.classify(_response(row), list(fields.answers), prompt_words)
+    return {"cluster": fields.cluster, "length": fields.length, "depth": fields.depth, "outcome": outcome}
 
 
 def _prompt(row: dict) -> str:

@@ -1,6 +1,8 @@
 """``rh-eval suite``: one YAML file runs the whole causal experiment and writes its report."""
 
-from .config import Condition, SuiteConfig, SuiteConfigError, load_suite, parse_suite
+from model_wrappers.condition import Condition
+
+from .config import SuiteConfig, SuiteConfigError, load_suite, parse_suite
 from .runner import SuiteStateError, run_suite
 
 __all__ = ["Condition", "SuiteConfig", "SuiteConfigError", "SuiteStateError", "load_suite", "parse_suite", "run_suite"]

@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import logging
 
+from rh_tasks.plugin.errors import CommandError, command
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,13 +28,14 @@ def add_parser(subparsers) -> None:
         "--force", action="store_true", help="discard results in the output folder that came from a different config"
     )
     parser.add_argument("--no-report", action="store_true", help="run the conditions but do not write the report")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=main)
 
 
-def run(args: argparse.Namespace) -> int:
-    from rh_tasks.registration import register
+@command(ValueError, OSError)  # SuiteConfigError is a ValueError, SuiteStateError a RuntimeError raised below
+def main(args: argparse.Namespace) -> int:
+    from rh_tasks.plugin.registration import register
 
-    from .config import SuiteConfigError, load_suite
+    from .config import load_suite
     from .runner import SuiteStateError, run_suite
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -42,9 +45,8 @@ def run(args: argparse.Namespace) -> int:
         if args.output_dir:
             config = dataclasses.replace(config, output_dir=args.output_dir)
         out = run_suite(config, force=args.force, write_report=not args.no_report)
-    except (SuiteConfigError, SuiteStateError, ValueError, OSError) as err:
-        logger.error("%s", err)
-        return 2
+    except SuiteStateError as err:
+        raise CommandError(str(err)) from None
     except KeyboardInterrupt:
         logger.error(
             "Interrupted. Finished conditions are kept; the unfinished one is discarded when the same command "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from model_wrappers.condition import Condition
 from model_wrappers.head_selection import MATCHES, UNITS
 from model_wrappers.masking import MODES, PHASES
 
@@ -27,21 +28,6 @@ class TaskSpec:
     limit: int | float | None = None
     metadata: dict = field(default_factory=dict)
     num_fewshot: int | None = None
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One masking condition; ``name`` is also its folder name."""
-
-    heads: str  # none | retrieval | random
-    k: int | None = None
-    seed: int | None = None
-
-    @property
-    def name(self) -> str:
-        if self.heads == "none":
-            return "none"
-        return f"{self.heads}-k{self.k}" + (f"-seed{self.seed}" if self.seed is not None else "")
 
 
 @dataclass(frozen=True)
@@ -63,6 +49,8 @@ class SuiteConfig:
     def digest(self) -> str:
         """Hash of everything that changes results; the output folder does not."""
         content = {key: value for key, value in asdict(self).items() if key != "output_dir"}
+        # conditions hash as they always have, so that suites written earlier still resume
+        content["conditions"] = [{"heads": c.kind, "k": c.k, "seed": c.seed} for c in self.conditions]
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .. import stats
-from .config import SuiteConfig
+from rh_tasks.report import stats
+from rh_tasks.shared.samples import SampleFields
 
-_CLUSTER_KEYS = ("article_id", "context_id")  # as the report reads them from the logged documents
+from .config import SuiteConfig
+from .tasks import TaskCache, task_metadata
 
 
 @dataclass(frozen=True)
@@ -58,25 +59,19 @@ class Plan:
         return self.seeds == 0 or self.seeds >= self.seeds_for_floor
 
 
-def task_designs(config: SuiteConfig, tasks=None) -> list[TaskDesign]:
-    """Build each task's documents as the suite's lm-eval runs will (same metadata and limit) and count them.
-
-    ``tasks`` is the suite's :class:`~rh_tasks.suite.runner.TaskCache`, so the runs reuse these documents.
-    """
+def task_designs(config: SuiteConfig, tasks: TaskCache | None = None) -> list[TaskDesign]:
+    """Count each task's documents as the suite's lm-eval runs will see them (same build, metadata and limit)."""
     from lm_eval.evaluator_utils import get_sample_size
 
-    from .runner import TaskCache, task_metadata
-
-    tasks = tasks or TaskCache()
+    tasks = TaskCache() if tasks is None else tasks
     designs = []
     for spec in config.tasks:
-        leaves = tasks.leaves(spec.task, task_metadata(config) | spec.metadata, spec.num_fewshot)
         items, clusters, filters = 0, 0, 1
-        for leaf in leaves:
+        for leaf in tasks.leaves(spec.task, task_metadata(config) | spec.metadata, spec.num_fewshot):
             docs = list(leaf.eval_docs)
             limit = get_sample_size(leaf, spec.limit)
             docs = docs[:limit] if limit is not None else docs
-            keys = [next((doc[k] for k in _CLUSTER_KEYS if doc.get(k) is not None), None) for doc in docs]
+            keys = [SampleFields.read(doc).cluster for doc in docs]
             items += len(docs)
             clusters += len({k for k in keys if k is not None}) + sum(k is None for k in keys)
             filters = max(filters, len(getattr(leaf, "_filters", None) or [None]))
@@ -86,9 +81,9 @@ def task_designs(config: SuiteConfig, tasks=None) -> list[TaskDesign]:
 
 def check_design(config: SuiteConfig, designs: list[TaskDesign], effect: float = 0.2) -> Plan:
     """Smallest attainable p per task before and after Holm, and the clusters and seeds an effect needs."""
-    retrieval = {c.k for c in config.conditions if c.heads == "retrieval"}
-    random = {c.k for c in config.conditions if c.heads == "random"}
-    seeds = len({c.seed for c in config.conditions if c.heads == "random"})
+    retrieval = {c.k for c in config.conditions if c.kind == "retrieval"}
+    random = {c.k for c in config.conditions if c.kind == "random"}
+    seeds = len({c.seed for c in config.conditions if c.kind == "random"})
     per_filter = len(retrieval) + len(random) + len(retrieval & random)
     floors, owners = [], []
     for number, design in enumerate(designs):

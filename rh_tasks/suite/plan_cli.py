@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-logger = logging.getLogger(__name__)
+from rh_tasks.plugin.errors import CommandError, command
 
 
 def add_parser(subparsers) -> None:
@@ -27,27 +27,23 @@ def add_parser(subparsers) -> None:
         help="effect to size the design for, in points of a [0, 1] score (default: 20); planned at 80%% power "
         "with the worst-case spread of such scores",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=main)
 
 
-def run(args: argparse.Namespace) -> int:
-    from rh_tasks.registration import register
+@command(ValueError, OSError)  # SuiteConfigError is a ValueError
+def main(args: argparse.Namespace) -> int:
+    from rh_tasks.plugin.registration import register
 
-    from .config import SuiteConfigError, load_suite
+    from .config import load_suite
     from .plan import check_design, describe, task_designs
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notes on task metadata are noise here
     if not 0 < args.effect <= 100:
-        logger.error("--effect %s must be between 0 and 100 points.", args.effect)
-        return 2
+        raise CommandError(f"--effect {args.effect} must be between 0 and 100 points.")
     register()
-    try:
-        config = load_suite(args.suite_file)
-        plan = check_design(config, task_designs(config), effect=args.effect / 100)
-    except (SuiteConfigError, ValueError, OSError) as err:
-        logger.error("%s", err)
-        return 2
+    config = load_suite(args.suite_file)
+    plan = check_design(config, task_designs(config), effect=args.effect / 100)
     print(
         f"{args.suite_file}: {plan.family_size} headline tests corrected together (Holm), "
         f"{plan.seeds} random seed{'s' if plan.seeds != 1 else ''}, alpha = 0.05."

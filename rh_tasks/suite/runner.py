@@ -23,13 +23,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..files import atomic_write_text, writable_folder
-from .config import Condition, SuiteConfig
+from model_wrappers.condition import Condition
+from model_wrappers.files import atomic_write_text, writable_folder
+
+from .config import SuiteConfig
+from .tasks import TaskCache, task_metadata
 
 logger = logging.getLogger(__name__)
-
-# model_args that also name the tokenizer and context length the task builders must use
-_MODEL_METADATA_KEYS = ("gguf_file", "tokenizer", "max_length", "revision", "trust_remote_code")
 
 
 class SuiteStateError(RuntimeError):
@@ -64,52 +64,6 @@ def _claim_output(config: SuiteConfig, out: Path, force: bool) -> None:
 def _is_complete(folder: Path, config: SuiteConfig) -> bool:
     record = folder / "condition.json"
     return record.is_file() and json.loads(record.read_text()).get("config_hash") == config.digest()
-
-
-def task_metadata(config: SuiteConfig) -> dict:
-    """Task metadata the model implies (tokenizer, context length); each task's own metadata is merged on top."""
-    meta = {key: config.model_args[key] for key in _MODEL_METADATA_KEYS if key in config.model_args}
-    return meta | ({"pretrained": config.pretrained} if config.pretrained else {})
-
-
-class TaskCache:
-    """Tasks built once per suite and reused by every condition, so documents are not rebuilt per condition.
-
-    A condition changes only the masked heads, never the documents: those depend on the task, its metadata and
-    the tokenizer, which the metadata names (``pretrained``, ``tokenizer``, ``gguf_file``, ...). The key is all of
-    them, plus the few-shot count, which lm-eval writes into the task object. Reusing lm-eval's task objects is
-    safe because every evaluation rebuilds a task's requests from its documents and reseeds its few-shot sampler.
-    """
-
-    def __init__(self) -> None:
-        self._built: dict[tuple, tuple] = {}
-        self._leaves: dict[tuple, list] = {}
-
-    def load(self, task: str, metadata: dict, num_fewshot: int | None = None) -> tuple:
-        """(TaskManager, [Task or Group]) for ``task`` built with ``metadata``, built on first use only."""
-        key = self._key(task, metadata, num_fewshot)
-        if key not in self._built:
-            from lm_eval.tasks import TaskManager
-
-            from rh_tasks.registration import task_configs_dir
-
-            manager = TaskManager(include_defaults=False, include_path=[str(task_configs_dir())], metadata=metadata)
-            loaded = manager.load([task])
-            top = loaded["groups"].get(task) or loaded["tasks"].get(task)
-            self._leaves[key] = list(loaded["tasks"].values())
-            self._built[key] = (manager, [top] if top is not None else self._leaves[key])
-        else:
-            logger.info("%s: reusing the documents built earlier", task)
-        return self._built[key]
-
-    def leaves(self, task: str, metadata: dict, num_fewshot: int | None = None) -> list:
-        """The single tasks under ``task`` (itself, or a group's members), as :meth:`load` builds them."""
-        self.load(task, metadata, num_fewshot)
-        return self._leaves[self._key(task, metadata, num_fewshot)]
-
-    @staticmethod
-    def _key(task: str, metadata: dict, num_fewshot: int | None) -> tuple:
-        return task, num_fewshot, json.dumps(metadata, sort_keys=True, default=str)
 
 
 def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, tasks: TaskCache) -> None:
@@ -180,8 +134,8 @@ def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = 
         masking = dict(head_scores=config.head_scores, mode=config.mode, phase=config.phase, unit=config.unit)
 
         def remask(condition: Condition) -> None:
-            match = config.match if condition.heads == "random" else None
-            lm.remask(heads=condition.heads, k=condition.k, seed=condition.seed or 0, match=match, **masking)
+            match = config.match if condition.kind == "random" else None
+            lm.remask(heads=condition.kind, k=condition.k, seed=condition.seed or 0, match=match, **masking)
 
         for condition in pending:  # every head set is resolved, and so validated, before any evaluation
             remask(condition)

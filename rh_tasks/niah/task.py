@@ -12,94 +12,56 @@ import random
 
 from lm_eval.api.task import ConfigurableTask
 
-from . import packaged_data
-from .haystack import insert_needle
-from .scoring import contains_answer, rouge1_recall
-from .task_options import task_options
-from .task_tokenizer import context_limit, resolve_tokenizer
+from rh_tasks.shared import samples, token_splice
+from rh_tasks.shared.options import as_list, check_grid, task_options
+from rh_tasks.shared.packaged_data import TASK_DATA
+from rh_tasks.shared.scoring import contains_answer, rouge1_recall
+from rh_tasks.shared.tokenizer import context_limit, resolve_tokenizer
+
+from .haystack import PROMPT, insert_needle, load_haystack
 
 logger = logging.getLogger(__name__)
 
-HAYSTACKS = {"time_machine": "haystack/time_machine_ch01-08.txt.gz"}
 NEEDLES = "needles/niah.jsonl"
+MIN_LENGTH = 64
 DEFAULTS = {
     "lengths": [1024, 2048],
     "depths": [0, 50, 100],
     "needles": None,  # None: every needle in needles/niah.jsonl
     "haystack": "time_machine",
     "shuffle_seed": 1234,  # not "seed": lm-eval merges model_args (rh-masked has its own seed) into metadata
-    "max_gen_toks": 32,
 }
-# The question follows the context as in Retrieval_Head's NIAH prompt.
-PROMPT = "<book>{context}</book>\nBased on the content of the book, Question: {question}\nAnswer:"
+GEN_TOKENS = 32  # generation_kwargs.max_gen_toks of niah.yaml: room every prompt leaves for the answer
 
 
-def load_haystack(name_or_path: str) -> str:
-    """A packaged haystack by name, or any UTF-8 text file (e.g. Paul Graham essays concatenated) by path."""
-    if name_or_path in HAYSTACKS:
-        return packaged_data.read_text(HAYSTACKS[name_or_path])
-    from pathlib import Path
-
-    path = Path(name_or_path)
-    if path.is_dir():
-        files = sorted(path.glob("*.txt"))
-        if not files:
-            raise ValueError(f"haystack={name_or_path!r} is a folder without .txt files.")
-        return "\n\n".join(f.read_text(encoding="utf-8") for f in files)
-    if path.is_file():
-        return path.read_text(encoding="utf-8")
-    raise ValueError(f"haystack={name_or_path!r} is neither a packaged haystack ({', '.join(HAYSTACKS)}) nor a path.")
-
-
-def _as_list(name: str, value) -> list:
-    if isinstance(value, (int, float, str)):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(f"niah metadata {name}={value!r} must be a non-empty list.")
-    return list(value)
-
-
-def build_grid(tokenizer, *, lengths, depths, needles, haystack, shuffle_seed, max_gen_toks, limit=None) -> list[dict]:
+def build_grid(tokenizer, *, lengths, depths, needles, haystack, shuffle_seed, limit=None) -> list[dict]:
     """All docs of the grid, in a seeded random order so that ``--limit N`` takes a spread-out subset."""
-    lengths = _as_list("lengths", lengths)
-    depths = _as_list("depths", depths)
-    for length in lengths:
-        if not isinstance(length, int) or isinstance(length, bool) or length < 64:
-            raise ValueError(f"niah length {length!r} must be an integer number of tokens >= 64.")
-        if limit is not None and length + max_gen_toks > limit:
-            raise ValueError(
-                f"niah length {length} plus max_gen_toks {max_gen_toks} exceeds the model's context of {limit} "
-                f"tokens; lm-eval would silently cut the prompt. Use lengths <= {limit - max_gen_toks}."
-            )
-    for depth in depths:
-        if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 <= depth <= 100:
-            raise ValueError(f"niah depth {depth!r} must be a percentage between 0 and 100.")
-
-    triples = packaged_data.read_jsonl(NEEDLES)
+    lengths, depths = check_grid("niah", lengths, depths, min_length=MIN_LENGTH, max_gen_toks=GEN_TOKENS, limit=limit)
+    triples = TASK_DATA.read_jsonl(NEEDLES)
     by_id = {t["id"]: t for t in triples}
-    chosen = list(by_id) if needles is None else _as_list("needles", needles)
+    chosen = list(by_id) if needles is None else as_list("niah", "needles", needles)
     unknown = [n for n in chosen if n not in by_id]
     if unknown:
         raise ValueError(f"Unknown needle ids {unknown}; available: {', '.join(by_id)}.")
     text = load_haystack(haystack)
 
-    reserve = len(tokenizer(PROMPT.format(context="", question=""), add_special_tokens=False)["input_ids"])
+    reserve = token_splice.count(tokenizer, PROMPT.format(context="", question=""))
     docs = []
     for needle_id in chosen:
         triple = by_id[needle_id]
-        question_tokens = len(tokenizer(triple["question"], add_special_tokens=False)["input_ids"])
+        question_tokens = token_splice.count(tokenizer, triple["question"])
         for length in lengths:
             for depth in depths:
                 context = insert_needle(tokenizer, text, triple["needle"], length - reserve - question_tokens, depth)
                 docs.append(
                     {
-                        "length": length,
-                        "depth": depth,
+                        samples.LENGTH: length,
+                        samples.DEPTH: depth,
                         "needle_id": needle_id,
-                        "context_id": f"{haystack}/{needle_id}",
+                        samples.CONTEXT_ID: f"{haystack}/{needle_id}",
                         "question": triple["question"],
                         "answer_prefix": triple["answer_prefix"],
-                        "answer": triple["answer"],
+                        samples.ANSWER: triple["answer"],
                         "needle": triple["needle"],
                         "context": context.text,
                         "context_tokens": context.num_tokens,
@@ -115,7 +77,7 @@ def build(**metadata) -> dict:
 
     options = task_options("niah", metadata, DEFAULTS)
     if options["needles"] is not None:
-        options["needles"] = _as_list("needles", options["needles"])
+        options["needles"] = as_list("niah", "needles", options["needles"])
     tokenizer = resolve_tokenizer(**metadata)
     docs = build_grid(tokenizer, limit=context_limit(**metadata), **options)
     logger.info("niah: %d docs (lengths %s, depths %s)", len(docs), options["lengths"], options["depths"])

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from functools import cache
 
-from . import packaged_data
+from rh_tasks.shared.packaged_data import TASK_DATA
 
 PACKAGED_DEV = "squad/dev-v1.1.json.gz"
 
@@ -36,7 +36,7 @@ class Question:
 def load_dev() -> tuple[tuple[Paragraph, ...], tuple[Question, ...]]:
     """All 2,067 paragraphs and 10,570 questions of the packaged SQuAD v1.1 dev set."""
     paragraphs, questions = [], []
-    for article_id, article in enumerate(json.loads(packaged_data.read_text(PACKAGED_DEV))["data"]):
+    for article_id, article in enumerate(json.loads(TASK_DATA.read_text(PACKAGED_DEV))["data"]):
         for paragraph_index, raw in enumerate(article["paragraphs"]):
             paragraph = Paragraph(f"{article_id}/{paragraph_index}", article_id, article["title"], raw["context"])
             paragraphs.append(paragraph)

@@ -8,7 +8,7 @@ import sys
 
 # sub-command -> module exposing ``add_parser(subparsers)``; the parser's ``func(args)`` returns an exit code.
 _COMMANDS = {
-    "run": "rh_tasks.run_cli",
+    "run": "rh_tasks.plugin.lm_eval_run",
     "report": "rh_tasks.report.cli",
     "detect": "rh_tasks.detection.cli",
     "heads": "rh_tasks.detection.heads_cli",
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:  # forwarded verbatim: `rh-eval run` takes exactly lm_eval's flags
-        return importlib.import_module(_COMMANDS["run"]).run(argv[1:])
+        return importlib.import_module(_COMMANDS["run"]).main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

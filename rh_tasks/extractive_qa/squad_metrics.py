@@ -38,7 +38,7 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def contains(prediction: str, gold: str) -> float:
+def contains_words(prediction: str, gold: str) -> float:
     """1.0 if the normalised gold answer occurs in the normalised prediction, on word boundaries.
 
     Catches correct but wordy answers ("It was Denver." for "Denver") that exact match rejects.
@@ -55,9 +55,9 @@ def best_over_golds(metric, prediction: str, golds: list[str]) -> float:
 
 
 def squad_scores(prediction: str, golds: list[str]) -> dict[str, float]:
-    """Per-item ``exact_match``, ``f1`` and ``contains`` of one prediction against its gold answers."""
+    """Per-item ``exact_match``, ``f1`` and ``contains_words`` of one prediction against its gold answers."""
     return {
         "exact_match": best_over_golds(exact_match, prediction, golds),
         "f1": best_over_golds(token_f1, prediction, golds),
-        "contains": best_over_golds(contains, prediction, golds),
+        "contains_words": best_over_golds(contains_words, prediction, golds),
     }

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rh_tasks.scoring import rouge1_recall
+from rh_tasks.shared.scoring import rouge1_recall
 
 from .attention_probe import ArgmaxProbe, argmax_probe
 from .copy_events import copy_scores

@@ -10,19 +10,23 @@ from __future__ import annotations
 import re
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from . import token_splice
+from rh_tasks.shared import token_splice
+from rh_tasks.shared.packaged_data import TASK_DATA
 
+HAYSTACKS = {"time_machine": "haystack/time_machine_ch01-08.txt.gz"}
+# The question follows the context as in Retrieval_Head's NIAH prompt.
+PROMPT = "<book>{context}</book>\nBased on the content of the book, Question: {question}\nAnswer:"
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s+")
 
 
 @dataclass(frozen=True)
 class NeedleContext:
     text: str
-    needle_start: int  # character offsets of the needle inside ``text``
-    needle_end: int
+    needle_start: int  # character offset of the needle inside ``text``
     num_tokens: int  # tokens of ``text`` alone, without special tokens
     pieces: tuple[token_splice.Piece, ...] = field(default=(), repr=False, compare=False)  # ``text``, spliced
 
@@ -124,7 +128,21 @@ def insert_needle(tokenizer, haystack: str, needle: str, context_tokens: int, de
     return NeedleContext(
         text=joined,
         needle_start=start,
-        needle_end=start + len(needle),
         num_tokens=token_splice.splice_count(tokenizer, pieces),
         pieces=tuple(pieces),
     )
+
+
+def load_haystack(name_or_path: str) -> str:
+    """A packaged haystack by name, or any UTF-8 text file (e.g. Paul Graham essays concatenated) by path."""
+    if name_or_path in HAYSTACKS:
+        return TASK_DATA.read_text(HAYSTACKS[name_or_path])
+    path = Path(name_or_path)
+    if path.is_dir():
+        files = sorted(path.glob("*.txt"))
+        if not files:
+            raise ValueError(f"haystack={name_or_path!r} is a folder without .txt files.")
+        return "\n\n".join(f.read_text(encoding="utf-8") for f in files)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    raise ValueError(f"haystack={name_or_path!r} is neither a packaged haystack ({', '.join(HAYSTACKS)}) nor a path.")

@@ -11,11 +11,11 @@ def add_parser(subparsers) -> None:
         help="run lm-eval (same flags as `lm_eval run`) with rh-masked and the rh-eval tasks available",
         add_help=False,
     )
-    parser.set_defaults(func=lambda args: run([]))
+    parser.set_defaults(func=lambda args: main([]))
 
 
-def run(argv: list[str]) -> int:
-    from rh_tasks.registration import register
+def main(argv: list[str]) -> int:
+    from .registration import register
 
     register()
     from lm_eval.__main__ import cli_evaluate

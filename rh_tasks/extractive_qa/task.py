@@ -16,12 +16,13 @@ import logging
 import random
 from functools import cache, lru_cache
 
-from . import token_splice
-from .distractor_context import build_context, count_tokens
+from rh_tasks.shared import options, samples, token_splice
+from rh_tasks.shared.options import task_options
+from rh_tasks.shared.tokenizer import context_limit, resolve_tokenizer
+
+from .distractor_context import build_context
 from .squad_data import Paragraph, Question, choose_questions, load_dev
 from .squad_metrics import normalize_answer, squad_scores
-from .task_options import task_options
-from .task_tokenizer import context_limit, resolve_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ DEFAULTS = {
     "depths": [0, 50, 100],
     "questions_per_cell": 5,
     "question_seed": 1234,  # not "seed": lm-eval merges model_args (rh-masked has its own seed) into metadata
-    "max_gen_toks": 32,
 }
+GEN_TOKENS = 32  # generation_kwargs.max_gen_toks of extractive_qa.yaml: room every prompt leaves for the answer
 MIN_LENGTH = 128
 # LongBench's multi-document QA prompt (Bai et al. 2023), instruction before and after the passages.
 INSTRUCTION = (
@@ -46,32 +47,17 @@ CLOSED_BOOK_PROMPT = (
 )
 
 
-def _as_list(name: str, value) -> list:
-    if isinstance(value, (int, float, str)):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(f"extractive_qa metadata {name}={value!r} must be a non-empty list.")
-    return list(value)
-
-
-def check_grid(lengths, depths, max_gen_toks: int, limit: int | None) -> tuple[list[int], list[float]]:
+def check_grid(lengths, depths, limit: int | None) -> tuple[list[int], list[float]]:
     """Lengths and depths as lists, or a ``ValueError`` that names the bad value and the fix."""
-    lengths, depths = _as_list("lengths", lengths), _as_list("depths", depths)
-    for length in lengths:
-        if isinstance(length, bool) or not isinstance(length, int) or length < MIN_LENGTH:
-            raise ValueError(f"extractive_qa length {length!r} must be an integer number of tokens >= {MIN_LENGTH}.")
-        if limit is not None and length + max_gen_toks > limit:
-            raise ValueError(
-                f"extractive_qa length {length} plus max_gen_toks {max_gen_toks} exceeds the model's context of "
-                f"{limit} tokens; lm-eval would silently cut the prompt. Use lengths <= {limit - max_gen_toks}."
-            )
-    for depth in depths:
-        if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 <= depth <= 100:
-            raise ValueError(
-                f"extractive_qa depth {depth!r} must be a percentage between 0 and 100 "
-                "(0 puts the gold paragraph first, 100 last)."
-            )
-    return lengths, depths
+    return options.check_grid(
+        "extractive_qa",
+        lengths,
+        depths,
+        min_length=MIN_LENGTH,
+        max_gen_toks=GEN_TOKENS,
+        limit=limit,
+        depth_hint=" (0 puts the gold paragraph first, 100 last)",
+    )
 
 
 @cache
@@ -100,25 +86,23 @@ def _base_doc(question: Question) -> dict:
     return {
         "id": question.id,
         "question": question.question,
-        "answers": list(question.answers),
+        samples.ANSWERS: list(question.answers),
         "title": paragraph.title,
-        "article_id": paragraph.article_id,
-        "context_id": paragraph.id,
+        samples.ARTICLE_ID: paragraph.article_id,
+        samples.CONTEXT_ID: paragraph.id,
     }
 
 
-def build_grid(
-    tokenizer, *, lengths, depths, questions_per_cell, question_seed, max_gen_toks, limit=None
-) -> list[dict]:
+def build_grid(tokenizer, *, lengths, depths, questions_per_cell, question_seed, limit=None) -> list[dict]:
     """All docs of the grid: for each question, each length, each depth."""
-    lengths, depths = check_grid(lengths, depths, max_gen_toks, limit)
-    reserve = count_tokens(tokenizer, PROMPT.format(context="", question=""))
+    lengths, depths = check_grid(lengths, depths, limit)
+    reserve = token_splice.count(tokenizer, PROMPT.format(context="", question=""))
     head, tail = PROMPT.split("{context}")
     docs = []
     for question in choose_questions(questions_per_cell, question_seed):
         distractors = _distractors(question, question_seed)
-        fixed = reserve + count_tokens(tokenizer, question.question)
-        needed = fixed + count_tokens(tokenizer, question.paragraph.text.strip())
+        fixed = reserve + token_splice.count(tokenizer, question.question)
+        needed = fixed + token_splice.count(tokenizer, question.paragraph.text.strip())
         for length in lengths:
             if needed > length:
                 raise ValueError(
@@ -138,8 +122,8 @@ def build_grid(
                 docs.append(
                     _base_doc(question)
                     | {
-                        "length": length,
-                        "depth": depth,
+                        samples.LENGTH: length,
+                        samples.DEPTH: depth,
                         "depth_actual": round(context.depth_actual, 2),
                         "gold_position": context.gold_position,
                         "num_passages": context.num_passages,

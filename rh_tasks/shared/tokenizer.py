@@ -9,22 +9,12 @@ so their builders need its tokenizer. lm-eval merges ``--model_args`` into task 
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
+
+from model_wrappers.model_source import model_source
 
 
-def model_source(metadata: dict) -> tuple[str, str | None]:
-    """(path or hub id, gguf_file) of the model named by ``metadata``; local GGUF files resolve to our cache."""
-    from model_wrappers.gguf_cache import GEMMA_NAME, cached_gguf_dir, embedded_model_dir, gemma_model_dir
-
-    pretrained = metadata.get("pretrained")
-    gguf_file = metadata.get("gguf_file")
-    if pretrained is None:
-        return str(embedded_model_dir()), None
-    if pretrained == GEMMA_NAME:
-        return str(gemma_model_dir()), None
-    if gguf_file and Path(pretrained, gguf_file).is_file():
-        return str(cached_gguf_dir(Path(pretrained, gguf_file))), None
-    return str(pretrained), gguf_file
+def _loadable(metadata: dict) -> tuple[str, str | None]:
+    return model_source(metadata.get("pretrained"), metadata.get("gguf_file")).loadable()
 
 
 @lru_cache(maxsize=4)
@@ -42,7 +32,7 @@ def resolve_tokenizer(**metadata):
     if metadata.get("tokenizer"):
         source, gguf_file = str(metadata["tokenizer"]), None
     else:
-        source, gguf_file = model_source(metadata)
+        source, gguf_file = _loadable(metadata)
     return _load_tokenizer(source, gguf_file, metadata.get("revision"), bool(metadata.get("trust_remote_code")))
 
 
@@ -64,5 +54,5 @@ def context_limit(**metadata) -> int | None:
     """Longest input in tokens the evaluation will accept: ``max_length`` if the user set it, else the model's."""
     if metadata.get("max_length"):
         return int(metadata["max_length"])
-    source, gguf_file = model_source(metadata)
+    source, gguf_file = _loadable(metadata)
     return _config_limit(source, gguf_file, bool(metadata.get("trust_remote_code")))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import token_splice
+from rh_tasks.shared import token_splice
 
 SEPARATOR = "\n\n"
 MIN_PARTIAL_TOKENS = 8  # a shorter cut distractor would be a stub, so the budget is left slightly unfilled instead
@@ -23,17 +23,12 @@ MIN_PARTIAL_TOKENS = 8  # a shorter cut distractor would be a stub, so the budge
 @dataclass(frozen=True)
 class PassageContext:
     text: str
-    gold_start: int  # character offsets of the gold passage inside ``text``
-    gold_end: int
+    gold_start: int  # character offset of the gold passage inside ``text``
     gold_position: int  # index of the gold passage among all passages
     num_passages: int
     depth_actual: float  # percent of the distractor tokens that precede the gold passage
     num_tokens: int  # tokens of ``text`` alone, without special tokens
     pieces: tuple[token_splice.Piece, ...] = field(default=(), repr=False, compare=False)  # ``text``, spliced
-
-
-def count_tokens(tokenizer, text: str) -> int:
-    return token_splice.count(tokenizer, text)
 
 
 def _fill(tokenizer, distractors: Sequence[str], budget: int, sep_tokens: int) -> list[tuple[token_splice.Piece, int]]:
@@ -77,7 +72,7 @@ def build_context(tokenizer, gold: str, distractors: Sequence[str], num_tokens: 
     if not 0 <= depth <= 100:
         raise ValueError(f"depth={depth} must lie between 0 and 100 (percent of the context).")
     gold = gold.strip()
-    sep_tokens = count_tokens(tokenizer, SEPARATOR)
+    sep_tokens = token_splice.count(tokenizer, SEPARATOR)
     gold_piece = token_splice.literal(tokenizer, gold)
     gold_tokens = len(gold_piece.source)
     if gold_tokens > num_tokens:
@@ -93,7 +88,6 @@ def build_context(tokenizer, gold: str, distractors: Sequence[str], num_tokens: 
             best = PassageContext(
                 text,
                 gold_start,
-                gold_start + len(gold),
                 position,
                 len(chosen) + 1,
                 depth_actual,

@@ -13,8 +13,8 @@ import logging
 import random
 from functools import cache
 
-from . import packaged_data
-from .task_options import check_option_names
+from rh_tasks.shared.options import check_option_names
+from rh_tasks.shared.packaged_data import TASK_DATA
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def packaged_file(subject: str, split: str) -> str:
 def subjects() -> list[str]:
     """The 57 subjects, read from the packaged manifest."""
     prefix, suffix = "mmlu/test/", "_test.csv.gz"
-    return sorted(name[len(prefix) : -len(suffix)] for name in packaged_data.manifest() if name.startswith(prefix))
+    return sorted(name[len(prefix) : -len(suffix)] for name in TASK_DATA.manifest() if name.startswith(prefix))
 
 
 def read_split(subject: str, split: str) -> list[dict]:
@@ -38,7 +38,7 @@ def read_split(subject: str, split: str) -> list[dict]:
     if subject not in subjects():
         raise ValueError(f"Unknown MMLU subject {subject!r}; known subjects: {', '.join(subjects())}.")
     docs = []
-    for row in csv.reader(io.StringIO(packaged_data.read_text(packaged_file(subject, split)), newline="")):
+    for row in csv.reader(io.StringIO(TASK_DATA.read_text(packaged_file(subject, split)), newline="")):
         question, *choices, letter = row
         docs.append({"question": question, "subject": subject, "choices": choices, "answer": LETTERS.index(letter)})
     return docs

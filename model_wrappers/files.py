@@ -1,10 +1,19 @@
-"""Output files that are either complete or absent, and output folders checked before long work starts."""
+"""Files rh-eval writes and reads: outputs complete or absent, folders checked before long work, sha256 digests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class OutputFolderError(OSError):

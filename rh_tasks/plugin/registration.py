@@ -16,11 +16,11 @@ MODEL_TARGET = "model_wrappers.rh_masked:RHMaskedLM"
 
 def task_configs_dir() -> Path:
     """Installed wheels carry the YAMLs inside ``rh_tasks``; a source checkout keeps them at its top level."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "task_configs", here.parent / "task_configs"):
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "task_configs", package.parent / "task_configs"):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"rh-eval's task_configs folder is missing next to {here}; reinstall rh-eval.")
+    raise FileNotFoundError(f"rh-eval's task_configs folder is missing next to {package}; reinstall rh-eval.")
 
 
 def register_model(registry_module) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from . import packaged_data
-from .task_options import check_option_names
+from rh_tasks.shared.options import check_option_names
+from rh_tasks.shared.packaged_data import TASK_DATA
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def load_test(source: str = "packaged"):
     import datasets
 
     if source == "packaged":
-        return datasets.Dataset.from_list(packaged_data.read_jsonl(PACKAGED_TEST))
+        return datasets.Dataset.from_list(TASK_DATA.read_jsonl(PACKAGED_TEST))
     if source == "hub":
         return datasets.load_dataset(*HUB_DATASET, split="test")
     raise ValueError(f"GSM8K source={source!r} is not one of {SOURCES}; use 'packaged' (default, offline) or 'hub'.")
@@ -33,7 +33,7 @@ def load_test(source: str = "packaged"):
 def _describe(source: str) -> str:
     if source == "hub":
         return f"{HUB_DATASET[0]} ({HUB_DATASET[1]}) from the Hugging Face hub"
-    return f"the packaged GSM8K test set {packaged_data.DATA_DIR / PACKAGED_TEST} (sha256 checked)"
+    return f"the packaged GSM8K test set {TASK_DATA.folder / PACKAGED_TEST} (sha256 checked)"
 
 
 def cot_dataset(source: str = "packaged", **_metadata) -> dict:

@@ -1,0 +1,1 @@
+"""The ``extractive_qa`` task family (task_configs/extractive_qa): SQuAD questions in long distractor contexts."""

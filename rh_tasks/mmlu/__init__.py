@@ -1,0 +1,1 @@
+"""The ``mmlu`` task family (task_configs/mmlu): the packaged MMLU questions."""

@@ -1,0 +1,1 @@
+"""Task infrastructure shared by every task family: options, tokenizer, packaged data, scoring, token splicing."""
