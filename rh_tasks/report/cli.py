@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from rh_tasks.plugin.errors import CommandError, command
+from rh_tasks.plugin.errors import command
 
 from . import stats
 from .render import write_report
@@ -77,7 +77,6 @@ def main(args: argparse.Namespace) -> int:
     output = args.output_dir
     if output is None:
         output = default_output_dir(args.run_dirs)
-        logger.info("No --output-dir given: writing the report to %s", output)
     files = write_report(
         args.run_dirs,
         output,
