@@ -1,7 +1,7 @@
 """Head masking for Hugging Face causal LMs, and the ``rh-masked`` lm-eval model built on it.
 
-The intervention layer: it depends on no other rh-eval package. Names load on first use, so that reading a file
-helper does not import torch.
+The intervention layer: it depends on no other rh-eval package. Names load on first use, so that code which only
+reads head-score files (the report, ``rh-eval heads``) does not import torch.
 """
 
 from __future__ import annotations
