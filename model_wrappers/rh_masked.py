@@ -27,7 +27,7 @@ from .head_selection import HeadSelection, select_heads
 from .masking import MODES, PHASES, head_output_means, mask_heads
 from .model_source import cached_gguf_sha256, model_source
 from .packaged_data import DATA
-from .shared_prefill import ConditionBatch
+from .shared_prefill import ConditionBatch, Timing
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,12 @@ class RHMaskedLM(HFLM):
             raise KeyError(f"{name!r} is not a planned condition; planned: {', '.join(self._planned) or 'none'}.")
         vars(self).update(self._planned[name])
         self._batch.start(name)
+
+    def shared_timing(self) -> Timing:
+        """Seconds the conditions of :meth:`plan_conditions` spent on shared prefixes and on their own rows."""
+        if self._batch is None:
+            raise RuntimeError("No conditions are planned: call plan_conditions first.")
+        return self._batch.timing
 
     def _masking_state(self) -> dict:
         names = ("selection", "_scores", "_head_scores_path", "_selection_args", "_mode", "_phase", "_audit")

@@ -3,6 +3,7 @@
 Layout of the output folder::
 
     suite.json                      resolved config, its hash, library versions
+    timing.json                     wall time of the last run, and where the shared prefill spent it
     conditions/<name>/              lm-eval's own results_*.json and samples_*.jsonl, plus condition.json
     report/report.{md,json,html}
 
@@ -155,12 +156,17 @@ def run_suite(
                 lm.remask(**arguments[condition.name])
         else:
             lm.plan_conditions(arguments, memory_gb)
+        start = time.perf_counter()
         for condition in tqdm(pending, desc="conditions", unit="condition"):
             if one_by_one:
                 lm.remask(**arguments[condition.name])
             else:
                 lm.use_condition(condition.name)
             _run_condition(lm, config, condition, conditions_dir / condition.name, tasks)
+        timing = {"conditions": len(pending), "one_by_one": one_by_one, "seconds": time.perf_counter() - start}
+        if not one_by_one:
+            timing["shared_prefill"] = asdict(lm.shared_timing())
+        _write_json(out / "timing.json", timing)
 
     if write_report:
         from rh_tasks.report import write_report as build_report
