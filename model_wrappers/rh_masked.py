@@ -211,7 +211,9 @@ class RHMaskedLM(HFLM):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
-        """Under ``phase=decode``, score requests in groups of equal input and continuation lengths.
+        """Score planned conditions together (:meth:`plan_conditions`), else one condition as below.
+
+        Under ``phase=decode``, score requests in groups of equal input and continuation lengths.
 
         The decode phase masks the position that predicts the first continuation token and every later one, i.e.
         the last ``len(continuation)`` positions of each row; equal shapes make that the same slice for every
