@@ -85,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         headline_k=args.headline_k,
     )
-    for paragraph in (p for model in files.report["models"] for p in model["statements"]):
+    for paragraph in (p for model in files.report.models for p in model.statements):
         print(paragraph, end="\n\n")
     print(f"Wrote {files.markdown}, {files.json} and {files.html}")
     return 0
