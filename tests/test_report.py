@@ -1,6 +1,5 @@
 """The report end to end on synthetic lm-eval output folders written in lm-eval's exact on-disk format."""
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -10,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rh_tasks.plugin.command import main
 from rh_tasks.report import ReportInputError, write_report
-from rh_tasks.report import cli as report_cli
 from rh_tasks.report.failures import classify, words
 from rh_tasks.report.schema import to_json
 
@@ -517,10 +516,7 @@ def test_refuses_mismatched_documents(tmp_path):
 
 
 def run_cli(argv) -> int:
-    parser = argparse.ArgumentParser(prog="rh-eval")
-    report_cli.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["report", *map(str, argv)])
-    return args.func(args)
+    return main(["report", *map(str, argv)])
 
 
 def test_cli_errors_leave_existing_report_untouched(tmp_path, capsys):

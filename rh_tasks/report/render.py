@@ -17,7 +17,7 @@ import jinja2
 
 from model_wrappers.files import atomic_write_text, writable_folder
 
-from . import plots, stats
+from . import plots
 from .analysis import analyse
 from .failures import OUTCOMES, classify_runs
 from .narrative import design, format_p, format_value, listing_order, stars
@@ -47,10 +47,10 @@ def write_report(
     run_dirs: Sequence[str | Path],
     output_dir: str | Path,
     *,
-    seed: int = 0,
-    n_resamples: int = stats.N_RESAMPLES,
-    confidence: float = stats.CONFIDENCE,
-    headline_k: int | None = None,
+    seed: int = Settings.seed,
+    n_resamples: int = Settings.n_resamples,
+    confidence: float = Settings.confidence,
+    headline_k: int | None = Settings.headline_k,
 ) -> ReportFiles:
     """Read lm-eval output folders, compare every masked condition with the unmasked run, write the report.
 

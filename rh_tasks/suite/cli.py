@@ -11,15 +11,16 @@ from rh_tasks.plugin.errors import CommandError, command
 logger = logging.getLogger(__name__)
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "suite",
-        help="run a whole none / retrieval / random experiment from one YAML file and write its report",
-        description="Run every task of the suite under each masking condition (none, retrieval heads at each K, "
-        "random heads at each K and seed) with lm-eval, then write report.md, report.json and report.html. "
-        "A rerun resumes: complete conditions are skipped, interrupted ones are redone. "
-        "Examples ship in rh-eval's task_configs/suites/.",
-    )
+HELP = "run a whole none / retrieval / random experiment from one YAML file and write its report"
+DESCRIPTION = (
+    "Run every task of the suite under each masking condition (none, retrieval heads at each K, "
+    "random heads at each K and seed) with lm-eval, then write report.md, report.json and report.html. "
+    "A rerun resumes: complete conditions are skipped, interrupted ones are redone. "
+    "Examples ship in rh-eval's task_configs/suites/."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "suite_file", metavar="FILE.yaml", help="the suite config (see task_configs/suites/default.yaml)"
     )
@@ -28,7 +29,6 @@ def add_parser(subparsers) -> None:
         "--force", action="store_true", help="discard results in the output folder that came from a different config"
     )
     parser.add_argument("--no-report", action="store_true", help="run the conditions but do not write the report")
-    parser.set_defaults(func=main)
 
 
 @command(ValueError, OSError)  # SuiteConfigError is a ValueError, SuiteStateError a RuntimeError raised below
