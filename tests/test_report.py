@@ -333,6 +333,21 @@ def test_report_files_and_structure(built):
     assert files.markdown.read_text().startswith("# Which abilities")
 
 
+def test_same_runs_and_seed_give_byte_identical_reports(built, tmp_path):
+    """Every number is seeded, so a report regenerated from the same runs can be compared with any earlier one."""
+    root, files = built
+    again = write_report(suite(tmp_path / "copy"), tmp_path / "again", **FAST)
+    for first, second in ((files.json, again.json), (files.markdown, again.markdown), (files.html, again.html)):
+        assert first.read_text().replace(str(root), "ROOT") == second.read_text().replace(
+            str(tmp_path / "copy"), "ROOT"
+        )
+    other_seed = written(write_report(suite(tmp_path / "copy"), tmp_path / "seed1", seed=1, **FAST))
+    intervals = [
+        [(c["ci_low"], c["ci_high"]) for c in r["models"][0]["comparisons"]] for r in (other_seed, written(files))
+    ]
+    assert intervals[0] != intervals[1]  # the seed is not ignored
+
+
 def test_report_json_matches_independent_recomputation(built):
     root, files = built
     report = json.loads(files.json.read_text())
