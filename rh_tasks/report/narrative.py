@@ -4,12 +4,9 @@ many items the claim rests on. Shared number formatting for the Markdown and HTM
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from . import stats
-
-if TYPE_CHECKING:
-    from .schema import Comparison, FilterSummary, ModelReport
+from .schema import Comparison, FilterSummary, ModelReport
 
 ARM_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}  # how reports list comparisons
 _UNIT_WORDS = {
