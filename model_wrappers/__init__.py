@@ -13,6 +13,7 @@ _EXPORTS = {
     "PHASES": "masking",
     "SUPPORTED_MODEL_TYPES": "architectures",
     "Condition": "condition",
+    "ConditionBatch": "shared_prefill",
     "HeadGeometry": "architectures",
     "HeadScoreFileError": "head_scores",
     "HeadScores": "head_scores",
@@ -23,6 +24,7 @@ _EXPORTS = {
     "head_output_means": "masking",
     "load_head_scores": "head_scores",
     "mask_heads": "masking",
+    "mask_rows": "masking",
     "model_source": "model_source",
     "select_heads": "head_selection",
 }

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 KINDS = ("none", "explicit", "retrieval", "random")  # in the order reports list them
 _DEFAULTS = (("unit", "head"), ("mode", "uniform"), ("phase", "all"))
+MEMORY_GB = 2.0  # what the KV-cache rows of conditions evaluated together may take, unless the user says
 
 
 @dataclass(frozen=True)

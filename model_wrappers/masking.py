@@ -43,8 +43,8 @@ class _Gate:
     :meth:`masked_from` where masking starts. Positions are counted, never read from the model's arguments.
     """
 
-    def __init__(self, phase: str, tail: int, layers: list[int], audit: MaskingAudit):
-        self.phase, self.tail, self.layers, self.audit = phase, tail, layers, audit
+    def __init__(self, layers: list[int]):
+        self.layers = layers
         self.passes = 0  # forward passes completed inside this context
         self.length: int | None = None  # positions in the current pass
         self.ran: list[int] = []
@@ -56,20 +56,12 @@ class _Gate:
         """First masked position of this pass, for a hook that sees ``output`` ``[B, T, width]``."""
         length = output.shape[1]
         if self.length is None:
-            if self.phase == "decode" and self.passes and length != 1:
-                raise MaskingError(
-                    f"phase='decode' masks from the prompt's last token on, so after the prompt's forward pass "
-                    f"every pass must decode one cached token, but pass {self.passes + 1} fed {length} positions "
-                    f"(transformers {transformers.__version__}). Open one mask_heads context per generate call "
-                    "and keep use_cache=True; chunked prefill and assisted decoding are not supported."
-                )
+            self.check_pass(length)
             self.length = length
         elif length != self.length:
             raise MaskingError(f"Layer {layer} saw {length} positions where earlier layers saw {self.length}.")
-        first = 0 if self.phase == "all" or self.passes else max(length - self.tail, 0)
         self.ran.append(layer)
-        self.audit.record(layer, rows=output.shape[0], positions=length, masked=length - first)
-        return first
+        return self.record(layer, output.shape[0], length)
 
     def end(self, module, args, output) -> None:
         if sorted(self.ran) != self.layers:
@@ -79,7 +71,74 @@ class _Gate:
                 "would run unmasked. Pin an earlier transformers release or report this model."
             )
         self.passes += 1
-        self.audit.forward_passes += 1
+        for audit in self.audits():
+            audit.forward_passes += 1
+
+    def check_pass(self, length: int) -> None:
+        """Raise :class:`MaskingError` if a pass of ``length`` positions cannot be masked as asked."""
+
+    def record(self, layer: int, rows: int, length: int) -> int:
+        """Count this layer's pass in the audits; return the first masked position."""
+        raise NotImplementedError
+
+    def audits(self) -> list[MaskingAudit]:
+        raise NotImplementedError
+
+
+class _PhaseGate(_Gate):
+    """One head set for every row; ``phase`` decides which positions are masked (see the module docstring)."""
+
+    def __init__(self, phase: str, tail: int, layers: list[int], audit: MaskingAudit):
+        super().__init__(layers)
+        self.phase, self.tail, self.audit = phase, tail, audit
+
+    def check_pass(self, length: int) -> None:
+        if self.phase == "decode" and self.passes and length != 1:
+            raise MaskingError(
+                f"phase='decode' masks from the prompt's last token on, so after the prompt's forward pass "
+                f"every pass must decode one cached token, but pass {self.passes + 1} fed {length} positions "
+                f"(transformers {transformers.__version__}). Open one mask_heads context per generate call "
+                "and keep use_cache=True; chunked prefill and assisted decoding are not supported."
+            )
+
+    def record(self, layer: int, rows: int, length: int) -> int:
+        first = 0 if self.phase == "all" or self.passes else max(length - self.tail, 0)
+        self.audit.record(layer, rows=rows, positions=length, masked=length - first)
+        return first
+
+    def audits(self) -> list[MaskingAudit]:
+        return [self.audit]
+
+
+class _RowGate(_Gate):
+    """A head set per row, masked at every position; pass shapes prove that the prefix cache was used."""
+
+    def __init__(self, fresh: int, layers: list[int], rows: list[list[Head]], audits: Sequence[MaskingAudit]):
+        super().__init__(layers)
+        self.fresh = fresh
+        self.counts: dict[int, tuple[MaskingAudit, int, set[int]]] = {}  # id -> (audit, rows, masked layers)
+        for heads, audit in zip(rows, audits):
+            if heads:
+                _, count, layers_of = self.counts.get(id(audit), (audit, 0, set()))
+                self.counts[id(audit)] = (audit, count + 1, layers_of | {layer for layer, _ in heads})
+
+    def check_pass(self, length: int) -> None:
+        expected = 1 if self.passes else self.fresh
+        if length != expected:
+            raise MaskingError(
+                f"Pass {self.passes + 1} over a shared prefix fed {length} positions where {expected} were expected: "
+                f"the prefix's KV cache was not used (transformers {transformers.__version__}), so the prefix "
+                "would have been read masked. Run the conditions one by one."
+            )
+
+    def record(self, layer: int, rows: int, length: int) -> int:
+        for audit, count, layers in self.counts.values():
+            if layer in layers:
+                audit.record(layer, rows=count, positions=length, masked=length)
+        return 0
+
+    def audits(self) -> list[MaskingAudit]:
+        return [audit for audit, _, _ in self.counts.values()]
 
 
 def validate_heads(heads: Iterable[Sequence[int]], geometry: HeadGeometry) -> list[Head]:
@@ -136,31 +195,77 @@ def mask_heads(
         raise ValueError(f"tail={tail!r} must be a positive integer.")
     geometry = HeadGeometry.from_config(model.config)
     masked = validate_heads(heads, geometry)
-    if mode == "mean" and means is None:
-        raise ValueError("mode='mean' needs the per-head mean outputs: pass means=head_output_means(model, ids).")
     audit = MaskingAudit() if audit is None else audit
     if not masked:
         yield audit
         return
-    sites = attention_sites(model)
+    if mode == "mean" and means is None:
+        raise ValueError("mode='mean' needs the per-head mean outputs: pass means=head_output_means(model, ids).")
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, head in masked:
         by_layer[layer].append(head)
+    gate = _PhaseGate(phase, tail, sorted(by_layer), audit)
+    with _hooks(model, gate, {layer: [layer_heads] for layer, layer_heads in by_layer.items()}, mode, means):
+        yield audit
 
-    gate = _Gate(phase, tail, sorted(by_layer), audit)
+
+@contextmanager
+def mask_rows(
+    model: nn.Module,
+    rows: Sequence[Iterable[Sequence[int]]],
+    mode: str = "uniform",
+    means: dict[int, torch.Tensor] | None = None,
+    *,
+    fresh: int,
+    audits: Sequence[MaskingAudit],
+) -> Iterator[None]:
+    """Mask a different head set in each row of a batch, at every position of every pass.
+
+    This is how several conditions continue one shared, unmasked prefix: row ``i`` holds a copy of the prefix's
+    KV cache and masks ``rows[i]``. The first pass must feed exactly the ``fresh`` positions the cache does not
+    hold, and every later pass one decoded token; any other shape means the cache was not used and the prefix
+    would be read masked, so it raises :class:`MaskingError`. ``audits[i]`` counts row ``i``'s masking (rows of
+    one condition share an audit).
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown mask mode {mode!r}; choose one of {', '.join(MODES)}.")
+    if len(audits) != len(rows):
+        raise ValueError(f"{len(rows)} rows need {len(rows)} audits, got {len(audits)}.")
+    geometry = HeadGeometry.from_config(model.config)
+    checked = [validate_heads(heads, geometry) for heads in rows]
+    if mode == "mean" and means is None and any(checked):
+        raise ValueError("mode='mean' needs the per-head mean outputs: pass means=head_output_means(model, ids).")
+    by_layer: dict[int, list[list[int]]] = {}
+    for index, heads in enumerate(checked):
+        for layer, head in heads:
+            by_layer.setdefault(layer, [[] for _ in checked])[index].append(head)
+    if not by_layer:
+        yield
+        return
+    gate = _RowGate(fresh, sorted(by_layer), checked, audits)
+    with _hooks(model, gate, by_layer, mode, means):
+        yield
+
+
+@contextmanager
+def _hooks(model: nn.Module, gate, by_layer: dict[int, list[list[int]]], mode: str, means) -> Iterator[None]:
+    """Install the hooks that mask ``by_layer[layer][row]`` (one head list for all rows, or one per row)."""
+    geometry = HeadGeometry.from_config(model.config)
+    sites = attention_sites(model)
     stack = decoder(model)
     handles = [stack.register_forward_pre_hook(gate.begin), stack.register_forward_hook(gate.end)]
     try:
-        for layer, layer_heads in by_layer.items():
+        for layer, per_row in by_layer.items():
             site = sites[layer]
             if mode == "uniform":
-                hook = _query_hook(gate, layer, layer_heads, geometry, _out_features(site.query))
-                handles.append(site.query.register_forward_hook(hook))
+                keep = _keep(per_row, geometry.head_dim, _out_features(site.query))
+                handles.append(site.query.register_forward_hook(_query_hook(gate, layer, keep)))
             else:
-                fill = means[layer] if mode == "mean" else None
-                hook = _output_hook(gate, layer, layer_heads, geometry, fill)
-                handles.append(site.out_proj.register_forward_pre_hook(hook))
-        yield audit
+                width = geometry.num_heads * geometry.head_dim
+                keep = _keep(per_row, geometry.head_dim, width)
+                fill = _fill(per_row, geometry.head_dim, width, means[layer]) if mode == "mean" else None
+                handles.append(site.out_proj.register_forward_pre_hook(_output_hook(gate, layer, keep, fill)))
+        yield
     finally:
         for handle in handles:
             handle.remove()
@@ -172,14 +277,36 @@ def _out_features(module: nn.Module) -> int:
 
 
 def _head_columns(heads: list[int], head_dim: int) -> torch.Tensor:
-    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
+    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads]) if heads else torch.arange(0)
 
 
-def _keep_vector(width: int, columns: torch.Tensor) -> torch.Tensor:
-    """Ones except zeros at the masked heads' columns: one multiply masks them and leaves the rest bit-exact."""
-    keep = torch.ones(width)
-    keep[columns] = 0.0
-    return keep
+def _keep(per_row: list[list[int]], head_dim: int, width: int) -> _DeviceCache:
+    """Ones except zeros at the masked heads' columns, ``[width]`` or ``[rows, 1, width]``.
+
+    One multiply masks them and leaves every other column bit-exact.
+    """
+
+    def build():
+        keep = torch.ones(len(per_row), 1, width)
+        for row, heads in enumerate(per_row):
+            keep[row, :, _head_columns(heads, head_dim)] = 0.0
+        return keep[0, 0] if len(per_row) == 1 else keep
+
+    return _DeviceCache(build)
+
+
+def _fill(per_row: list[list[int]], head_dim: int, width: int, means: torch.Tensor) -> _DeviceCache:
+    """The masked heads' mean outputs at their columns and zeros elsewhere, shaped as :func:`_keep`."""
+
+    def build():
+        flat = means.reshape(-1).float().cpu()
+        fill = torch.zeros(len(per_row), 1, width)
+        for row, heads in enumerate(per_row):
+            columns = _head_columns(heads, head_dim)
+            fill[row, :, columns] = flat[columns]
+        return fill[0, 0] if len(per_row) == 1 else fill
+
+    return _DeviceCache(build)
 
 
 class _DeviceCache:
@@ -196,11 +323,7 @@ class _DeviceCache:
         return self.cache[key]
 
 
-def _query_hook(gate: _Gate, layer: int, heads: list[int], geometry: HeadGeometry, width: int):
-    columns = _head_columns(heads, geometry.head_dim)
-
-    keep = _DeviceCache(lambda: _keep_vector(width, columns))
-
+def _query_hook(gate, layer: int, keep: _DeviceCache):
     def hook(module, args, output):  # output: [B, T, width], queries first
         first = gate.masked_from(layer, output)
         if first == 0:
@@ -211,23 +334,12 @@ def _query_hook(gate: _Gate, layer: int, heads: list[int], geometry: HeadGeometr
     return hook
 
 
-def _output_hook(gate: _Gate, layer: int, heads: list[int], geometry: HeadGeometry, means: torch.Tensor | None):
-    width = geometry.num_heads * geometry.head_dim
-    columns = _head_columns(heads, geometry.head_dim)
-
-    def build_fill():
-        fill = torch.zeros(width)
-        if means is not None:
-            fill[columns] = means.reshape(-1).float().cpu()[columns]
-        return fill
-
-    keep, fill = _DeviceCache(lambda: _keep_vector(width, columns)), _DeviceCache(build_fill)
-
+def _output_hook(gate, layer: int, keep: _DeviceCache, fill: _DeviceCache | None):
     def hook(module, args):  # args[0]: [B, T, H*D]
         x = args[0]
         first = gate.masked_from(layer, x)
         masked = x[:, first:] * keep.get(x)
-        if means is not None:
+        if fill is not None:
             masked = masked + fill.get(x)
         if first == 0:
             return (masked, *args[1:])

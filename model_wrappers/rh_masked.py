@@ -20,12 +20,14 @@ from tqdm import tqdm
 from .architectures import HeadGeometry, check_supported
 from .audit import MaskingAudit
 from .canary import PROBE_TEXT, check_masking_changes_logits
+from .condition import MEMORY_GB
 from .gguf_cache import EMBEDDED_NAME, GEMMA_NAME
 from .head_scores import load_head_scores
 from .head_selection import HeadSelection, select_heads
 from .masking import MODES, PHASES, head_output_means, mask_heads
 from .model_source import cached_gguf_sha256, model_source
 from .packaged_data import DATA
+from .shared_prefill import ConditionBatch
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ class RHMaskedLM(HFLM):
         )
         self._means = None
         self._tail = 1
+        self._batch: ConditionBatch | None = None
+        self._planned: dict[str, dict] = {}
 
         start = time.perf_counter()
         super().__init__(pretrained=self._source["path"], **kwargs)
@@ -80,11 +84,44 @@ class RHMaskedLM(HFLM):
     def remask(self, **masking) -> None:
         """Switch to another masking condition (same arguments as the constructor) without reloading weights.
 
-        A suite of conditions loads a model once and calls this between runs.
+        A suite of conditions loads a model once and calls this between runs. This also leaves the shared mode of
+        :meth:`plan_conditions`: from here on every condition computes its own forward passes.
         """
+        self._batch, self._planned = None, {}
         self._set_masking(**masking)
         self._select_heads(self._model.config)
         self._prepare_masking()
+
+    def plan_conditions(self, conditions: dict[str, dict], memory_gb: float = MEMORY_GB) -> None:
+        """Evaluate these conditions (name -> :meth:`remask` arguments) together, one prefill per prompt.
+
+        Every condition is resolved and checked (canary) now. Then :meth:`use_condition` switches between them,
+        and the first condition to meet a prompt computes it for every condition not evaluated yet: under
+        ``phase=decode`` from one shared prefill, as rows of one batch. Greedy outputs and scores are those of
+        evaluating the conditions one by one. All conditions must share ``mode`` and ``phase``.
+        """
+        planned = {}
+        for name, masking in conditions.items():
+            self.remask(**masking)
+            planned[name] = self._masking_state()
+        modes = {(state["_mode"], state["_phase"]) for state in planned.values()}
+        if len(modes) > 1:
+            raise ValueError(f"Conditions evaluated together must share mode and phase; got {sorted(modes)}.")
+        batch = ConditionBatch(self.model, mode=self._mode, phase=self._phase, means=self._means, memory_gb=memory_gb)
+        for name, state in planned.items():
+            batch.add(name, state["selection"].heads, state["_audit"])
+        self._batch, self._planned = batch, planned
+
+    def use_condition(self, name: str) -> None:
+        """Switch to a condition of :meth:`plan_conditions`; its results file describes it as ``remask`` would."""
+        if name not in self._planned:
+            raise KeyError(f"{name!r} is not a planned condition; planned: {', '.join(self._planned) or 'none'}.")
+        vars(self).update(self._planned[name])
+        self._batch.start(name)
+
+    def _masking_state(self) -> dict:
+        names = ("selection", "_scores", "_head_scores_path", "_selection_args", "_mode", "_phase", "_audit")
+        return {key: getattr(self, key) for key in names}
 
     def _set_masking(
         self, heads="none", k=None, head_scores=None, mode="uniform", phase="all", seed=0, match=None, unit="head"
@@ -153,6 +190,17 @@ class RHMaskedLM(HFLM):
             return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        if self._batch is not None:
+            attention_mask = generation_kwargs.pop("attention_mask", None)
+            return self._batch.generate(
+                context,
+                attention_mask,
+                max_length,
+                stop,
+                generation_kwargs,
+                generate=super()._model_generate,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
         with self._masked():
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
@@ -163,6 +211,14 @@ class RHMaskedLM(HFLM):
         the last ``len(continuation)`` positions of each row; equal shapes make that the same slice for every
         row of a batch (lm-eval pads rows on the right).
         """
+        if self._batch is not None:
+            results = self._batch.loglikelihood(
+                [(context, continuation) for _, context, continuation in requests], self.max_length, self.softmax_dtype
+            )
+            for (request, _, _), answer in zip(requests, results):
+                if request is not None:
+                    self.cache_hook.add_partial("loglikelihood", request, answer)
+            return results
         if self._phase != "decode" or not self.selection.heads:
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         groups: dict[tuple[int, int], list[int]] = {}

@@ -207,3 +207,19 @@ def test_task_cache_keys_on_task_and_metadata():
     other = cache.load("niah", {"lengths": [128], "depths": [0], "needles": ["sf_sandwich"]})
     assert other is not first and other[1][0].eval_docs[0]["depth"] == 0
     assert cache.load("niah", {"lengths": [128], "depths": [50], "needles": ["sf_sandwich"]}, 2) is not first
+
+
+@pytest.mark.parametrize("phase", ["decode", "all"])
+def test_conditions_run_together_give_the_report_of_one_by_one(suite, tmp_path, phase):
+    """The shared-prefill engine changes how conditions are computed, never what a suite reports."""
+    import dataclasses
+
+    runs = []
+    for one_by_one in (False, True):
+        config = dataclasses.replace(suite, phase=phase, output_dir=str(tmp_path / f"{phase}-{one_by_one}"))
+        out = run_suite(config, one_by_one=one_by_one)
+        audits = [json.loads(p.read_text())["rh_masking"]["audit"] for p in out.rglob("condition.json")]
+        assert len(audits) == 4 and all(a["clean"] or a["layers"] == {} for a in audits)
+        report = _without_paths(json.loads((out / "report" / "report.json").read_text()))
+        runs.append({"samples": _samples(out), "report": report})
+    assert runs[0]["samples"] and runs[0] == runs[1]

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 
+from model_wrappers.condition import MEMORY_GB
 from rh_tasks.plugin.errors import CommandError, command
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--force", action="store_true", help="discard results in the output folder that came from a different config"
     )
     parser.add_argument("--no-report", action="store_true", help="run the conditions but do not write the report")
+    parser.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="compute every condition on its own instead of prefilling each prompt once for all of them (same "
+        "results, slower; for comparison and debugging)",
+    )
+    parser.add_argument(
+        "--memory-gb",
+        type=float,
+        default=MEMORY_GB,
+        metavar="GB",
+        help="memory the conditions evaluated together may take for their KV caches; more conditions than fit "
+        f"run in several batches (default {MEMORY_GB:g})",
+    )
 
 
 @command(ValueError, OSError)  # SuiteConfigError is a ValueError, SuiteStateError a RuntimeError raised below
@@ -44,7 +59,13 @@ def main(args: argparse.Namespace) -> int:
         config = load_suite(args.suite_file)
         if args.output_dir:
             config = dataclasses.replace(config, output_dir=args.output_dir)
-        out = run_suite(config, force=args.force, write_report=not args.no_report)
+        out = run_suite(
+            config,
+            force=args.force,
+            write_report=not args.no_report,
+            one_by_one=args.one_by_one,
+            memory_gb=args.memory_gb,
+        )
     except SuiteStateError as err:
         raise CommandError(str(err)) from None
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model_wrappers.condition import Condition
+from model_wrappers.condition import MEMORY_GB, Condition
 from model_wrappers.files import atomic_write_text, writable_folder
 
 from .config import SuiteConfig
@@ -113,8 +113,20 @@ def warn_about_design(config: SuiteConfig, tasks: TaskCache) -> None:
         (logger.warning if problem else logger.info)("Design check: %s", sentence)
 
 
-def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = True) -> Path:
-    """Run the conditions that are not complete yet; return the output folder."""
+def run_suite(
+    config: SuiteConfig,
+    *,
+    force: bool = False,
+    write_report: bool = True,
+    one_by_one: bool = False,
+    memory_gb: float = MEMORY_GB,
+) -> Path:
+    """Run the conditions that are not complete yet; return the output folder.
+
+    By default the pending conditions are evaluated together (:meth:`RHMaskedLM.plan_conditions`): each prompt
+    is prefilled once for all of them, and their rows are batched within ``memory_gb``. ``one_by_one`` computes
+    every condition on its own, for comparison and debugging; the results are the same.
+    """
     from model_wrappers.rh_masked import RHMaskedLM
 
     out = Path(config.output_dir)
@@ -132,15 +144,22 @@ def run_suite(config: SuiteConfig, *, force: bool = False, write_report: bool = 
             pretrained=config.pretrained, batch_size=config.batch_size, device=config.device, **config.model_args
         )
         masking = dict(head_scores=config.head_scores, mode=config.mode, phase=config.phase, unit=config.unit)
-
-        def remask(condition: Condition) -> None:
-            match = config.match if condition.kind == "random" else None
-            lm.remask(heads=condition.kind, k=condition.k, seed=condition.seed or 0, match=match, **masking)
-
-        for condition in pending:  # every head set is resolved, and so validated, before any evaluation
-            remask(condition)
+        arguments = {
+            c.name: dict(
+                heads=c.kind, k=c.k, seed=c.seed or 0, match=config.match if c.kind == "random" else None, **masking
+            )
+            for c in pending
+        }
+        if one_by_one:
+            for condition in pending:  # every head set is resolved, and so validated, before any evaluation
+                lm.remask(**arguments[condition.name])
+        else:
+            lm.plan_conditions(arguments, memory_gb)
         for condition in tqdm(pending, desc="conditions", unit="condition"):
-            remask(condition)
+            if one_by_one:
+                lm.remask(**arguments[condition.name])
+            else:
+                lm.use_condition(condition.name)
             _run_condition(lm, config, condition, conditions_dir / condition.name, tasks)
 
     if write_report:

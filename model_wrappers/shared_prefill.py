@@ -1,0 +1,261 @@
+"""Several masking conditions from one prefill: the engine behind ``rh-eval suite``.
+
+Under the paper's decode phase every condition reads a prompt unmasked up to its last token, so that work is the
+same in all of them. :class:`ConditionBatch` computes it once per prompt, copies its KV cache into one batch row
+per condition, and lets each row continue with its own heads masked (:func:`mask_rows`): the last prompt token
+and every generated token for generation, the positions that score the continuation for a loglikelihood request.
+Decoding is memory-bound, so the rows cost little more than one. Under ``phase=all`` nothing is shared, but the
+conditions still run as rows of one batch.
+
+lm-eval evaluates one condition at a time. The first condition to meet a prompt computes it for every condition
+that has not run yet; the others find their answers waiting.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import transformers
+from torch import nn
+
+from .architectures import HeadGeometry
+from .audit import MaskingAudit, MaskingError
+from .condition import MEMORY_GB
+from .masking import Head, mask_rows
+
+
+@dataclass
+class _Condition:
+    heads: tuple[Head, ...]
+    audit: MaskingAudit
+
+
+@dataclass
+class Timing:
+    """Seconds spent on shared prefixes and on the per-condition continuations, for benchmarks."""
+
+    prefill: float = 0.0
+    continuation: float = 0.0
+    prompts: int = 0
+    rows: int = 0
+
+
+@dataclass
+class ConditionBatch:
+    """Runs a prompt once for every registered condition that has not been evaluated yet.
+
+    Args:
+        model: the causal LM (hooks go on it only while a batch runs).
+        mode: the masking mode every condition uses.
+        phase: ``decode`` shares each prompt's unmasked prefix; ``all`` batches the conditions without sharing.
+        means: per-layer mean head outputs for ``mode="mean"``.
+        memory_gb: how much memory the condition rows' KV caches may take at once; more conditions than fit
+            run in several batches.
+    """
+
+    model: nn.Module
+    mode: str
+    phase: str
+    means: dict[int, torch.Tensor] | None = None
+    memory_gb: float = MEMORY_GB
+    timing: Timing = field(default_factory=Timing)
+    _conditions: dict[str, _Condition] = field(default_factory=dict)
+    _waiting: list[str] = field(default_factory=list)  # registered, not evaluated yet
+    _current: str | None = None
+    _ready: dict[tuple[str, Hashable], object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.memory_gb <= 0:
+            raise ValueError(f"memory_gb={self.memory_gb} must be positive.")
+        self._cache_keyword = _cache_keyword(self.model)
+
+    def add(self, name: str, heads: Sequence[Head], audit: MaskingAudit) -> None:
+        """Register a condition; its masking is counted in ``audit``."""
+        if name in self._conditions:
+            raise ValueError(f"Condition {name!r} is registered twice.")
+        self._conditions[name] = _Condition(tuple(heads), audit)
+        self._waiting.append(name)
+
+    def start(self, name: str) -> None:
+        """Make ``name`` the condition being evaluated; results kept for finished conditions are dropped."""
+        if name not in self._conditions:
+            raise KeyError(f"Condition {name!r} was not registered; registered: {', '.join(self._conditions)}.")
+        if name in self._waiting:
+            self._waiting.remove(name)
+        self._current = name
+        live = {name, *self._waiting}
+        self._ready = {key: value for key, value in self._ready.items() if key[0] in live}
+
+    @property
+    def current(self) -> str | None:
+        return self._current
+
+    def generate(
+        self,
+        context: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        max_length: int,
+        stop: list[str],
+        generation_kwargs: dict,
+        generate: Callable[..., torch.Tensor],
+        pad_token_id: int,
+    ) -> torch.Tensor:
+        """What ``generate`` returns for ``context`` ``[B, T]`` (left-padded) under the current condition.
+
+        ``generate`` is lm-eval's ``_model_generate`` (its stopping criteria and generation arguments); each row
+        is continued without its padding, and the result is laid out as a padded batch generation would be.
+        """
+        width = context.shape[1]
+        budget = max_length - width
+        options = tuple(sorted((key, repr(value)) for key, value in generation_kwargs.items()))
+        rows = []
+        for index in range(context.shape[0]):
+            ids = context[index] if attention_mask is None else context[index][attention_mask[index].bool()]
+            key = ("generate", tuple(ids.tolist()), budget, tuple(stop), options)
+            if (self._current, key) not in self._ready:
+                self._generate_all(key, ids, budget, stop, generation_kwargs, generate)
+            rows.append((ids, self._ready.pop((self._current, key))))
+        longest = max(len(new) for _, new in rows)
+        out = torch.full((len(rows), width + longest), pad_token_id, dtype=context.dtype, device=context.device)
+        for index, (ids, new) in enumerate(rows):
+            out[index, width - len(ids) : width] = ids
+            out[index, width : width + len(new)] = new
+        return out
+
+    def loglikelihood(
+        self, requests: Sequence[tuple[list[int], list[int]]], max_length: int, softmax_dtype: torch.dtype | None
+    ) -> list[tuple[float, bool]]:
+        """lm-eval's ``(log-probability, is-greedy)`` of each ``(context, continuation)`` under the current condition.
+
+        As lm-eval scores them: the context is cut from the left to fit ``max_length``, and the continuation's
+        log-probabilities are summed from a log-softmax in ``softmax_dtype``.
+        """
+        keys = [("loglikelihood", tuple(context), tuple(continuation)) for context, continuation in requests]
+        missing = {key: request for key, request in zip(keys, requests) if (self._current, key) not in self._ready}
+        if missing:
+            self._score_all(missing, max_length, softmax_dtype)
+        return [self._ready.pop((self._current, key)) for key in keys]
+
+    def _names(self) -> list[str]:
+        if self._current is None:
+            raise RuntimeError("No condition started: call start(name) before evaluating.")
+        return [self._current, *self._waiting]
+
+    def _generate_all(self, key, ids, budget, stop, generation_kwargs, generate) -> None:
+        names = self._names()
+        prefix = len(ids) - 1 if self.phase == "decode" else 0
+        cache = self._prefill(ids[:prefix])
+        start = time.perf_counter()
+        for chunk in self._chunks(names, len(ids) + budget, len(ids) - prefix):
+            rows = ids.unsqueeze(0).repeat(len(chunk), 1)
+            kwargs = dict(generation_kwargs, attention_mask=torch.ones_like(rows))
+            if cache is not None:
+                kwargs[self._cache_keyword] = _repeat(cache, len(chunk))
+            with self._rows(chunk, fresh=len(ids) - prefix):
+                out = generate(rows, max_length=len(ids) + budget, stop=stop, **kwargs)
+            for name, row in zip(chunk, out):
+                self._ready[(name, key)] = row[len(ids) :]
+        self._count(start, len(names))
+
+    def _score_all(self, missing: dict, max_length: int, softmax_dtype) -> None:
+        names = self._names()
+        groups: dict[tuple[int, ...], list] = {}  # shared prefix -> [(key, scored tail, continuation)]
+        for key, (context, continuation) in missing.items():
+            inp = (list(context) + list(continuation))[-(max_length + 1) :][:-1]
+            split = len(inp) - len(continuation) if self.phase == "decode" else 0
+            groups.setdefault(tuple(inp[:split]), []).append((key, inp[split:], list(continuation)))
+        for prefix, items in groups.items():
+            cache = self._prefill(torch.tensor(prefix, dtype=torch.long))
+            start = time.perf_counter()
+            by_length: dict[int, list] = {}
+            for item in items:
+                by_length.setdefault(len(item[1]), []).append(item)
+            for length, same in by_length.items():
+                rows = [(name, item) for item in same for name in names]
+                for chunk in self._chunks(rows, len(prefix) + length, length):
+                    self._score_rows(chunk, cache, length, softmax_dtype)
+            self._count(start, len(names) * len(items))
+
+    @torch.no_grad()
+    def _score_rows(self, chunk, cache, length: int, softmax_dtype) -> None:
+        device = _device(self.model)
+        tails = torch.tensor([item[1] for _, item in chunk], dtype=torch.long, device=device)
+        kwargs = {} if cache is None else {self._cache_keyword: _repeat(cache, len(chunk))}
+        with self._rows([name for name, _ in chunk], fresh=length):
+            logits = self.model(tails, **kwargs).logits
+        logprobs = torch.nn.functional.log_softmax(logits, dim=-1, dtype=softmax_dtype)
+        for (name, (key, _, continuation)), row in zip(chunk, logprobs):
+            scored = row[-len(continuation) :]
+            target = torch.tensor(continuation, dtype=torch.long, device=scored.device)
+            greedy = bool((scored.argmax(dim=-1) == target).all())
+            self._ready[(name, key)] = (float(scored.gather(1, target[:, None]).sum()), greedy)
+
+    @torch.no_grad()
+    def _prefill(self, prefix: torch.Tensor) -> transformers.Cache | None:
+        """The KV cache of ``prefix`` ``[P]``, the part of a prompt every condition reads unmasked."""
+        if len(prefix) == 0:
+            return None
+        start = time.perf_counter()
+        cache = transformers.DynamicCache(config=self.model.config)
+        self.model(prefix.unsqueeze(0).to(_device(self.model)), **{self._cache_keyword: cache}, use_cache=True)
+        if cache.get_seq_length() != len(prefix):
+            raise MaskingError(
+                f"The prefix's forward pass left {cache.get_seq_length()} positions in the cache instead of "
+                f"{len(prefix)} (transformers {transformers.__version__}). Run the conditions one by one."
+            )
+        self.timing.prefill += time.perf_counter() - start
+        return cache
+
+    def _rows(self, names: Sequence[str], fresh: int):
+        conditions = [self._conditions[name] for name in names]
+        return mask_rows(
+            self.model,
+            [c.heads for c in conditions],
+            self.mode,
+            self.means,
+            fresh=fresh,
+            audits=[c.audit for c in conditions],
+        )
+
+    def _chunks(self, rows: list, length: int, fresh: int) -> list[list]:
+        """``rows`` in batches that fit in the memory budget, for ``fresh`` new positions over ``length`` in all."""
+        geometry = HeadGeometry.from_config(self.model.config)
+        size = next(self.model.parameters()).element_size()
+        cache = 2 * geometry.num_layers * geometry.num_kv_heads * geometry.head_dim * length * size
+        # the cache, the copy a step makes while it grows or expands grouped KV heads, and one layer's scores
+        per_row = cache * (1 + geometry.group_size) + geometry.num_heads * fresh * length * 4
+        fit = max(1, int(self.memory_gb * 2**30 // per_row))
+        return [rows[i : i + fit] for i in range(0, len(rows), fit)]
+
+    def _count(self, start: float, rows: int) -> None:
+        self.timing.continuation += time.perf_counter() - start
+        self.timing.prompts += 1
+        self.timing.rows += rows
+
+
+def _cache_keyword(model: nn.Module) -> str:
+    """The keyword under which this transformers release's ``forward`` takes the KV cache; releases rename it."""
+    parameters = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise MaskingError(
+        f"transformers {transformers.__version__}: {type(model).__name__}.forward takes no KV cache argument "
+        f"that rh-eval knows ({', '.join(parameters)}). Run the conditions one by one."
+    )
+
+
+def _repeat(cache: transformers.Cache, rows: int) -> transformers.Cache:
+    """A copy of a one-row cache for ``rows`` rows; the shared prefix stays untouched for the next batch."""
+    copied = copy.deepcopy(cache)
+    copied.batch_repeat_interleave(rows)
+    return copied
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
