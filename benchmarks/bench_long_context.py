@@ -30,11 +30,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import sys
 
 import torch
-from lm_eval.models.huggingface import HFLM
+from masking_variants import random_heads, wrappers
 from peak_memory import measure
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -42,7 +41,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from model_wrappers import HeadGeometry
 from model_wrappers.gguf_cache import embedded_model_dir
-from model_wrappers.rh_masked import RHMaskedLM
 from rh_tasks.detection.attention_probe import argmax_probe
 
 MIB = 2**20
@@ -105,13 +103,8 @@ def main() -> None:
     model = smollm2_shaped(args.layers, max(lengths + padded_lengths) + args.new_tokens)
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     geometry = HeadGeometry.from_config(model.config)
-    grid = [[layer, head] for layer in range(geometry.num_layers) for head in range(geometry.num_heads)]
-    heads = sorted(random.Random(0).sample(grid, args.k))
-    lms = {
-        "hf": HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1),
-        "heads=none": RHMaskedLM(pretrained=model, tokenizer=tokenizer, batch_size=1, heads="none"),
-        f"K={args.k} uniform": RHMaskedLM(pretrained=model, tokenizer=tokenizer, batch_size=1, heads=heads),
-    }
+    heads = random_heads(model, args.k)
+    lms = wrappers(model, tokenizer, heads)
     n = args.new_tokens
 
     def generate(lm, ids):

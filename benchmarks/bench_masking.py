@@ -11,17 +11,15 @@ outside the timed calls.
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import time
 
 import torch
-from lm_eval.models.huggingface import HFLM
+from masking_variants import random_heads, wrappers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from model_wrappers import HeadGeometry
 from model_wrappers.gguf_cache import embedded_model_dir
-from model_wrappers.rh_masked import RHMaskedLM
 
 
 def main() -> None:
@@ -37,16 +35,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     geometry = HeadGeometry.from_config(model.config)
-    grid = [[l, h] for l in range(geometry.num_layers) for h in range(geometry.num_heads)]
-    heads = sorted(random.Random(0).sample(grid, args.k))
-    variants = {
-        "hf": HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1),
-        "rh-masked heads=none": RHMaskedLM(pretrained=model, tokenizer=tokenizer, batch_size=1, heads="none"),
-        f"rh-masked K={args.k}": RHMaskedLM(pretrained=model, tokenizer=tokenizer, batch_size=1, heads=heads),
-        f"rh-masked K={args.k} decode": RHMaskedLM(
-            pretrained=model, tokenizer=tokenizer, batch_size=1, heads=heads, phase="decode"
-        ),
-    }
+    variants = wrappers(model, tokenizer, random_heads(model, args.k), decode=True)
     ids = torch.randint(100, model.config.vocab_size, (1, args.tokens), generator=torch.Generator().manual_seed(0))
 
     def forward(lm):

@@ -1,6 +1,5 @@
 """The report end to end on synthetic lm-eval output folders written in lm-eval's exact on-disk format."""
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -10,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rh_tasks.plugin.command import main
 from rh_tasks.report import ReportInputError, write_report
-from rh_tasks.report import cli as report_cli
 from rh_tasks.report.failures import classify, words
+from rh_tasks.report.schema import to_json
 
 MODEL = "/models/tiny-llama"
 HAYSTACK = "The Time Traveller was expounding a recondite matter to us. His grey eyes shone and twinkled."
@@ -291,6 +291,11 @@ def built(tmp_path_factory):
     return root, files
 
 
+def written(files) -> dict:
+    """The report.json a report wrote, as any reader of it sees it."""
+    return json.loads(files.json.read_text())
+
+
 def _find(report, task, condition, metric=None, filter_name=None):
     model = report["models"][0]
     for c in model["comparisons"]:
@@ -306,7 +311,7 @@ def _find(report, task, condition, metric=None, filter_name=None):
 def test_report_files_and_structure(built):
     root, files = built
     report = json.loads(files.json.read_text())
-    assert report == json.loads(json.dumps(files.report))
+    assert report == json.loads(json.dumps(to_json(files.report)))
     model = report["models"][0]
     assert model["model"] == MODEL
     assert model["headline_k"] == 2  # three random seeds at K=2, one at K=4
@@ -326,6 +331,21 @@ def test_report_files_and_structure(built):
     assert niah["long_context"] and niah["filters"]["none"]["n"] == 18
     assert niah["filters"]["none"]["n_clusters"] == 6
     assert files.markdown.read_text().startswith("# Which abilities")
+
+
+def test_same_runs_and_seed_give_byte_identical_reports(built, tmp_path):
+    """Every number is seeded, so a report regenerated from the same runs can be compared with any earlier one."""
+    root, files = built
+    again = write_report(suite(tmp_path / "copy"), tmp_path / "again", **FAST)
+    for first, second in ((files.json, again.json), (files.markdown, again.markdown), (files.html, again.html)):
+        assert first.read_text().replace(str(root), "ROOT") == second.read_text().replace(
+            str(tmp_path / "copy"), "ROOT"
+        )
+    other_seed = written(write_report(suite(tmp_path / "copy"), tmp_path / "seed1", seed=1, **FAST))
+    intervals = [
+        [(c["ci_low"], c["ci_high"]) for c in r["models"][0]["comparisons"]] for r in (other_seed, written(files))
+    ]
+    assert intervals[0] != intervals[1]  # the seed is not ignored
 
 
 def test_report_json_matches_independent_recomputation(built):
@@ -366,7 +386,7 @@ def test_report_json_matches_independent_recomputation(built):
 
 def test_groups_pool_subtasks_and_filters_stay_apart(built):
     _, files = built
-    report = files.report
+    report = written(files)
     mmlu = _find(report, "mmlu", "retrieval@2", "acc")
     assert mmlu["n"] == 10
     assert mmlu["delta"] == pytest.approx((-1 - 1) / 10)
@@ -378,7 +398,7 @@ def test_groups_pool_subtasks_and_filters_stay_apart(built):
 
 def test_holm_family_and_statements(built):
     _, files = built
-    report = files.report
+    report = written(files)
     family = [c for m in report["models"] for c in m["comparisons"] if c["in_family"]]
     assert report["settings"]["family_size"] == len(family)
     assert all(c["p_holm"] >= c["p_value"] and c["p_bh"] is not None for c in family)
@@ -402,7 +422,7 @@ def test_holm_family_and_statements(built):
 
 def test_heatmaps_and_failure_breakdown(built):
     _, files = built
-    model = files.report["models"][0]
+    model = written(files)["models"][0]
     (heat,) = model["heatmaps"]
     assert heat["lengths"] == [256, 512] and heat["depths"] == [0, 50, 100]
     assert [p["condition"] for p in heat["panels"]] == ["none", "retrieval@2", "retrieval@4", "random@2", "random@4"]
@@ -415,7 +435,7 @@ def test_heatmaps_and_failure_breakdown(built):
 
 def test_k_sweep_has_both_series(built):
     _, files = built
-    sweep = [r for r in files.report["models"][0]["k_sweep"] if r["task"] == "niah"]
+    sweep = [r for r in written(files)["models"][0]["k_sweep"] if r["task"] == "niah"]
     assert {(r["series"], r["k"]) for r in sweep} == {("retrieval", 2), ("retrieval", 4), ("random", 2), ("random", 4)}
 
 
@@ -453,7 +473,7 @@ def test_pairs_by_doc_id_not_position(tmp_path):
         {"niah": niah_rows(RETRIEVAL[2])[::-1]},
         masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]},
     )
-    shuffled = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST).report
+    shuffled = written(write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST))
     c = shuffled["models"][0]["comparisons"][0]
     lost = sum(a == "c" and b != "c" for a, b in zip(NONE, RETRIEVAL[2]))
     gained = sum(a != "c" and b == "c" for a, b in zip(NONE, RETRIEVAL[2]))
@@ -511,10 +531,7 @@ def test_refuses_mismatched_documents(tmp_path):
 
 
 def run_cli(argv) -> int:
-    parser = argparse.ArgumentParser(prog="rh-eval")
-    report_cli.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["report", *map(str, argv)])
-    return args.func(args)
+    return main(["report", *map(str, argv)])
 
 
 def test_cli_errors_leave_existing_report_untouched(tmp_path, capsys):
@@ -564,7 +581,7 @@ def test_plain_hf_runs_and_cross_model_ranking(tmp_path):
         for path in folder.rglob("samples_niah_*.jsonl"):
             path.write_text("".join(json.dumps(r) + "\n" for r in niah_rows(["c"] * 17 + ["h"])))
     files = write_report(folders, tmp_path / "out", **FAST)
-    report = files.report
+    report = written(files)
     assert [row["model"] for row in report["cross_model"]] == [MODEL, "/models/robust"]
     first, second = report["cross_model"]
     assert first["dependence"] > second["dependence"]
@@ -591,7 +608,7 @@ def test_head_map_reads_the_score_file(tmp_path):
         masking={"heads_kind": "random", "k": 2, "seed": 0, "heads": [[0, 0], [1, 1]]} | masking,
     )
     files = write_report([tmp_path / d for d in "abc"], tmp_path / "out", **FAST)
-    head_map = files.report["models"][0]["head_map"]
+    head_map = written(files)["models"][0]["head_map"]
     assert np.array(head_map["means"]).shape == (3, 4)
     assert [m["kind"] for m in head_map["masked"]] == ["retrieval", "random"]
     assert "Retrieval scores by layer and head" in files.html.read_text()
@@ -609,7 +626,8 @@ def test_head_map_is_left_out_for_files_without_a_score_per_query_head(tmp_path,
         {"niah": niah_rows(RETRIEVAL[2])},
         masking={"heads_kind": "retrieval", "k": 2, "heads": [[2, 3], [2, 2]]} | masking,
     )
-    head_map = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST).report["models"][0]["head_map"]
+    files = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST)
+    head_map = written(files)["models"][0]["head_map"]
     assert head_map["means"] is None and head_map["masked"][0]["heads"] == [[2, 2], [2, 3]]
 
 
@@ -621,7 +639,7 @@ def test_newest_run_of_a_condition_wins(tmp_path):
         date="2026-01-02T10-00-00.000001",
         masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]},
     )
-    report = write_report(folders, tmp_path / "out", **FAST).report
+    report = written(write_report(folders, tmp_path / "out", **FAST))
     assert report["models"][0]["comparisons"][0]["delta"] == 0.0
 
 
@@ -688,7 +706,7 @@ def test_group_of_clustered_and_unclustered_tasks_keeps_unclustered_items_apart(
         groups=groups,
         masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]},
     )
-    report = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST).report
+    report = written(write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out", **FAST))
     model = report["models"][0]
     mixed = next(c for c in model["comparisons"] if c["task"] == "mixed")
     assert (mixed["n"], mixed["n_clusters"], mixed["unit"]) == (28, 16, "cluster")
@@ -703,13 +721,13 @@ def test_variants_at_the_same_k_do_not_replace_each_other(tmp_path):
         {"niah": niah_rows(NONE)},
         masking={"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]], "mode": "zero"},
     )
-    model = write_report([*folders, tmp_path / "zero"], tmp_path / "out", **FAST).report["models"][0]
+    model = written(write_report([*folders, tmp_path / "zero"], tmp_path / "out", **FAST))["models"][0]
     sweep = {(r["series"], r["k"]): r["delta"] for r in model["k_sweep"]}
     assert sweep[("retrieval", 2)] < 0 and sweep[("retrieval [zero]", 2)] == 0.0
 
 
 def test_single_seed_findings_say_they_hold_for_the_drawn_set(tmp_path):
-    report = write_report(suite(tmp_path), tmp_path / "out", headline_k=4, **FAST).report
+    report = written(write_report(suite(tmp_path), tmp_path / "out", headline_k=4, **FAST))
     niah = next(s for s in report["models"][0]["statements"] if s.startswith("niah"))
     assert "random@4 (pooled over 1 seed)" in niah
     assert "With 1 random head set the spread between sets cannot be estimated (it takes at least 3)" in niah

@@ -29,15 +29,16 @@ def _numbers(kind):
     return parse
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "detect",
-        help="find a model's retrieval heads (Wu et al. 2024 copy-paste score) and write a head-score file",
-        description="Greedy-decode needle-in-a-haystack prompts and score, for every layer and query head, how "
-        "often its most-attended token is the needle token being generated. Writes Retrieval_Head JSON "
-        "(read by rh-masked head_scores=, HeadKV and DeCoRe) plus a .meta.json sidecar. An interrupted run "
-        "resumes from OUTPUT.checkpoint.jsonl when rerun with the same settings.",
-    )
+HELP = "find a model's retrieval heads (Wu et al. 2024 copy-paste score) and write a head-score file"
+DESCRIPTION = (
+    "Greedy-decode needle-in-a-haystack prompts and score, for every layer and query head, how "
+    "often its most-attended token is the needle token being generated. Writes Retrieval_Head JSON "
+    "(read by rh-masked head_scores=, HeadKV and DeCoRe) plus a .meta.json sidecar. An interrupted run "
+    "resumes from OUTPUT.checkpoint.jsonl when rerun with the same settings."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model_args",
         default="",
@@ -100,7 +101,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default=None, help="cuda, cuda:0, cpu, ... (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto (default float32)")
     parser.add_argument("--seed", type=int, default=1234, help="torch seed, recorded in the sidecar (default 1234)")
-    parser.set_defaults(func=main)
 
 
 def _default_output(identity: dict) -> Path:

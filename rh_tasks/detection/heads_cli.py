@@ -7,6 +7,7 @@ leave its siblings to do the copying. The per-group view shows that structure an
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -25,15 +26,15 @@ from rh_tasks.plugin.errors import CommandError, command
 from .compare import compare
 from .ranked_summary import summarise_ranked
 
+HELP = "summarise a head-score file: ranking, sparsity, per-layer and per-KV-group views"
+DESCRIPTION = (
+    "Print the ranking of a head-score file, the share of heads at or above "
+    f"{RETRIEVAL_THRESHOLD} (Wu et al. report under 5%), and per-layer and per-KV-group summaries. The format "
+    "is recognised from the content: " + "; ".join(FORMATS.values()) + "."
+)
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "heads",
-        help="summarise a head-score file: ranking, sparsity, per-layer and per-KV-group views",
-        description="Print the ranking of a head-score file, the share of heads at or above "
-        f"{RETRIEVAL_THRESHOLD} (Wu et al. report under 5%), and per-layer and per-KV-group summaries. The format "
-        "is recognised from the content: " + "; ".join(FORMATS.values()) + ".",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file",
         type=Path,
@@ -70,7 +71,6 @@ def add_parser(subparsers) -> None:
         metavar="FILE.tsv",
         help="also write DuoAttention's [layers x kv_heads] TSV; a group's gate is its best query head's score",
     )
-    parser.set_defaults(func=main)
 
 
 def _geometry(args, file: Path):

@@ -175,4 +175,4 @@ def first_line(response: str) -> str:
 
 def score(doc: dict, results: list[str]) -> dict:
     """Per-sample SQuAD exact match, token F1 and answer containment against all gold answers."""
-    return squad_scores(first_line(results[0]), doc["answers"])
+    return squad_scores(first_line(results[0]), doc[samples.ANSWERS])

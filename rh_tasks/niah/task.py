@@ -92,8 +92,8 @@ def score(doc: dict, results: list[str]) -> dict:
     """Per-sample metrics: answer containment (RULER's string_match) and ROUGE-1 recall (Wu et al.)."""
     response = results[0]
     return {
-        "contains": contains_answer(response, doc["answer"]),
-        "rouge1_recall": rouge1_recall(response, doc["answer"]),
+        "contains": contains_answer(response, doc[samples.ANSWER]),
+        "rouge1_recall": rouge1_recall(response, doc[samples.ANSWER]),
     }
 
 
@@ -111,7 +111,7 @@ class NIAHTask(ConfigurableTask):
 
     def __init__(self, config: dict) -> None:
         super().__init__(config={key: value for key, value in config.items() if key != "class"})
-        lengths = sorted({doc["length"] for doc in self.eval_docs})
+        lengths = sorted({doc[samples.LENGTH] for doc in self.eval_docs})
         self._per_length = {n: f"contains@{n}" for n in lengths}
         self._aggregation_list |= {name: mean_present for name in self._per_length.values()}
         self._higher_is_better |= {name: True for name in self._per_length.values()}
@@ -119,5 +119,5 @@ class NIAHTask(ConfigurableTask):
     def process_results(self, doc: dict, results: list[str]) -> dict:
         metrics = super().process_results(doc, results)
         for length, name in self._per_length.items():
-            metrics[name] = metrics["contains"] if length == doc["length"] else None
+            metrics[name] = metrics["contains"] if length == doc[samples.LENGTH] else None
         return metrics

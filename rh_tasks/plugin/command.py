@@ -6,15 +6,16 @@ import argparse
 import importlib
 import sys
 
-# sub-command -> module exposing ``add_parser(subparsers)``; the parser's ``func(args)`` returns an exit code.
+# Sub-command -> the module that does its job. Each exposes HELP (one line for the list of commands),
+# DESCRIPTION (its --help), add_arguments(parser) and main(args) -> exit code.
 _COMMANDS = {
-    "run": "rh_tasks.plugin.lm_eval_run",
     "report": "rh_tasks.report.cli",
     "detect": "rh_tasks.detection.cli",
     "heads": "rh_tasks.detection.heads_cli",
     "suite": "rh_tasks.suite.cli",
     "plan": "rh_tasks.suite.plan_cli",
 }
+_RUN = "rh_tasks.plugin.lm_eval_run"  # `rh-eval run` takes exactly lm_eval's flags, forwarded verbatim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,15 +25,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Mask them inside lm-evaluation-harness and measure.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _COMMANDS.values():
-        importlib.import_module(module).add_parser(subparsers)
+    run = importlib.import_module(_RUN)
+    subparsers.add_parser("run", help=run.HELP, add_help=False).set_defaults(func=lambda args: run.main([]))
+    for name, module_name in _COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(command)
+        command.set_defaults(func=module.main)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["run"]:  # forwarded verbatim: `rh-eval run` takes exactly lm_eval's flags
-        return importlib.import_module(_COMMANDS["run"]).main(argv[1:])
+    if argv[:1] == ["run"]:
+        return importlib.import_module(_RUN).main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

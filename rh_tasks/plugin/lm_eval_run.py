@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import sys
 
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "run",
-        help="run lm-eval (same flags as `lm_eval run`) with rh-masked and the rh-eval tasks available",
-        add_help=False,
-    )
-    parser.set_defaults(func=lambda args: main([]))
+HELP = "run lm-eval (same flags as `lm_eval run`) with rh-masked and the rh-eval tasks available"
 
 
 def main(argv: list[str]) -> int:

@@ -2,5 +2,6 @@
 
 from .render import ReportFiles, write_report
 from .runs import ReportInputError
+from .schema import Report
 
-__all__ = ["ReportFiles", "ReportInputError", "write_report"]
+__all__ = ["Report", "ReportFiles", "ReportInputError", "write_report"]

@@ -1,4 +1,4 @@
-"""The numbers of a report, as one JSON-ready dict: paired comparisons against the unmasked run, causal
+"""The numbers of a report (:class:`.schema.Report`): paired comparisons against the unmasked run, causal
 contrasts, the K-sweep, heatmap grids, failure counts and a cross-model ranking.
 
 Comparisons per (task, filter, metric):
@@ -21,9 +21,10 @@ family-wise error over it and Benjamini–Hochberg (1995) is given alongside. Ot
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import zlib
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,124 +32,98 @@ import numpy as np
 from model_wrappers.condition import Condition
 
 from . import failures, narrative, stats
-from .pairing import ModelRuns, TaskTable, group_by_model, task_table
+from .pairing import UNMASKED, ModelRuns, TaskTable, group_by_model, task_table
 from .runs import Run
+from .schema import (
+    Arm,
+    Comparison,
+    CrossModelRow,
+    CrossModelTask,
+    FailureBreakdown,
+    FailurePanel,
+    FilterSummary,
+    HeadMap,
+    Heatmap,
+    HeatmapPanel,
+    Methods,
+    ModelReport,
+    Report,
+    Settings,
+    SweepPoint,
+    TaskSummary,
+)
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = "rh-eval-report/2"  # 2: unit, n_clusters, n_seeds, min_attainable_p per comparison
 MINUS = "\u2212"
 
 
-@dataclass(frozen=True)
-class Settings:
-    confidence: float = stats.CONFIDENCE
-    n_resamples: int = stats.N_RESAMPLES
-    seed: int = 0
-    headline_k: int | None = None  # default: the K with the most random seeds (smallest K on ties)
-
-
-def analyse(runs: list[Run], settings: Settings = Settings()) -> dict:
+def analyse(runs: list[Run], settings: Settings) -> Report:
     """Everything report.json holds; raises ReportInputError when runs cannot be compared."""
-    analysed = [_analyse_model(model_runs, settings) for model_runs in group_by_model(runs)]
-    models = [model for model, _ in analysed]
-    family = [c for m in models for c in m["comparisons"] if c["in_family"]]
-    p_values = [c["p_value"] for c in family]
-    floors = stats.holm([c["min_attainable_p"] for c in family])  # Holm is monotone: its best case
+    models = [_analyse_model(model_runs, settings) for model_runs in group_by_model(runs)]
+    family = [c for m in models for c in m.comparisons if c.in_family]
+    p_values = [c.result.p_value for c in family]
+    floors = stats.holm([c.result.min_attainable_p for c in family])  # Holm is monotone: its best case
     for comparison, p_holm, p_bh, floor in zip(
         family, stats.holm(p_values), stats.benjamini_hochberg(p_values), floors
     ):
-        comparison["p_holm"], comparison["p_bh"] = float(p_holm), float(p_bh)
-        comparison["min_attainable_p_holm"] = float(floor)
+        comparison.p_holm, comparison.p_bh = float(p_holm), float(p_bh)
+        comparison.min_attainable_p_holm = float(floor)
     for model in models:
         _design_reach(model)
-        model["statements"] = narrative.statements(model, len(family), settings.confidence)
-    return {
-        "schema": SCHEMA,
-        "settings": {
-            **asdict(settings),
-            "alpha": stats.ALPHA,
-            "power": stats.POWER,
-            "min_seeds": stats.MIN_SEEDS,
-            "bootstrap": "percentile; whole clusters of items resampled with replacement, and random head sets "
-            f"(seeds) too when there are at least {stats.MIN_SEEDS}",
-            "tests": "sign-flip on cluster sums (exact by enumeration or convolution, else Monte Carlo), exact "
-            "McNemar when every cluster holds one 0/1 item; pooled random seeds and contrasts must reject both "
-            "between seeds and between clusters (the larger p-value); two-sided",
-            "standard_error": "CRV1 clustered by shared context where the task records one (Miller 2024)",
-            "mde": "t quantiles with G - 1 degrees of freedom on the clustered standard error",
-            "family_size": len(family),
-        },
-        "runs": [
-            {"path": str(r.path), "model": r.model, "condition": r.condition.label, "tasks": sorted(r.tasks)}
-            for r in sorted(runs, key=lambda r: str(r.path))
-        ],
-        "models": models,
-        "cross_model": _cross_model(analysed) if len(models) > 1 else [],
-    }
+        model.statements = narrative.statements(model, len(family), settings.confidence)
+    return Report(
+        settings=settings,
+        methods=Methods(),
+        family_size=len(family),
+        runs=sorted(runs, key=lambda r: str(r.path)),
+        models=models,
+        cross_model=_cross_model(models) if len(models) > 1 else [],
+    )
 
 
-def _analyse_model(model_runs: ModelRuns, settings: Settings) -> tuple[dict, list[tuple[dict, _Arm]]]:
-    """The model's part of report.json, and each of its comparisons with the arm it compares."""
+def _analyse_model(model_runs: ModelRuns, settings: Settings) -> ModelReport:
     grouped = {t for members in model_runs.groups.values() for t in members}
     headline = sorted(model_runs.groups) + sorted(t for t in model_runs.tasks if t not in grouped)
-    conditions = {c.label: c for c in model_runs.conditions}
     headline_k = _headline_k(model_runs.conditions, settings.headline_k, model_runs.model)
     tasks, compared, heatmaps, failure_counts = [], [], [], []
     for name in headline + sorted(grouped):
         table = task_table(model_runs, name)
         is_headline = name in headline
-        arms = _arms(table, conditions)
+        arms = _arms(table, model_runs.conditions)
         rows = [
-            (
-                _compare(model_runs.model, table, arm, f, metric, settings, is_headline and metric == table.metrics[0]),
-                arm,
-            )
+            _compare(model_runs.model, table, arm, f, metric, settings, is_headline and metric == table.metrics[0])
             for arm in arms
             for f in _filters(table)
             for metric in table.metrics
         ]
         compared.extend(rows)
-        tasks.append(_task_summary(table, [row for row, _ in rows], is_headline))
-        if name not in model_runs.groups and all(i.length is not None and i.depth is not None for i in table.items):
+        tasks.append(_task_summary(table, rows, is_headline))
+        if name not in model_runs.groups and table.long_context:
             heatmaps.append(_heatmap(table, arms))
             if all(i.outcome is not None for i in table.items):
                 failure_counts.append(_failures(table, arms))
-    report = {
-        "model": model_runs.model,
-        "runs": [str(r.path) for r in model_runs.runs],
-        "conditions": [
-            {
-                "label": c.label,
-                "kind": c.kind,
-                "k": c.k,
-                "seed": c.seed,
-                "match": c.match,
-                "unit": c.unit,
-                "mode": c.mode,
-                "phase": c.phase,
-                "heads": [list(h) for h in c.heads],
-            }
-            for c in model_runs.conditions
-        ],
-        "headline_k": headline_k,
-        "tasks": tasks,
-        "comparisons": [row for row, _ in compared],
-        "k_sweep": _k_sweep(compared),
-        "heatmaps": heatmaps,
-        "failures": failure_counts,
-        "head_map": _head_map(model_runs, headline_k),
-    }
-    return report, compared
+    return ModelReport(
+        model=model_runs.model,
+        runs=[r.path for r in model_runs.runs],
+        conditions=model_runs.conditions,
+        headline_k=headline_k,
+        tasks=tasks,
+        comparisons=compared,
+        k_sweep=_k_sweep(compared),
+        heatmaps=heatmaps,
+        failures=failure_counts,
+        head_map=_head_map(model_runs, headline_k),
+    )
 
 
-def _design_reach(model: dict) -> None:
+def _design_reach(model: ModelReport) -> None:
     """Per task and filter: the smallest p-value any of its headline comparisons could reach, before and after
     Holm, so readers (and the narrative) know when the design could not have shown an effect at all."""
-    for task in model["tasks"]:
-        for f, summary in task["filters"].items():
-            mine = [c for c in model["comparisons"] if c["in_family"] and (c["task"], c["filter"]) == (task["task"], f)]
-            summary["min_attainable_p_holm"] = min((c["min_attainable_p_holm"] for c in mine), default=None)
+    for task in model.tasks:
+        for f, summary in task.filters.items():
+            mine = [c for c in model.comparisons if c.in_family and (c.task, c.filter) == (task.task, f)]
+            summary.min_attainable_p_holm = min((c.min_attainable_p_holm for c in mine), default=None)
 
 
 def _headline_k(conditions: list[Condition], requested: int | None, model: str) -> int | None:
@@ -166,53 +141,30 @@ def _headline_k(conditions: list[Condition], requested: int | None, model: str) 
     return min(retrieval) if retrieval else None
 
 
-@dataclass(frozen=True)
-class _Arm:
-    """Something compared against a reference on the same items: a condition, a pool of seeds, a contrast."""
-
-    label: str
-    kind: str  # retrieval | random | random_seed | explicit | contrast
-    k: int | None
-    members: tuple[str, ...]  # condition labels averaged per item
-    reference: tuple[str, ...] = ("none",)  # condition labels averaged per item, subtracted from members
-    reference_label: str = "none"
-    in_family: bool = True
-    series: str = ""  # retrieval and random: the label without K, one line of a K sweep
-    variants: int = 0  # how many of its conditions have a setting other than the default unit, mode and phase
-    layer_matched: bool = False
-
-    @property
-    def sampled_sets(self) -> bool:
-        """Pooled random seeds (and contrasts against them) are a sample of head sets, not fixed conditions."""
-        return self.kind in ("random", "contrast")
-
-
-def _arms(table: TaskTable, conditions: dict[str, Condition]) -> list[_Arm]:
-    present = [conditions[label] for label in conditions if label in table.scores and label != "none"]
+def _arms(table: TaskTable, conditions: list[Condition]) -> list[Arm]:
+    present = [c for c in conditions if c in table.scores and c != UNMASKED]
     pools: dict[str, list[Condition]] = {}
     for c in present:
         if c.kind == "random":
             pools.setdefault(c.pool_label, []).append(c)
-    arms = [_Arm(c.label, c.kind, c.k, (c.label,), **_about(c)) for c in present if c.kind in ("retrieval", "explicit")]
+    arms = [Arm(c.label, c.kind, c.k, (c,), **_about(c)) for c in present if c.kind in ("retrieval", "explicit")]
     for label, seeds in pools.items():
-        members = tuple(c.label for c in seeds)
-        arms.append(_Arm(label, "random", seeds[0].k, members, **_about(seeds[0])))
+        arms.append(Arm(label, "random", seeds[0].k, tuple(seeds), **_about(seeds[0])))
         if len(seeds) > 1:
-            arms.extend(_Arm(c.label, "random_seed", c.k, (c.label,), in_family=False, **_about(c)) for c in seeds)
+            arms.extend(Arm(c.label, "random_seed", c.k, (c,), in_family=False, **_about(c)) for c in seeds)
     for c in present:
         if c.kind != "retrieval":
             continue
         for label, seeds in pools.items():
             control = seeds[0]
             if (control.k, control.unit, control.mode, control.phase) == (c.k, c.unit, c.mode, c.phase):
-                members = tuple(s.label for s in seeds)
                 arms.append(
-                    _Arm(
+                    Arm(
                         f"{c.label} {MINUS} {label}",
                         "contrast",
                         c.k,
-                        (c.label,),
-                        members,
+                        (c,),
+                        tuple(seeds),
                         label,
                         variants=bool(c.qualifiers) + bool(control.qualifiers),
                         layer_matched=control.match == "layer",
@@ -229,18 +181,18 @@ def _filters(table: TaskTable) -> list[str]:
     return sorted(set(table.filters.tolist()))
 
 
-def _mean_of(table: TaskTable, labels: tuple[str, ...], metric: str) -> np.ndarray:
-    return np.mean([table.scores[label][metric] for label in labels], axis=0)
+def _mean_of(table: TaskTable, conditions: tuple[Condition, ...], metric: str) -> np.ndarray:
+    return np.mean([table.scores[c][metric] for c in conditions], axis=0)
 
 
-def _stack(table: TaskTable, labels: tuple[str, ...], metric: str, rows: np.ndarray) -> np.ndarray:
-    """``[len(labels), items]`` scores: one row per condition, e.g. per random seed."""
-    return np.stack([table.scores[label][metric][rows] for label in labels])
+def _stack(table: TaskTable, conditions: tuple[Condition, ...], metric: str, rows: np.ndarray) -> np.ndarray:
+    """``[len(conditions), items]`` scores: one row per condition, e.g. per random seed."""
+    return np.stack([table.scores[c][metric][rows] for c in conditions])
 
 
 def _compare(
-    model: str, table: TaskTable, arm: _Arm, filter_name: str, metric: str, settings: Settings, primary: bool
-) -> dict:
+    model: str, table: TaskTable, arm: Arm, filter_name: str, metric: str, settings: Settings, primary: bool
+) -> Comparison:
     rows = table.filters == filter_name
     clusters = table.clusters
     key = "|".join((model, table.name, filter_name, metric, arm.label))
@@ -253,33 +205,30 @@ def _compare(
         n_resamples=settings.n_resamples,
         seed=[settings.seed, zlib.crc32(key.encode())],
     )
-    return {
-        "task": table.name,
-        "filter": filter_name,
-        "metric": metric,
-        "condition": arm.label,
-        "kind": arm.kind,
-        "k": arm.k,
-        "reference": arm.reference_label,
-        **result.to_dict(),
-        "in_family": primary and arm.in_family,
-        "p_holm": None,
-        "p_bh": None,
-        "min_attainable_p_holm": None,
-    }
+    return Comparison(table.name, filter_name, metric, arm, _defined(result), in_family=primary and arm.in_family)
 
 
-def _task_summary(table: TaskTable, rows: list[dict], is_headline: bool) -> dict:
+def _defined(result: stats.PairedResult) -> stats.PairedResult:
+    """Undefined statistics (e.g. an SE from one cluster) as None, so every reader treats them alike."""
+    undefined = [f.name for f in dataclasses.fields(result) if _undefined(getattr(result, f.name))]
+    return dataclasses.replace(result, **dict.fromkeys(undefined))
+
+
+def _undefined(value) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _task_summary(table: TaskTable, rows: list[Comparison], is_headline: bool) -> TaskSummary:
     """Per task: item counts, unmasked score and the minimum detectable effect of its primary metric."""
     primary = table.metrics[0]
     values = np.concatenate([s[m] for s in table.scores.values() for m in table.metrics])
     bounded = bool(np.all((values >= 0) & (values <= 1)))  # scores in [0, 1] are shown as points x100
     per_filter = {}
     for f in _filters(table):
-        mine = [r for r in rows if r["filter"] == f and r["metric"] == primary and r["reference"] == "none"]
-        ses = [r["se_clustered"] if r["se_clustered"] is not None else r["se"] for r in mine]
+        mine = [r.result for r in rows if r.filter == f and r.metric == primary and r.arm.reference == (UNMASKED,)]
+        ses = [r.se_clustered if r.clustered else r.se for r in mine]
         ses = [s for s in ses if s is not None and np.isfinite(s) and s > 0]
-        base = table.scores["none"][primary][table.filters == f]
+        base = table.scores[UNMASKED][primary][table.filters == f]
         clusters = table.clusters
         groups = len(set(c for c, keep in zip(clusters, table.filters == f) if keep)) if clusters else base.size
         if ses:
@@ -290,114 +239,102 @@ def _task_summary(table: TaskTable, rows: list[dict], is_headline: bool) -> dict
         else:
             se = float(np.sqrt(2) * np.std(base, ddof=1) / np.sqrt(groups)) if base.size > 1 else float("nan")
             basis = "no item changed; assumes masked and unmasked outcomes independent"
-        per_filter[f] = {
-            "n": int(base.size),
-            "n_clusters": int(groups),
-            "unit": "cluster" if groups < base.size else "item",
-            "min_attainable_p": stats.min_attainable_p(groups),
-            "baseline": float(base.mean()),
-            "mde": stats.minimum_detectable_effect(se, groups),
-            "mde_basis": basis + f"; t with {groups - 1} degrees of freedom",
-        }
-    return {
-        "task": table.name,
-        "subtasks": table.subtasks,
-        "version": table.version,
-        "headline": is_headline,
-        "metrics": table.metrics,
-        "primary_metric": primary,
-        "bounded": bounded,
-        "long_context": all(i.length is not None and i.depth is not None for i in table.items),
-        "dropped_items": table.dropped,
-        "filters": per_filter,
-    }
+        per_filter[f] = FilterSummary(
+            n=int(base.size),
+            n_clusters=int(groups),
+            unit="cluster" if groups < base.size else "item",
+            min_attainable_p=stats.min_attainable_p(groups),
+            baseline=float(base.mean()),
+            mde=None if _undefined(mde := stats.minimum_detectable_effect(se, groups)) else mde,
+            mde_basis=basis + f"; t with {groups - 1} degrees of freedom",
+        )
+    return TaskSummary(
+        task=table.name,
+        subtasks=table.subtasks,
+        version=table.version,
+        headline=is_headline,
+        metrics=table.metrics,
+        primary_metric=primary,
+        bounded=bounded,
+        long_context=table.long_context,
+        dropped_items=table.dropped,
+        filters=per_filter,
+    )
 
 
-def _panels(table: TaskTable, arms: list[_Arm]) -> list[tuple[str, tuple[str, ...]]]:
+def _panels(arms: list[Arm]) -> list[tuple[str, tuple[Condition, ...]]]:
     """Conditions shown side by side: none, each retrieval K, each pooled random K, explicit sets."""
     chosen = [a for a in arms if a.kind in ("retrieval", "random", "explicit")]
     chosen.sort(key=lambda a: (narrative.ARM_ORDER[a.kind], a.k or 0, a.label))
-    return [("none", ("none",))] + [(a.label, a.members) for a in chosen]
+    return [(UNMASKED.label, (UNMASKED,))] + [(a.label, a.members) for a in chosen]
 
 
-def _heatmap(table: TaskTable, arms: list[_Arm]) -> dict:
+def _heatmap(table: TaskTable, arms: list[Arm]) -> Heatmap:
     """Mean primary score per (depth, length) cell (x100 for [0, 1] scores), rows = depths, columns = lengths."""
     metric = table.metrics[0]
     f = _filters(table)[0]
     rows = table.filters == f
-    lengths = np.array([i.length for i in table.items])[rows]
-    depths = np.array([i.depth for i in table.items])[rows]
+    lengths = np.array([i.fields.length for i in table.items])[rows]
+    depths = np.array([i.fields.depth for i in table.items])[rows]
     grid_l, grid_d = sorted(set(lengths.tolist())), sorted(set(depths.tolist()))
     everything = np.concatenate([s[metric] for s in table.scores.values()])
     scale = 100 if np.all((everything >= 0) & (everything <= 1)) else 1
     panels = []
-    for label, members in _panels(table, arms):
+    for label, members in _panels(arms):
         scores = _mean_of(table, members, metric)[rows] * scale
         values = [
             [float(scores[cell].mean()) if (cell := (depths == d) & (lengths == l)).any() else None for l in grid_l]
             for d in grid_d
         ]
-        panels.append({"condition": label, "values": values})
-    return {
-        "task": table.name,
-        "metric": metric,
-        "filter": f,
-        "scale": scale,
-        "lengths": grid_l,
-        "depths": grid_d,
-        "panels": panels,
-    }
+        panels.append(HeatmapPanel(label, values))
+    return Heatmap(table.name, metric, f, scale, grid_l, grid_d, panels)
 
 
-def _failures(table: TaskTable, arms: list[_Arm]) -> dict:
+def _failures(table: TaskTable, arms: list[Arm]) -> FailureBreakdown:
     """Counts of failures.OUTCOMES per condition; a pooled random control sums its seeds."""
     f = _filters(table)[0]
     rows = table.filters == f
     panels = []
-    for label, members in _panels(table, arms):
+    for label, members in _panels(arms):
         outcomes = [o for m in members for o, keep in zip(table.outcomes[m], rows) if keep]
         panels.append(
-            {
-                "condition": label,
-                "n": len(outcomes),
-                "n_seeds": len(members) if label != "none" else None,
-                "counts": {o: outcomes.count(o) for o in failures.OUTCOMES},
-            }
-        )
-    return {"task": table.name, "filter": f, "panels": panels}
-
-
-def _k_sweep(compared: list[tuple[dict, _Arm]]) -> list[dict]:
-    """Δ and CI per K of each retrieval and pooled-random series, for the headline tasks' primary metrics."""
-    sweep = []
-    for c, arm in compared:
-        if c["in_family"] and c["kind"] in ("retrieval", "random"):
-            sweep.append(
-                {
-                    key: c[key]
-                    for key in (
-                        "task",
-                        "filter",
-                        "metric",
-                        "kind",
-                        "k",
-                        "delta",
-                        "ci_low",
-                        "ci_high",
-                        "n",
-                        "n_clusters",
-                        "n_seeds",
-                        "unit",
-                        "conditional",
-                        "p_holm",
-                    )
-                }
-                | {"series": arm.series}
+            FailurePanel(
+                condition=label,
+                n=len(outcomes),
+                n_seeds=len(members) if members != (UNMASKED,) else None,
+                counts={o: outcomes.count(o) for o in failures.OUTCOMES},
             )
-    return sorted(sweep, key=lambda r: (r["task"], r["filter"], r["series"], r["k"]))
+        )
+    return FailureBreakdown(table.name, f, panels)
 
 
-def _head_map(model_runs: ModelRuns, headline_k: int | None) -> dict | None:
+def _k_sweep(compared: list[Comparison]) -> list[SweepPoint]:
+    """Δ and CI per K of each retrieval and pooled-random series, for the headline tasks' primary metrics."""
+    sweep = [
+        SweepPoint(
+            task=c.task,
+            filter=c.filter,
+            metric=c.metric,
+            kind=c.arm.kind,
+            k=c.arm.k,
+            delta=c.result.delta,
+            ci_low=c.result.ci_low,
+            ci_high=c.result.ci_high,
+            n=c.result.n,
+            n_clusters=c.result.n_clusters,
+            n_seeds=c.result.n_seeds,
+            unit=c.result.unit,
+            conditional=c.result.conditional,
+            p_holm=c.p_holm,
+            series=c.arm.series,
+        )
+        for c in compared
+        if c.in_family and c.arm.kind in ("retrieval", "random")
+    ]
+    return sorted(sweep, key=lambda r: (r.task, r.filter, r.series, r.k))
+
+
+def _head_map(model_runs: ModelRuns, headline_k: int | None) -> HeadMap | None:
     """Retrieval scores per layer x head, with the heads masked at the headline K (retrieval and random)."""
     from model_wrappers.head_scores import HeadScoreFileError, load_head_scores  # lazy: model_wrappers imports torch
 
@@ -406,72 +343,53 @@ def _head_map(model_runs: ModelRuns, headline_k: int | None) -> dict | None:
         return None
     candidates = [Path(model_runs.head_scores)] + [r.path.parent / model_runs.head_scores for r in model_runs.runs]
     path = next((p for p in candidates if p.is_file()), None)
-    entry = {
-        "head_scores": model_runs.head_scores,
-        "k": headline_k,
-        "masked": [{"condition": c.label, "kind": c.kind, "heads": [list(h) for h in c.heads]} for c in masked],
-    }
     if path is None:
         logger.warning("Head-score file %s not found; the layer x head map is left out.", model_runs.head_scores)
-        return entry | {"means": None}
+        return HeadMap(model_runs.head_scores, headline_k, masked, None)
     try:
         scores = load_head_scores(path)
-        if scores.kv_heads_only or scores.ranked is not None:  # no score per query head without the model
-            logger.warning("The layer x head map is left out: %s has no score per query head.", path)
-            return entry | {"means": None}
-        return entry | {"means": scores.means.tolist()}
     except HeadScoreFileError as err:
         logger.warning("The layer x head map is left out: %s", err)
-        return entry | {"means": None}
+        return HeadMap(model_runs.head_scores, headline_k, masked, None)
+    if scores.kv_heads_only or scores.ranked is not None:  # no score per query head without the model
+        logger.warning("The layer x head map is left out: %s has no score per query head.", path)
+        return HeadMap(model_runs.head_scores, headline_k, masked, None)
+    return HeadMap(model_runs.head_scores, headline_k, masked, scores.means.tolist())
 
 
-def _cross_model(analysed: list[tuple[dict, list[tuple[dict, _Arm]]]]) -> list[dict]:
+def _cross_model(models: list[ModelReport]) -> list[CrossModelRow]:
     """One row per model at its headline K, ranked by dependence = −mean causal contrast on long-context tasks."""
     rows = []
-    for model, compared in analysed:
-        k = model["headline_k"]
+    for model in models:
         tasks = {}
-        for task in (t for t in model["tasks"] if t["headline"]):
-            f = next(iter(task["filters"]))
-            pick: dict[str, dict] = {}
-            for c, arm in sorted(compared, key=lambda pair: (pair[1].variants, pair[0]["condition"])):
+        for task in (t for t in model.tasks if t.headline):
+            f = next(iter(task.filters))
+            pick: dict[str, Comparison] = {}
+            for c in sorted(model.comparisons, key=lambda c: (c.arm.variants, c.arm.label)):
                 if (
-                    c["task"] == task["task"]
-                    and c["filter"] == f
-                    and c["in_family"]
-                    and c["k"] == k
-                    and c["kind"] in ("retrieval", "random", "contrast")
-                    and not arm.layer_matched
+                    (c.task, c.filter) == (task.task, f)
+                    and c.in_family
+                    and c.arm.k == model.headline_k
+                    and c.arm.kind in ("retrieval", "random", "contrast")
+                    and not c.arm.layer_matched
                 ):
-                    pick.setdefault(c["kind"], c)  # the default unit, mode and phase first; variants never replace it
-            tasks[task["task"]] = {
-                "metric": task["primary_metric"],
-                "filter": f,
-                "baseline": task["filters"][f]["baseline"],
-                "long_context": task["long_context"],
-                "bounded": task["bounded"],
-                **{kind: _brief(pick.get(kind)) for kind in ("retrieval", "random", "contrast")},
-            }
-        long_context = [t for t in tasks.values() if t["long_context"] and t["contrast"]]
-        basis = long_context or [t for t in tasks.values() if t["contrast"]]
-        dependence = -float(np.mean([t["contrast"]["delta"] for t in basis])) if basis else None
-        rows.append(
-            {
-                "model": model["model"],
-                "headline_k": k,
-                "tasks": tasks,
-                "dependence": dependence,
-                "dependence_basis": "long-context tasks" if long_context else "all tasks",
-            }
-        )
-    rows.sort(key=lambda r: (r["dependence"] is None, -(r["dependence"] or 0.0), r["model"]))
-    for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
-    return rows
-
-
-def _brief(comparison: dict | None) -> dict | None:
-    if comparison is None:
-        return None
-    keys = ("condition", "delta", "ci_low", "ci_high", "n", "n_clusters", "n_seeds", "unit", "conditional", "p_holm")
-    return {key: comparison[key] for key in keys}
+                    pick.setdefault(c.arm.kind, c)  # the default unit, mode and phase first; variants never replace it
+            tasks[task.task] = CrossModelTask(
+                metric=task.primary_metric,
+                filter=f,
+                baseline=task.filters[f].baseline,
+                long_context=task.long_context,
+                bounded=task.bounded,
+                retrieval=pick.get("retrieval"),
+                random=pick.get("random"),
+                contrast=pick.get("contrast"),
+            )
+        long_context = [t for t in tasks.values() if t.long_context and t.contrast]
+        basis = long_context or [t for t in tasks.values() if t.contrast]
+        dependence = -float(np.mean([t.contrast.result.delta for t in basis])) if basis else None
+        rows.append((model, tasks, dependence, "long-context tasks" if long_context else "all tasks"))
+    rows.sort(key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0].model))
+    return [
+        CrossModelRow(model.model, model.headline_k, tasks, dependence, basis, rank)
+        for rank, (model, tasks, dependence, basis) in enumerate(rows, 1)
+    ]

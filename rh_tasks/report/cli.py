@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import logging
 import os
@@ -10,20 +11,33 @@ from pathlib import Path
 
 from rh_tasks.plugin.errors import command
 
-from . import stats
 from .render import write_report
 from .runs import ReportInputError
+from .schema import Settings
+
+HELP = "paired statistics, leaderboards and heatmaps from lm-eval output folders"
+DESCRIPTION = (
+    "Compare every masked condition with the unmasked run of the same model, item by item, and "
+    "write report.md, report.json and a self-contained report.html. Works on any folders written by "
+    "lm_eval --output_path DIR --log_samples (rh-masked or plain hf runs); a run without masking is the "
+    "baseline. Runs of several models give a cross-model leaderboard."
+)
+
+# How each field of Settings is given on the command line (--n-resamples, ...); defaults are the fields'.
+_SETTING_FLAGS = {
+    "seed": (int, "N", "seed of the bootstrap and Monte Carlo permutation draws; same seed, same numbers"),
+    "n_resamples": (int, "N", "bootstrap resamples and Monte Carlo sign flips per comparison (default: %(default)s)"),
+    "confidence": (float, "LEVEL", "confidence level of the intervals (default: %(default)s)"),
+    "headline_k": (
+        int,
+        "K",
+        "K whose results the findings and cross-model ranking describe (default: the K with the most random-head "
+        "seeds, the smallest on ties)",
+    ),
+}
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "report",
-        help="paired statistics, leaderboards and heatmaps from lm-eval output folders",
-        description="Compare every masked condition with the unmasked run of the same model, item by item, and "
-        "write report.md, report.json and a self-contained report.html. Works on any folders written by "
-        "lm_eval --output_path DIR --log_samples (rh-masked or plain hf runs); a run without masking is the "
-        "baseline. Runs of several models give a cross-model leaderboard.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "run_dirs",
         nargs="+",
@@ -39,36 +53,10 @@ def add_parser(subparsers) -> None:
         help="where to write the report files (default: a new folder report/ in RUN_DIR, or in the folder holding "
         "all RUN_DIRs; report-2/, report-3/, ... when that one already holds a report, so none is overwritten)",
     )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        metavar="N",
-        help="seed of the bootstrap and Monte Carlo permutation draws; same seed, same numbers",
-    )
-    parser.add_argument(
-        "--n-resamples",
-        type=int,
-        default=stats.N_RESAMPLES,
-        metavar="N",
-        help=f"bootstrap resamples and Monte Carlo sign flips per comparison (default: {stats.N_RESAMPLES})",
-    )
-    parser.add_argument(
-        "--confidence",
-        type=float,
-        default=stats.CONFIDENCE,
-        metavar="LEVEL",
-        help=f"confidence level of the intervals (default: {stats.CONFIDENCE})",
-    )
-    parser.add_argument(
-        "--headline-k",
-        type=int,
-        default=None,
-        metavar="K",
-        help="K whose results the findings and cross-model ranking describe (default: the K with "
-        "the most random-head seeds, the smallest on ties)",
-    )
-    parser.set_defaults(func=main)
+    for setting in dataclasses.fields(Settings):
+        kind, metavar, help_text = _SETTING_FLAGS[setting.name]
+        flag = "--" + setting.name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=setting.default, metavar=metavar, help=help_text)
 
 
 @command(ReportInputError, OSError)
@@ -77,15 +65,9 @@ def main(args: argparse.Namespace) -> int:
     output = args.output_dir
     if output is None:
         output = default_output_dir(args.run_dirs)
-    files = write_report(
-        args.run_dirs,
-        output,
-        seed=args.seed,
-        n_resamples=args.n_resamples,
-        confidence=args.confidence,
-        headline_k=args.headline_k,
-    )
-    for paragraph in (p for model in files.report["models"] for p in model["statements"]):
+    settings = {setting.name: getattr(args, setting.name) for setting in dataclasses.fields(Settings)}
+    files = write_report(args.run_dirs, output, **settings)
+    for paragraph in (p for model in files.report.models for p in model.statements):
         print(paragraph, end="\n\n")
     print(f"Wrote {files.markdown}, {files.json} and {files.html}")
     return 0

@@ -11,12 +11,17 @@ Each response falls in exactly one category, checked in this order:
   ``COPY_SPAN`` consecutive words (or the whole response, if shorter) found verbatim in the prompt, i.e. the
   model retrieved text from the wrong place in its context (including echoing the question).
 - ``hallucinated``: none occur and the response is not copied from the prompt.
+
+Only items of long-context tasks (a length, a depth and a reference answer) are classified.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
+
+from .runs import Item, Run
 
 OUTCOMES = ("correct", "incomplete", "hallucinated", "wrong_extraction", "empty")
 COPY_SPAN = 4
@@ -54,3 +59,20 @@ def classify(response: str, answers: Sequence[str], prompt_words: str) -> str:
     if recall > 0.0:
         return "incomplete"
     return "wrong_extraction" if _copied(tokens, prompt_words) else "hallucinated"
+
+
+def classify_runs(runs: list[Run]) -> None:
+    """Give every long-context item of ``runs`` its outcome; other items keep ``None``."""
+    prompt_words: dict[str, str] = {}  # by prompt_hash: conditions share their prompts
+
+    def outcome(item: Item) -> str | None:
+        fields = item.fields
+        if not fields.long_context or not fields.answers:
+            return None
+        if item.prompt_hash not in prompt_words:
+            prompt_words[item.prompt_hash] = " ".join(words(item.prompt))
+        return classify(item.response, fields.answers, prompt_words[item.prompt_hash])
+
+    for run in runs:
+        for task in run.tasks.values():
+            task.items = {key: dataclasses.replace(item, outcome=outcome(item)) for key, item in task.items.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from . import stats
+from .schema import Comparison, FilterSummary, ModelReport
 
 ARM_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}  # how reports list comparisons
 _UNIT_WORDS = {
@@ -41,43 +42,46 @@ def stars(p_holm: float | None) -> str:
     return next((mark for cut, mark in ((0.001, "***"), (0.01, "**"), (stats.ALPHA, "*")) if p_holm < cut), "")
 
 
-def includes_zero(comparison: dict) -> bool:
-    return comparison["ci_low"] <= 0 <= comparison["ci_high"]
+def includes_zero(comparison: Comparison) -> bool:
+    return comparison.result.ci_low <= 0 <= comparison.result.ci_high
 
 
-def design(summary: dict) -> str:
+def listing_order(comparison: Comparison) -> tuple:
+    """How reports list comparisons: by kind (:data:`ARM_ORDER`), then K, then label."""
+    return ARM_ORDER[comparison.arm.kind], comparison.arm.k or 0, comparison.arm.label
+
+
+def design(summary: FilterSummary) -> str:
     """``18 items in 6 contexts`` or ``57 independent items``: the unit the statistics work at."""
-    if summary["n_clusters"] < summary["n"]:
-        return f"{summary['n']} paired items in {summary['n_clusters']} shared contexts"
-    return f"{summary['n']} independent paired items"
+    if summary.n_clusters < summary.n:
+        return f"{summary.n} paired items in {summary.n_clusters} shared contexts"
+    return f"{summary.n} independent paired items"
 
 
-def statements(model: dict, family_size: int, confidence: float) -> list[str]:
+def statements(model: ModelReport, family_size: int, confidence: float) -> list[str]:
     """One paragraph per headline task (and filter) at the model's headline K."""
     paragraphs = []
-    for task in (t for t in model["tasks"] if t["headline"]):
-        metric, bounded = task["primary_metric"], task["bounded"]
-        for f, summary in task["filters"].items():
+    for task in (t for t in model.tasks if t.headline):
+        metric, bounded = task.primary_metric, task.bounded
+        for f, summary in task.filters.items():
             chosen = sorted(
                 (
                     c
-                    for c in model["comparisons"]
-                    if c["task"] == task["task"]
-                    and c["filter"] == f
-                    and c["metric"] == metric
-                    and c["in_family"]
-                    and (model["headline_k"] is None or c["k"] in (None, model["headline_k"]))
+                    for c in model.comparisons
+                    if (c.task, c.filter, c.metric) == (task.task, f, metric)
+                    and c.in_family
+                    and (model.headline_k is None or c.arm.k in (None, model.headline_k))
                 ),
-                key=lambda c: (ARM_ORDER[c["kind"]], c["k"] or 0, c["condition"]),
+                key=listing_order,
             )
-            where = f", filter {f}" if len(task["filters"]) > 1 else ""
-            unit = "context" if summary["n_clusters"] < summary["n"] else "item"
-            reach = summary.get("min_attainable_p_holm")
+            where = f", filter {f}" if len(task.filters) > 1 else ""
+            unit = "context" if summary.n_clusters < summary.n else "item"
+            reach = summary.min_attainable_p_holm
             lines = [
-                f"{task['task']} ({metric}{where}): {design(summary)}; the {unit} is the unit of analysis, so no test "
-                f"can give p below {format_p(summary['min_attainable_p'])}"
+                f"{task.task} ({metric}{where}): {design(summary)}; the {unit} is the unit of analysis, so no test "
+                f"can give p below {format_p(summary.min_attainable_p)}"
                 + (f" ({format_p(reach)} after Holm correction over {family_size} tests)" if reach is not None else "")
-                + f". Unmasked score {format_value(summary['baseline'], bounded)}."
+                + f". Unmasked score {format_value(summary.baseline, bounded)}."
             ]
             if reach is not None and reach >= stats.ALPHA:
                 lines.append(
@@ -86,59 +90,60 @@ def statements(model: dict, family_size: int, confidence: float) -> list[str]:
                 )
             lines += [_describe(c, bounded, family_size, confidence) for c in chosen]
             points = " points" if bounded else ""
-            if summary["mde"] is not None and math.isfinite(summary["mde"]):
+            if summary.mde is not None:
                 lines.append(
-                    f"With {summary['n_clusters']} {unit}s the smallest effect detectable with {stats.POWER:.0%} power "
-                    f"at \u03b1 = {stats.ALPHA} is about {format_value(summary['mde'], bounded)}{points}"
+                    f"With {summary.n_clusters} {unit}s the smallest effect detectable with {stats.POWER:.0%} power "
+                    f"at \u03b1 = {stats.ALPHA} is about {format_value(summary.mde, bounded)}{points}"
                     + ("; a smaller true effect could be missed." if any(includes_zero(c) for c in chosen) else ".")
                 )
             else:
                 lines.append(
-                    f"With {summary['n_clusters']} {unit}s no effect of any size is detectable at \u03b1 = "
-                    f"{stats.ALPHA}."
+                    f"With {summary.n_clusters} {unit}s no effect of any size is detectable at \u03b1 = {stats.ALPHA}."
                 )
             paragraphs.append(" ".join(lines))
     return paragraphs
 
 
-def _units(c: dict) -> str:
+def _units(c: Comparison) -> str:
     """``n = 18 items in 6 contexts, 5 seeds``."""
-    text = f"n = {c['n']} items" + (f" in {c['n_clusters']} contexts" if c["n_clusters"] < c["n"] else "")
-    return text + (f", {c['n_seeds']} seeds" if c["n_seeds"] else "")
+    r = c.result
+    text = f"n = {r.n} items" + (f" in {r.n_clusters} contexts" if r.n_clusters < r.n else "")
+    return text + (f", {r.n_seeds} seeds" if r.n_seeds else "")
 
 
-def _describe(c: dict, bounded: bool, family_size: int, confidence: float) -> str:
+def _describe(c: Comparison, bounded: bool, family_size: int, confidence: float) -> str:
+    r, label = c.result, c.arm.label
     unit = " points" if bounded else ""
-    seeds = f"{c['n_seeds']} seed{'s' if c['n_seeds'] != 1 else ''}"
-    name = c["condition"] + (f" (pooled over {seeds})" if c["kind"] == "random" else "")
-    if c["kind"] == "contrast":
-        name = f"Causal contrast {c['condition']} ({c['n_seeds']} random {seeds.split()[1]})"
+    plural = "s" if r.n_seeds != 1 else ""
+    name = label + (f" (pooled over {r.n_seeds} seed{plural})" if c.arm.kind == "random" else "")
+    if c.arm.kind == "contrast":
+        name = f"Causal contrast {label} ({r.n_seeds} random seed{plural})"
     estimate = (
-        f"{format_value(c['delta'], bounded, signed=True)}{unit} ({confidence:.0%} CI "
-        f"{format_value(c['ci_low'], bounded, signed=True)} to {format_value(c['ci_high'], bounded, signed=True)}; "
-        f"p = {format_p(c['p_value'])}, Holm p = {format_p(c['p_holm'])}; {_units(c)})"
+        f"{format_value(r.delta, bounded, signed=True)}{unit} ({confidence:.0%} CI "
+        f"{format_value(r.ci_low, bounded, signed=True)} to {format_value(r.ci_high, bounded, signed=True)}; "
+        f"p = {format_p(r.p_value)}, Holm p = {format_p(c.p_holm)}; {_units(c)})"
     )
     caveat = ""
-    if c["conditional"]:
+    if r.conditional:
         caveat = (
-            f" With {c['n_seeds']} random head set{'s' if c['n_seeds'] != 1 else ''} the spread between sets cannot "
+            f" With {r.n_seeds} random head set{plural} the spread between sets cannot "
             f"be estimated (it takes at least {stats.MIN_SEEDS}), so this holds only for the drawn set"
-            f"{'s' if c['n_seeds'] != 1 else ''}, not for random heads in general."
+            f"{plural}, not for random heads in general."
         )
     if includes_zero(c):
         return f"{name}: no effect appears, {estimate}; the interval includes 0.{caveat}"
-    direction = "lower" if c["delta"] < 0 else "higher"
-    what = "than under random-head masking" if c["kind"] == "contrast" else "than unmasked"
-    if c["p_holm"] is not None and c["p_holm"] < stats.ALPHA:
+    direction = "lower" if r.delta < 0 else "higher"
+    what = "than under random-head masking" if c.arm.kind == "contrast" else "than unmasked"
+    if c.p_holm is not None and c.p_holm < stats.ALPHA:
         return (
             f"{name}: the score is {direction} {what}, {estimate}, significant after Holm correction over "
             f"{family_size} tests.{caveat}"
         )
-    if c["min_attainable_p_holm"] is not None and c["min_attainable_p_holm"] >= stats.ALPHA:
+    if c.min_attainable_p_holm is not None and c.min_attainable_p_holm >= stats.ALPHA:
         return (
             f"{name}: the score is {direction} {what}, {estimate}; the interval excludes 0, but with these "
-            f"{_UNIT_WORDS[c['unit']]} no test could be significant after Holm correction over {family_size} tests "
-            f"(the smallest attainable Holm p is {format_p(c['min_attainable_p_holm'])}), so this is not evidence "
+            f"{_UNIT_WORDS[r.unit]} no test could be significant after Holm correction over {family_size} tests "
+            f"(the smallest attainable Holm p is {format_p(c.min_attainable_p_holm)}), so this is not evidence "
             f"of an effect.{caveat}"
         )
     return (

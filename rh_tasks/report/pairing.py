@@ -19,6 +19,8 @@ from .runs import Item, ReportInputError, Run
 
 logger = logging.getLogger(__name__)
 
+UNMASKED = Condition("none")  # every comparison's reference
+
 
 @dataclass
 class TaskTable:
@@ -34,8 +36,8 @@ class TaskTable:
     filters: np.ndarray  # [items] filter name
     items: list[Item]  # the unmasked run's rows, for clusters, lengths and depths
     item_tasks: list[str]  # [items] the task each row comes from
-    scores: dict[str, dict[str, np.ndarray]]  # condition label -> metric -> [items]
-    outcomes: dict[str, list[str | None]]  # condition label -> [items]
+    scores: dict[Condition, dict[str, np.ndarray]]  # condition -> metric -> [items]
+    outcomes: dict[Condition, list[str | None]]  # condition -> [items]
     dropped: int  # items not present in every condition
 
     @property
@@ -44,12 +46,16 @@ class TaskTable:
 
         In a group that pools clustered and unclustered tasks, an item without a context is its own cluster.
         """
-        if all(item.cluster is None for item in self.items):
+        if all(item.fields.cluster is None for item in self.items):
             return None
         return [
-            f"{task}/{item.cluster}" if item.cluster is not None else f"{task}/doc {item.doc_id}"
+            f"{task}/{item.fields.cluster}" if item.fields.cluster is not None else f"{task}/doc {item.doc_id}"
             for task, item in zip(self.item_tasks, self.items)
         ]
+
+    @property
+    def long_context(self) -> bool:
+        return all(item.fields.long_context for item in self.items)
 
 
 @dataclass
@@ -102,8 +108,7 @@ def _model_runs(model: str, runs: list[Run]) -> ModelRuns:
                 )
             tasks[task][run.condition] = run
     _refuse_ambiguous_labels(model, tasks)
-    unmasked = Condition("none")
-    missing = sorted(t for t, by_condition in tasks.items() if unmasked not in by_condition)
+    missing = sorted(t for t, by_condition in tasks.items() if UNMASKED not in by_condition)
     if len(missing) == len(tasks):
         raise ReportInputError(
             f"There is no unmasked run of {model} to compare with (runs: {', '.join(str(r.path) for r in runs)}). "
@@ -123,7 +128,7 @@ def _model_runs(model: str, runs: list[Run]) -> ModelRuns:
 
 
 def _refuse_ambiguous_labels(model: str, tasks: dict[str, dict[Condition, Run]]) -> None:
-    """Two conditions that differ only in their heads share a label, and their scores would overwrite each other."""
+    """Conditions that differ only in their heads share a label: no reader of the report could tell them apart."""
     by_label: dict[str, dict[Condition, Run]] = {}
     for by_condition in tasks.values():
         for condition, run in by_condition.items():
@@ -164,7 +169,7 @@ def task_table(model_runs: ModelRuns, name: str) -> TaskTable:
     """Aligned per-item scores of a task, or of a group pooled over its tasks (items keyed by subtask too)."""
     subtasks = model_runs.groups.get(name, [name])
     parts = [_leaf_table(model_runs, task) for task in subtasks]
-    labels = set.intersection(*(set(p.scores) for p in parts))
+    conditions = set.intersection(*(set(p.scores) for p in parts))
     metrics = [m for m in parts[0].metrics if all(m in p.metrics for p in parts)]
     if not metrics:
         raise ReportInputError(f"The tasks of group {name} share no per-item metric; report them one by one.")
@@ -175,8 +180,8 @@ def task_table(model_runs: ModelRuns, name: str) -> TaskTable:
         metrics=metrics,
         filters=np.concatenate([p.filters for p in parts]),
         items=[item for p in parts for item in p.items],
-        scores={c: {m: np.concatenate([p.scores[c][m] for p in parts]) for m in metrics} for c in labels},
-        outcomes={c: [o for p in parts for o in p.outcomes[c]] for c in labels},
+        scores={c: {m: np.concatenate([p.scores[c][m] for p in parts]) for m in metrics} for c in conditions},
+        outcomes={c: [o for p in parts for o in p.outcomes[c]] for c in conditions},
         dropped=sum(p.dropped for p in parts),
         item_tasks=[p.name for p in parts for _ in p.items],
     )
@@ -184,7 +189,7 @@ def task_table(model_runs: ModelRuns, name: str) -> TaskTable:
 
 def _leaf_table(model_runs: ModelRuns, task: str) -> TaskTable:
     by_condition = model_runs.tasks[task]
-    base_run = by_condition[Condition("none")]
+    base_run = by_condition[UNMASKED]
     base = base_run.tasks[task]
     keys = set(base.items)
     metrics = list(base.metrics)
@@ -208,8 +213,8 @@ def _leaf_table(model_runs: ModelRuns, task: str) -> TaskTable:
     scores, outcomes = {}, {}
     for condition, run in by_condition.items():
         rows = [run.tasks[task].items[k] for k in order]
-        scores[condition.label] = {m: np.array([r.scores.get(m, np.nan) for r in rows]) for m in metrics}
-        outcomes[condition.label] = [r.outcome for r in rows]
+        scores[condition] = {m: np.array([r.scores.get(m, np.nan) for r in rows]) for m in metrics}
+        outcomes[condition] = [r.outcome for r in rows]
     metrics = [m for m in metrics if all(np.isfinite(s[m]).all() for s in scores.values())]
     return TaskTable(
         name=task,

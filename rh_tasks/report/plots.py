@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .failures import OUTCOMES
+from .schema import FailureBreakdown, HeadMap, Heatmap, SweepPoint
 
 # gkamradt/LLMTest_NeedleInAHaystack CreateVizFromLLMTesting.ipynb: red -> yellow -> green over 0-100.
 GKAMRADT = LinearSegmentedColormap.from_list("gkamradt", ["#F0496E", "#EBB839", "#0CD79F"])
@@ -36,24 +37,24 @@ def _svg(fig: Figure, salt: str) -> str:
     return _STRIPPED.sub("", text[text.index("<svg") :])
 
 
-def heatmap(grid: dict, salt: str) -> str:
+def heatmap(grid: Heatmap, salt: str) -> str:
     """Depth x length score grids, one panel per condition, in gkamradt's colour scale."""
-    panels = grid["panels"]
+    panels = grid.panels
     columns = min(len(panels), _PANELS_PER_ROW)
     rows = math.ceil(len(panels) / columns)
-    lengths, depths = grid["lengths"], grid["depths"]
+    lengths, depths = grid.lengths, grid.depths
     fig = Figure(
         layout="constrained",
         figsize=(0.6 + columns * max(2.6, 0.45 * len(lengths)), 0.6 + rows * max(2.4, 0.3 * len(depths))),
     )
     axes = fig.subplots(rows, columns, squeeze=False)
-    limits = (0, 100) if grid["scale"] == 100 else (None, None)
+    limits = (0, 100) if grid.scale == 100 else (None, None)
     cmap = GKAMRADT.with_extremes(bad="#DDDDDD")
     image = None
     for number, (ax, panel) in enumerate(zip(axes.flat, panels)):
-        values = np.array([[np.nan if v is None else v for v in row] for row in panel["values"]], dtype=float)
+        values = np.array([[np.nan if v is None else v for v in row] for row in panel.values], dtype=float)
         image = ax.imshow(values, cmap=cmap, vmin=limits[0], vmax=limits[1], aspect="auto", interpolation="nearest")
-        ax.set_title(panel["condition"], fontsize=9)
+        ax.set_title(panel.condition, fontsize=9)
         ax.set_xticks(range(len(lengths)), [f"{l:g}" for l in lengths], fontsize=7, rotation=45)
         ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths], fontsize=7)
         ax.set_xlabel("Context length (tokens)", fontsize=8)
@@ -65,16 +66,16 @@ def heatmap(grid: dict, salt: str) -> str:
                     ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=6)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    fig.colorbar(image, ax=axes, shrink=0.8, label=grid["metric"])
+    fig.colorbar(image, ax=axes, shrink=0.8, label=grid.metric)
     return _svg(fig, salt)
 
 
-def head_map(head_map: dict, salt: str) -> str:
+def head_map(head_map: HeadMap, salt: str) -> str:
     """Layer x head retrieval scores; the masked heads of the retrieval and of the random conditions marked."""
-    means = np.array(head_map["means"], dtype=float)
+    means = np.array(head_map.means, dtype=float)
     kinds = [
-        ("retrieval", [m for m in head_map["masked"] if m["kind"] == "retrieval"]),
-        ("random", [m for m in head_map["masked"] if m["kind"] == "random"]),
+        ("retrieval", [c for c in head_map.masked if c.kind == "retrieval"]),
+        ("random", [c for c in head_map.masked if c.kind == "random"]),
     ]
     kinds = [(kind, masked) for kind, masked in kinds if masked]
     layers, heads = means.shape
@@ -85,7 +86,7 @@ def head_map(head_map: dict, salt: str) -> str:
         image = ax.imshow(means, cmap="viridis", vmin=0, aspect="auto", interpolation="nearest")
         counts: dict[tuple[int, int], int] = {}
         for condition in masked:
-            for layer, head in condition["heads"]:
+            for layer, head in condition.heads:
                 counts[(layer, head)] = counts.get((layer, head), 0) + 1
         if counts:
             xs, ys = [h for _, h in counts], [l for l, _ in counts]
@@ -98,8 +99,8 @@ def head_map(head_map: dict, salt: str) -> str:
                 edgecolors=_HEAD_MARK[kind],
                 linewidths=1.6,
             )
-        title = masked[0]["condition"].split("/")[0]
-        ax.set_title(f"{title}" + (f" ({len(masked)} seeds)" if kind == "random" else ""), fontsize=9)
+        title = masked[0].pool_label
+        ax.set_title(title + (f" ({len(masked)} seeds)" if kind == "random" else ""), fontsize=9)
         ax.set_xlabel("Head", fontsize=8)
         ax.set_ylabel("Layer", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -109,11 +110,11 @@ def head_map(head_map: dict, salt: str) -> str:
     return _svg(fig, salt)
 
 
-def k_sweep(rows: list[dict], bounded: dict[str, bool], salt: str) -> str:
+def k_sweep(rows: list[SweepPoint], bounded: dict[str, bool], salt: str) -> str:
     """Δ against K with CIs, one panel per task; retrieval and pooled-random series side by side."""
-    panels: dict[tuple[str, str, str], list[dict]] = {}
+    panels: dict[tuple[str, str, str], list[SweepPoint]] = {}
     for row in rows:
-        panels.setdefault((row["task"], row["filter"], row["metric"]), []).append(row)
+        panels.setdefault((row.task, row.filter, row.metric), []).append(row)
     columns = min(len(panels), 3)
     fig = Figure(layout="constrained", figsize=(0.6 + 3.6 * columns, 0.4 + 2.9 * math.ceil(len(panels) / columns)))
     axes = fig.subplots(math.ceil(len(panels) / columns), columns, squeeze=False)
@@ -121,14 +122,14 @@ def k_sweep(rows: list[dict], bounded: dict[str, bool], salt: str) -> str:
         scale = 100 if bounded.get(task) else 1
         ax.axhline(0, color="#555555", linewidth=0.8)
         variants: dict[str, int] = {}  # unit, mode or phase variants of one kind get their own line style
-        for series in sorted({r["series"] for r in series_rows}):
-            points = sorted((r for r in series_rows if r["series"] == series), key=lambda r: r["k"])
-            kind = points[0]["kind"]
+        for series in sorted({r.series for r in series_rows}):
+            points = sorted((r for r in series_rows if r.series == series), key=lambda r: r.k)
+            kind = points[0].kind
             colour, marker = _SERIES_STYLE.get(kind, ("#444444", "^"))
             variant = variants[kind] = variants.get(kind, -1) + 1
-            ks = np.array([p["k"] for p in points], dtype=float)
-            delta = np.array([p["delta"] for p in points]) * scale
-            errors = np.array([[p["delta"] - p["ci_low"], p["ci_high"] - p["delta"]] for p in points]).T * scale
+            ks = np.array([p.k for p in points], dtype=float)
+            delta = np.array([p.delta for p in points]) * scale
+            errors = np.array([[p.delta - p.ci_low, p.ci_high - p.delta] for p in points]).T * scale
             offset = (0.04 + 0.05 * variant) * (1 if kind == "random" else -1)
             ax.errorbar(
                 ks * (1 + offset),
@@ -143,7 +144,7 @@ def k_sweep(rows: list[dict], bounded: dict[str, bool], salt: str) -> str:
                 markersize=4,
             )
         ax.set_xscale("log", base=2)
-        ks_all = sorted({r["k"] for r in series_rows})
+        ks_all = sorted({r.k for r in series_rows})
         ax.set_xticks(ks_all, [str(k) for k in ks_all])
         ax.set_title(task + (f" ({f})" if f != "none" else ""), fontsize=9)
         ax.set_xlabel("K (heads masked)", fontsize=8)
@@ -155,18 +156,18 @@ def k_sweep(rows: list[dict], bounded: dict[str, bool], salt: str) -> str:
     return _svg(fig, salt)
 
 
-def failure_bars(breakdown: dict, salt: str) -> str:
+def failure_bars(breakdown: FailureBreakdown, salt: str) -> str:
     """Share of each failure outcome per condition, as stacked horizontal bars."""
-    panels = breakdown["panels"]
+    panels = breakdown.panels
     fig = Figure(layout="constrained", figsize=(6.5, 0.8 + 0.35 * len(panels)))
     ax = fig.subplots()
     left = np.zeros(len(panels))
     positions = np.arange(len(panels))[::-1]
     for outcome in OUTCOMES:
-        share = np.array([p["counts"][outcome] / p["n"] if p["n"] else 0.0 for p in panels]) * 100
+        share = np.array([p.counts[outcome] / p.n if p.n else 0.0 for p in panels]) * 100
         ax.barh(positions, share, left=left, color=_OUTCOME_COLOURS[outcome], label=outcome.replace("_", " "))
         left += share
-    ax.set_yticks(positions, [p["condition"] for p in panels], fontsize=7)
+    ax.set_yticks(positions, [p.condition for p in panels], fontsize=7)
     ax.set_xlim(0, 100)
     ax.set_xlabel("% of responses", fontsize=8)
     ax.tick_params(labelsize=7)

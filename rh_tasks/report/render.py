@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,12 @@ import jinja2
 
 from model_wrappers.files import atomic_write_text, writable_folder
 
-from . import plots, stats
-from .analysis import Settings, analyse
-from .failures import OUTCOMES
-from .narrative import ARM_ORDER, design, format_p, format_value, stars
-from .runs import ReportInputError, load_runs
+from . import plots
+from .analysis import analyse
+from .failures import OUTCOMES, classify_runs
+from .narrative import design, format_p, format_value, listing_order, stars
+from .runs import ReportInputError, load_runs, refuse_untrusted
+from .schema import Comparison, ModelReport, Report, Settings, TaskSummary, to_json
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +40,17 @@ class ReportFiles:
     markdown: Path
     json: Path
     html: Path
-    report: dict
+    report: Report
 
 
 def write_report(
     run_dirs: Sequence[str | Path],
     output_dir: str | Path,
     *,
-    seed: int = 0,
-    n_resamples: int = stats.N_RESAMPLES,
-    confidence: float = stats.CONFIDENCE,
-    headline_k: int | None = None,
+    seed: int = Settings.seed,
+    n_resamples: int = Settings.n_resamples,
+    confidence: float = Settings.confidence,
+    headline_k: int | None = Settings.headline_k,
 ) -> ReportFiles:
     """Read lm-eval output folders, compare every masked condition with the unmasked run, write the report.
 
@@ -62,9 +62,12 @@ def write_report(
     if n_resamples < 100:
         raise ReportInputError(f"n_resamples={n_resamples} is too few for a stable interval; use at least 1000.")
     settings = Settings(confidence=confidence, n_resamples=n_resamples, seed=seed, headline_k=headline_k)
-    report = _finite(analyse(load_runs(list(run_dirs)), settings))
+    runs = load_runs(list(run_dirs))
+    refuse_untrusted(runs)
+    classify_runs(runs)
+    report = analyse(runs, settings)
     texts = {
-        "report.json": json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+        "report.json": json.dumps(to_json(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
         "report.md": render_markdown(report),
         "report.html": render_html(report),
     }
@@ -72,17 +75,6 @@ def write_report(
     for name, text in texts.items():
         atomic_write_text(output / name, text)
     return ReportFiles(output / "report.md", output / "report.json", output / "report.html", report)
-
-
-def _finite(value):
-    """JSON has no NaN: undefined statistics (e.g. an SE from one item) become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 # ---- tables shared by Markdown and HTML ---------------------------------------------------------------------
@@ -96,124 +88,114 @@ def _cell(text: str, sort, significant: bool = False) -> dict:
     }
 
 
-def _interval(c: dict, bounded: bool) -> str:
+def _interval(c: Comparison, bounded: bool) -> str:
+    r = c.result
     return (
-        f"{format_value(c['delta'], bounded, signed=True)} [{format_value(c['ci_low'], bounded, signed=True)}, "
-        f"{format_value(c['ci_high'], bounded, signed=True)}]{stars(c['p_holm'])}"
+        f"{format_value(r.delta, bounded, signed=True)} [{format_value(r.ci_low, bounded, signed=True)}, "
+        f"{format_value(r.ci_high, bounded, signed=True)}]{stars(c.p_holm)}"
     )
 
 
-def leaderboard(model: dict) -> dict:
+def _significance_cell(c: Comparison | None, bounded: bool) -> dict:
+    return _cell("—", None) if c is None else _cell(_interval(c, bounded), c.result.delta, bool(stars(c.p_holm)))
+
+
+def _headline_columns(model: ModelReport) -> list[tuple[TaskSummary, str]]:
+    """(task, filter) of every headline task, in report order."""
+    return [(task, f) for task in model.tasks if task.headline for f in task.filters]
+
+
+def leaderboard(model: ModelReport) -> dict:
     """Conditions x headline tasks: the unmasked score, then Δ [CI] with Holm significance marks."""
-    columns = []
-    for task in (t for t in model["tasks"] if t["headline"]):
-        for f, summary in task["filters"].items():
-            columns.append((task, f, summary))
-    labels = sorted(
-        {(c["kind"], c["k"] or 0, c["condition"]) for c in model["comparisons"] if c["in_family"]},
-        key=lambda x: (ARM_ORDER[x[0]], x[1], x[2]),
-    )
-    index = {(c["task"], c["filter"], c["metric"], c["condition"]): c for c in model["comparisons"]}
+    columns = _headline_columns(model)
+    arms = sorted({c.arm.label: c for c in model.comparisons if c.in_family}.values(), key=listing_order)
+    labels = [c.arm.label for c in arms]
+    index = {(c.task, c.filter, c.metric, c.arm.label): c for c in model.comparisons}
     rows = [
         {
             "label": "none (score)",
-            "cells": [_cell(format_value(s["baseline"], t["bounded"]), s["baseline"]) for t, f, s in columns],
+            "cells": [_cell(format_value(t.filters[f].baseline, t.bounded), t.filters[f].baseline) for t, f in columns],
         }
     ]
-    for _, _, label in labels:
-        cells = []
-        for task, f, _ in columns:
-            c = index.get((task["task"], f, task["primary_metric"], label))
-            cells.append(
-                _cell("—", None)
-                if c is None
-                else _cell(_interval(c, task["bounded"]), c["delta"], bool(stars(c["p_holm"])))
-            )
+    for label in labels:
+        cells = [_significance_cell(index.get((t.task, f, t.primary_metric, label)), t.bounded) for t, f in columns]
         rows.append({"label": label, "cells": cells})
+    summaries = [(t, t.filters[f]) for t, f in columns]
     return {
-        "columns": [
-            f"{t['task']}{f' ({f})' if len(t['filters']) > 1 else ''} · {t['primary_metric']}" for t, f, _ in columns
-        ],
+        "columns": [f"{t.task}{f' ({f})' if len(t.filters) > 1 else ''} · {t.primary_metric}" for t, f in columns],
         "rows": rows,
-        "counts": [f"{s['n']}" + (f" ({s['n_clusters']})" if s["n_clusters"] < s["n"] else "") for _, _, s in columns],
-        "seeds": [_seeds(model, t["task"]) for t, _, _ in columns],
+        "counts": [f"{s.n}" + (f" ({s.n_clusters})" if s.n_clusters < s.n else "") for _, s in summaries],
+        "seeds": [_seeds(model, t.task) for t, _ in columns],
         "min_p": [
-            format_p(s["min_attainable_p"])
-            + (f" ({format_p(s['min_attainable_p_holm'])} Holm)" if s.get("min_attainable_p_holm") is not None else "")
-            for _, _, s in columns
+            format_p(s.min_attainable_p)
+            + (f" ({format_p(s.min_attainable_p_holm)} Holm)" if s.min_attainable_p_holm is not None else "")
+            for _, s in summaries
         ],
         "mde": [
-            format_value(s["mde"], t["bounded"])
-            + (" pts" if t["bounded"] and s["mde"] is not None and math.isfinite(s["mde"]) else "")
-            for t, _, s in columns
+            format_value(s.mde, t.bounded) + (" pts" if t.bounded and s.mde is not None else "") for t, s in summaries
         ],
     }
 
 
-def _seeds(model: dict, task: str) -> str:
+def _seeds(model: ModelReport, task: str) -> str:
     """Random head sets per pooled control of a task, e.g. ``5``, or ``1, 5`` when Ks differ."""
-    counts = sorted({c["n_seeds"] for c in model["comparisons"] if c["task"] == task and c["kind"] == "random"})
+    counts = sorted({c.result.n_seeds for c in model.comparisons if c.task == task and c.arm.kind == "random"})
     return ", ".join(map(str, counts)) if counts else "—"
 
 
-def _comparison_cells(model: dict) -> list[list[dict]]:
-    bounded = {t["task"]: t["bounded"] for t in model["tasks"]}
+def _comparison_cells(model: ModelReport) -> list[list[dict]]:
+    bounded = {t.task: t.bounded for t in model.tasks}
     rows = []
-    for c in model["comparisons"]:
-        b = bounded[c["task"]]
-        clustered = "" if c["se_clustered"] is None else format_value(c["se_clustered"], b)
-        unit = c["unit"] + (" (conditional on the drawn sets)" if c["conditional"] else "")
+    for c in model.comparisons:
+        b, r, label = bounded[c.task], c.result, c.arm.label
+        clustered = "" if r.se_clustered is None else format_value(r.se_clustered, b)
+        unit = r.unit + (" (conditional on the drawn sets)" if r.conditional else "")
         rows.append(
             [
-                _cell(c["task"], c["task"]),
-                _cell(c["filter"], c["filter"]),
-                _cell(c["metric"], c["metric"]),
-                _cell(c["condition"] + ("" if c["in_family"] else " †"), c["condition"]),
-                _cell(c["reference"], c["reference"]),
-                _cell(str(c["n"]), c["n"]),
-                _cell(str(c["n_clusters"]), c["n_clusters"]),
-                _cell("" if c["n_seeds"] is None else str(c["n_seeds"]), c["n_seeds"]),
+                _cell(c.task, c.task),
+                _cell(c.filter, c.filter),
+                _cell(c.metric, c.metric),
+                _cell(label + ("" if c.in_family else " †"), label),
+                _cell(c.arm.reference_label, c.arm.reference_label),
+                _cell(str(r.n), r.n),
+                _cell(str(r.n_clusters), r.n_clusters),
+                _cell("" if r.n_seeds is None else str(r.n_seeds), r.n_seeds),
                 _cell(unit, unit),
-                _cell(format_value(c["baseline"], b), c["baseline"]),
-                _cell(format_value(c["treated"], b), c["treated"]),
-                _cell(format_value(c["delta"], b, signed=True), c["delta"]),
-                _cell(format_value(c["ci_low"], b, signed=True), c["ci_low"]),
-                _cell(format_value(c["ci_high"], b, signed=True), c["ci_high"]),
-                _cell(format_value(c["se"], b), c["se"]),
-                _cell(clustered, c["se_clustered"]),
-                _cell(c["test"], c["test"]),
-                _cell(format_p(c["min_attainable_p"]), c["min_attainable_p"]),
-                _cell(format_p(c["p_value"]), c["p_value"]),
-                _cell(format_p(c["p_holm"]), c["p_holm"]),
-                _cell(format_p(c["p_bh"]), c["p_bh"]),
+                _cell(format_value(r.baseline, b), r.baseline),
+                _cell(format_value(r.treated, b), r.treated),
+                _cell(format_value(r.delta, b, signed=True), r.delta),
+                _cell(format_value(r.ci_low, b, signed=True), r.ci_low),
+                _cell(format_value(r.ci_high, b, signed=True), r.ci_high),
+                _cell(format_value(r.se, b), r.se),
+                _cell(clustered, r.se_clustered),
+                _cell(r.test, r.test),
+                _cell(format_p(r.min_attainable_p), r.min_attainable_p),
+                _cell(format_p(r.p_value), r.p_value),
+                _cell(format_p(c.p_holm), c.p_holm),
+                _cell(format_p(c.p_bh), c.p_bh),
             ]
         )
     return rows
 
 
-def cross_model_table(report: dict) -> tuple[list[str], list[dict]]:
-    columns = sorted({task for row in report["cross_model"] for task in row["tasks"]})
+def cross_model_table(report: Report) -> tuple[list[str], list[dict]]:
+    columns = sorted({task for row in report.cross_model for task in row.tasks})
     rows = []
-    for row in report["cross_model"]:
+    for row in report.cross_model:
         cells = []
         for task in columns:
-            entry = row["tasks"].get(task)
+            entry = row.tasks.get(task)
             if entry is None:
                 cells.extend(_cell("—", None) for _ in range(4))
                 continue
-            b = entry["bounded"]
-            cells.append(_cell(format_value(entry["baseline"], b), entry["baseline"]))
-            for kind in ("retrieval", "random", "contrast"):
-                c = entry[kind]
-                cells.append(
-                    _cell("—", None) if c is None else _cell(_interval(c, b), c["delta"], bool(stars(c["p_holm"])))
-                )
-        dependence = row["dependence"]
+            cells.append(_cell(format_value(entry.baseline, entry.bounded), entry.baseline))
+            cells += [_significance_cell(c, entry.bounded) for c in (entry.retrieval, entry.random, entry.contrast)]
+        dependence = row.dependence
         rows.append(
             {
-                "rank": row["rank"],
-                "model": row["model"],
-                "k": row["headline_k"],
+                "rank": row.rank,
+                "model": row.model,
+                "k": row.headline_k,
                 "cells": cells,
                 "dependence": "n/a" if dependence is None else f"{dependence * 100:.1f}",
                 "dependence_sort": "" if dependence is None else dependence,
@@ -222,71 +204,73 @@ def cross_model_table(report: dict) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
-def design_line(model: dict) -> str:
+def design_line(model: ModelReport) -> str:
     """One sentence per model: each headline task's items, clusters, seeds and smallest attainable p."""
     parts = []
-    for task in (t for t in model["tasks"] if t["headline"]):
-        for f, summary in task["filters"].items():
-            seeds = _seeds(model, task["task"])
-            parts.append(
-                f"{task['task']}{f' ({f})' if len(task['filters']) > 1 else ''}: {design(summary)}"
-                + (f", {seeds} random seeds" if seeds != "—" else "")
-                + f", smallest attainable p {format_p(summary['min_attainable_p'])}"
-                + (
-                    f" ({format_p(summary['min_attainable_p_holm'])} after Holm)"
-                    if summary.get("min_attainable_p_holm") is not None
-                    else ""
-                )
+    for task, f in _headline_columns(model):
+        summary, seeds = task.filters[f], _seeds(model, task.task)
+        parts.append(
+            f"{task.task}{f' ({f})' if len(task.filters) > 1 else ''}: {design(summary)}"
+            + (f", {seeds} random seeds" if seeds != "—" else "")
+            + f", smallest attainable p {format_p(summary.min_attainable_p)}"
+            + (
+                f" ({format_p(summary.min_attainable_p_holm)} after Holm)"
+                if summary.min_attainable_p_holm is not None
+                else ""
             )
+        )
     return ("Design: " + "; ".join(parts) + ".") if parts else ""
 
 
 # ---- HTML ---------------------------------------------------------------------------------------------------
 
 
-def render_html(report: dict) -> str:
+def render_html(report: Report) -> str:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("rh_tasks.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
     cross_columns, cross_rows = cross_model_table(report)
-    models = [_html_model(model, number) for number, model in enumerate(report["models"])]
+    models = [_html_model(model, number) for number, model in enumerate(report.models)]
     return environment.get_template("report.html.j2").render(
-        runs=report["runs"],
-        settings=report["settings"],
+        runs=report.runs,
+        settings=report.settings,
+        methods=report.methods,
+        family_size=report.family_size,
         models=models,
         outcomes=OUTCOMES,
-        cross_model=report["cross_model"],
+        cross_model=report.cross_model,
         cross_columns=cross_columns,
         cross_rows=cross_rows,
         unit_note=UNIT_NOTE,
     )
 
 
-def _html_model(model: dict, number: int) -> dict:
+def _html_model(model: ModelReport, number: int) -> dict:
     salt = f"m{number}"
-    bounded = {t["task"]: t["bounded"] for t in model["tasks"]}
-    head_map = model["head_map"]
+    bounded = {t.task: t.bounded for t in model.tasks}
+    head_map = model.head_map
     note = None
     if head_map is None:
         note = "No head-score file is recorded for these runs, so the layer × head map is left out."
-    elif head_map["means"] is None:
-        note = f"The head-score file {head_map['head_scores']} could not be read, so the layer × head map is left out."
+    elif head_map.means is None:
+        note = f"The head-score file {head_map.head_scores} could not be read, so the layer × head map is left out."
     return {
-        "name": model["model"],
-        "headline_k": model["headline_k"],
+        "name": model.model,
+        "headline_k": model.headline_k,
         "design": design_line(model),
-        "runs": model["runs"],
-        "statements": model["statements"],
+        "runs": model.runs,
+        "statements": model.statements,
         "leaderboard": leaderboard(model),
-        "k_sweep_svg": plots.k_sweep(model["k_sweep"], bounded, f"{salt}k") if model["k_sweep"] else None,
-        "heatmaps": [
-            {"task": h["task"], "svg": plots.heatmap(h, f"{salt}h{i}")} for i, h in enumerate(model["heatmaps"])
+        "k_sweep_svg": plots.k_sweep(model.k_sweep, bounded, f"{salt}k") if model.k_sweep else None,
+        "heatmaps": [{"task": h.task, "svg": plots.heatmap(h, f"{salt}h{i}")} for i, h in enumerate(model.heatmaps)],
+        "failures": [
+            {"task": f.task, "panels": f.panels, "svg": plots.failure_bars(f, f"{salt}f{i}")}
+            for i, f in enumerate(model.failures)
         ],
-        "failures": [f | {"svg": plots.failure_bars(f, f"{salt}f{i}")} for i, f in enumerate(model["failures"])],
-        "head_map_svg": plots.head_map(head_map, f"{salt}m") if head_map and head_map["means"] is not None else None,
-        "head_map_source": head_map["head_scores"] if head_map else None,
+        "head_map_svg": plots.head_map(head_map, f"{salt}m") if head_map and head_map.means is not None else None,
+        "head_map_source": head_map.head_scores if head_map else None,
         "head_map_note": note,
         "comparisons": _comparison_cells(model),
     }
@@ -306,20 +290,20 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + [""]
 
 
-def render_markdown(report: dict) -> str:
-    settings = report["settings"]
+def render_markdown(report: Report) -> str:
+    settings, methods = report.settings, report.methods
     lines = [
         "# Which abilities depend on retrieval heads?",
         "",
-        f"{len(report['runs'])} runs. Δ = masked minus unmasked score on the same items; scores in [0, 1] in "
-        f"points (×100). {settings['confidence']:.0%} intervals: {settings['bootstrap']} "
-        f"({settings['n_resamples']} resamples, seed {settings['seed']}). Tests: {settings['tests']}. "
-        f"Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 after Holm correction over {settings['family_size']} tests.",
+        f"{len(report.runs)} runs. Δ = masked minus unmasked score on the same items; scores in [0, 1] in "
+        f"points (×100). {settings.confidence:.0%} intervals: {methods.bootstrap} "
+        f"({settings.n_resamples} resamples, seed {settings.seed}). Tests: {methods.tests}. "
+        f"Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 after Holm correction over {report.family_size} tests.",
         "",
         f"Unit of analysis: {UNIT_NOTE}",
         "",
     ]
-    if report["cross_model"]:
+    if report.cross_model:
         columns, rows = cross_model_table(report)
         header = ["rank", "model", "K", "dependence"] + [
             f"{c} {part}" for c in columns for part in ("baseline", "Δ retrieval", "Δ random", "contrast")
@@ -331,11 +315,11 @@ def render_markdown(report: dict) -> str:
                 for r in rows
             ],
         )
-    for model in report["models"]:
+    for model in report.models:
         board = leaderboard(model)
-        lines += [f"## {_md(model['model'])}", "", f"Headline K: {model['headline_k']}. {design_line(model)}", ""]
+        lines += [f"## {_md(model.model)}", "", f"Headline K: {model.headline_k}. {design_line(model)}", ""]
         lines += ["### Findings", ""]
-        lines += [f"- {_md(p)}" for p in model["statements"]] + [""]
+        lines += [f"- {_md(p)}" for p in model.statements] + [""]
         lines += ["### Leaderboard", ""] + _md_table(
             ["condition"] + board["columns"],
             [[r["label"]] + [c["text"] for c in r["cells"]] for r in board["rows"]]
@@ -346,10 +330,10 @@ def render_markdown(report: dict) -> str:
                 ["minimum detectable effect"] + board["mde"],
             ],
         )
-        for breakdown in model["failures"]:
-            lines += [f"### {_md(breakdown['task'])}: failure breakdown", ""] + _md_table(
+        for breakdown in model.failures:
+            lines += [f"### {_md(breakdown.task)}: failure breakdown", ""] + _md_table(
                 ["condition", "n"] + list(OUTCOMES),
-                [[p["condition"], str(p["n"])] + [str(p["counts"][o]) for o in OUTCOMES] for p in breakdown["panels"]],
+                [[p.condition, str(p.n)] + [str(p.counts[o]) for o in OUTCOMES] for p in breakdown.panels],
             )
         lines += ["### All comparisons († = exploratory, outside the corrected family)", ""] + _md_table(
             [

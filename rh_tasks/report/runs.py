@@ -3,6 +3,9 @@
 Each ``results_<date>.json`` found under a folder (at any depth) is one run; its per-item rows are the
 ``samples_<task>_<date>.jsonl`` files beside it, written by ``lm_eval ... --output_path DIR --log_samples``.
 A run without the ``rh_masking`` entry in its config (e.g. a plain ``hf`` run) is the unmasked condition.
+
+Loading only reads what the files record. Judging it is left to later steps of their own: whether a run can
+be trusted at all (:func:`refuse_untrusted`), and what each response did (:mod:`.failures`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from pathlib import Path
 
 from model_wrappers.condition import KINDS, Condition
 from rh_tasks.shared.samples import SampleFields
-
-from . import failures
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,10 @@ class Item:
     doc_hash: str
     prompt_hash: str
     scores: dict[str, float]
-    cluster: str | None
-    length: float | None
-    depth: float | None
-    outcome: str | None  # failures.OUTCOMES for long-context tasks with a reference answer, else None
+    fields: SampleFields  # what the task wrote into the document for the report
+    response: str  # the filtered response ("" for a non-text one)
+    prompt: str  # the first request's context; rows with the same prompt_hash share one string
+    outcome: str | None = None  # set by failures.classify_runs: one of failures.OUTCOMES, or None
 
 
 @dataclass
@@ -57,6 +58,14 @@ class TaskRun:
     source: Path
 
 
+@dataclass(frozen=True)
+class Audit:
+    """The masking audit a run records in ``config.rh_masking.audit``: did every masked layer's hook run?"""
+
+    clean: bool
+    problems: tuple[str, ...]
+
+
 @dataclass
 class Run:
     path: Path
@@ -65,6 +74,7 @@ class Run:
     weights_sha256: str | None
     hub_sha: str | None
     condition: Condition
+    audit: Audit | None  # None: the run recorded no audit
     head_scores: str | None
     tasks: dict[str, TaskRun]
     groups: dict[str, list[str]] = field(default_factory=dict)
@@ -76,12 +86,12 @@ def load_runs(folders: list[str | Path]) -> list[Run]:
         raise ReportInputError(
             "No run folder given. Pass the folders written by lm_eval --output_path ... --log_samples."
         )
-    prompt_cache: dict[str, str] = {}
+    prompts: dict[str, str] = {}  # prompt_hash -> prompt, so conditions share one copy of each long prompt
     runs = []
     for folder in map(Path, folders):
         if not folder.is_dir():
             raise ReportInputError(f"{folder} is not a folder. Pass the folder given to lm_eval --output_path.")
-        found = [_load_run(path, prompt_cache) for path in _results_files(folder)]
+        found = [_load_run(path, prompts) for path in _results_files(folder)]
         if not found:
             raise ReportInputError(
                 f"{folder} holds no lm-eval results file (results_<date>.json). "
@@ -104,7 +114,7 @@ def _results_files(folder: Path) -> list[Path]:
     return files
 
 
-def _load_run(path: Path, prompt_cache: dict[str, str]) -> Run:
+def _load_run(path: Path, prompts: dict[str, str]) -> Run:
     data = json.loads(path.read_text(encoding="utf-8"))
     date = _RESULTS_FILE.match(path.name)["date"]
     config = data["config"] if isinstance(data["config"], dict) else {}
@@ -120,7 +130,7 @@ def _load_run(path: Path, prompt_cache: dict[str, str]) -> Run:
         if match and match["date"] == date:
             name = match["task"]
             tasks[name] = _load_task(
-                samples, name, data["versions"].get(name), data.get("n-shot", {}).get(name), prompt_cache
+                samples, name, data["versions"].get(name), data.get("n-shot", {}).get(name), prompts
             )
             tasks[name].metrics.sort(key=_declared_order(data.get("configs", {}).get(name, {})))
     if not tasks:
@@ -134,7 +144,8 @@ def _load_run(path: Path, prompt_cache: dict[str, str]) -> Run:
         model=str(model).rstrip("/"),
         weights_sha256=masking.get("model_sha256") or None,
         hub_sha=config.get("model_sha") or None,
-        condition=_condition(masking, path),
+        condition=Condition.from_record(masking),
+        audit=_audit(masking.get("audit")),
         head_scores=masking.get("head_scores") or None,
         tasks=tasks,
         groups={g: list(s) for g, s in (data.get("group_subtasks") or {}).items() if s},
@@ -149,25 +160,31 @@ def _model_name(model_args) -> str | None:
     return None
 
 
-def _condition(masking: dict, path: Path) -> Condition:
-    kind = masking.get("heads_kind", "none")
-    if kind not in KINDS:
-        raise ReportInputError(f"{path}: rh_masking.heads_kind={kind!r} is not one of {', '.join(KINDS)}.")
-    if kind == "none":
-        return Condition("none")
-    audit = masking.get("audit")
-    if not isinstance(audit, dict) or audit.get("clean") is not True:
-        why = "; ".join(audit.get("problems") or ["it is not clean"]) if isinstance(audit, dict) else "it has none"
-        raise ReportInputError(
-            f"{path}: a masked condition must carry a clean masking audit (config.rh_masking.audit), but {why}. "
-            "Its heads may not have been masked: rerun that condition with this rh-eval."
-        )
-    if kind in ("retrieval", "random") and masking.get("k") is None:
-        raise ReportInputError(f"{path}: a {kind} condition must record k in rh_masking.")
-    return Condition.from_record(masking)
+def _audit(record) -> Audit | None:
+    if not isinstance(record, dict):
+        return None
+    return Audit(clean=record.get("clean") is True, problems=tuple(map(str, record.get("problems") or ())))
 
 
-def _load_task(path: Path, name: str, version, n_shot, prompt_cache: dict[str, str]) -> TaskRun:
+def refuse_untrusted(runs: list[Run]) -> None:
+    """Raise ReportInputError for the first run whose condition is unknown or whose masking cannot be trusted."""
+    for run in runs:
+        kind = run.condition.kind
+        if kind not in KINDS:
+            raise ReportInputError(f"{run.path}: rh_masking.heads_kind={kind!r} is not one of {', '.join(KINDS)}.")
+        if kind == "none":
+            continue
+        if run.audit is None or not run.audit.clean:
+            why = "; ".join(run.audit.problems or ["it is not clean"]) if run.audit else "it has none"
+            raise ReportInputError(
+                f"{run.path}: a masked condition must carry a clean masking audit (config.rh_masking.audit), but "
+                f"{why}. Its heads may not have been masked: rerun that condition with this rh-eval."
+            )
+        if kind in ("retrieval", "random") and run.condition.k is None:
+            raise ReportInputError(f"{run.path}: a {kind} condition must record k in rh_masking.")
+
+
+def _load_task(path: Path, name: str, version, n_shot, prompts: dict[str, str]) -> TaskRun:
     items: dict[tuple[int, str], Item] = {}
     metrics: list[str] = []
     with path.open(encoding="utf-8") as lines:
@@ -195,7 +212,9 @@ def _load_task(path: Path, name: str, version, n_shot, prompt_cache: dict[str, s
                 doc_hash=doc_hash,
                 prompt_hash=prompt_hash,
                 scores=scores,
-                **_doc_fields(row, prompt_cache),
+                fields=SampleFields.read(row.get("doc")),
+                response=_response(row),
+                prompt=prompts.setdefault(prompt_hash, _prompt(row)),
             )
     if not items:
         raise ReportInputError(f"{path} is empty; rerun that condition with --log_samples.")
@@ -217,17 +236,6 @@ def _scores(row: dict) -> dict[str, float]:
         if isinstance(value, (bool, int, float)) and math.isfinite(value):
             scores[name] = float(value)
     return scores
-
-
-def _doc_fields(row: dict, prompt_cache: dict[str, str]) -> dict:
-    fields = SampleFields.read(row.get("doc"))
-    outcome = None
-    if fields.length is not None and fields.depth is not None and fields.answers:
-        prompt_words = prompt_cache.get(row["prompt_hash"])
-        if prompt_words is None:
-            prompt_words = prompt_cache[row["prompt_hash"]] = " ".join(failures.words(_prompt(row)))
-        outcome = failures.classify(_response(row), list(fields.answers), prompt_words)
-    return {"cluster": fields.cluster, "length": fields.length, "depth": fields.depth, "outcome": outcome}
 
 
 def _prompt(row: dict) -> str:

@@ -66,6 +66,11 @@ class PairedResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def clustered(self) -> bool:
+        """Items were grouped by shared context, so the clustered SE (not the item SE) is the one that applies."""
+        return self.unit.endswith("cluster")
+
 
 @dataclass(frozen=True)
 class SignFlip:

@@ -27,6 +27,11 @@ class SampleFields:
     depth: float | None
     answers: tuple[str, ...]
 
+    @property
+    def long_context(self) -> bool:
+        """A long-context item: its answer sits at a known depth of a context of known length."""
+        return self.length is not None and self.depth is not None
+
     @classmethod
     def read(cls, doc) -> SampleFields:
         doc = doc if isinstance(doc, dict) else {}

@@ -12,15 +12,16 @@ from rh_tasks.plugin.errors import CommandError, command
 logger = logging.getLogger(__name__)
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "suite",
-        help="run a whole none / retrieval / random experiment from one YAML file and write its report",
-        description="Run every task of the suite under each masking condition (none, retrieval heads at each K, "
-        "random heads at each K and seed) with lm-eval, then write report.md, report.json and report.html. "
-        "A rerun resumes: complete conditions are skipped, interrupted ones are redone. "
-        "Examples ship in rh-eval's task_configs/suites/.",
-    )
+HELP = "run a whole none / retrieval / random experiment from one YAML file and write its report"
+DESCRIPTION = (
+    "Run every task of the suite under each masking condition (none, retrieval heads at each K, "
+    "random heads at each K and seed) with lm-eval, then write report.md, report.json and report.html. "
+    "A rerun resumes: complete conditions are skipped, interrupted ones are redone. "
+    "Examples ship in rh-eval's task_configs/suites/."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "suite_file", metavar="FILE.yaml", help="the suite config (see task_configs/suites/default.yaml)"
     )
@@ -43,7 +44,6 @@ def add_parser(subparsers) -> None:
         help="memory the conditions evaluated together may take for their KV caches; more conditions than fit "
         f"run in several batches (default {MEMORY_GB:g})",
     )
-    parser.set_defaults(func=main)
 
 
 @command(ValueError, OSError)  # SuiteConfigError is a ValueError, SuiteStateError a RuntimeError raised below

@@ -7,17 +7,17 @@ import logging
 
 from rh_tasks.plugin.errors import CommandError, command
 
+HELP = "check before running whether a suite's tasks can show an effect after Holm correction"
+DESCRIPTION = (
+    "Build every task's documents as the suite would (no model weights are loaded, only the "
+    "tokenizer), count the items and the contexts they share, and say for each task the smallest p-value "
+    "its exact tests could give, before and after Holm correction over the suite's headline tests, and how "
+    "many contexts (and items) an effect of the given size needs. Also checks the number of random seeds. "
+    "Exits 1 when some task, or the random control, cannot reach significance."
+)
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "plan",
-        help="check before running whether a suite's tasks can show an effect after Holm correction",
-        description="Build every task's documents as the suite would (no model weights are loaded, only the "
-        "tokenizer), count the items and the contexts they share, and say for each task the smallest p-value "
-        "its exact tests could give, before and after Holm correction over the suite's headline tests, and how "
-        "many contexts (and items) an effect of the given size needs. Also checks the number of random seeds. "
-        "Exits 1 when some task, or the random control, cannot reach significance.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite_file", metavar="FILE.yaml", help="the suite config (see task_configs/suites/)")
     parser.add_argument(
         "--effect",
@@ -27,7 +27,6 @@ def add_parser(subparsers) -> None:
         help="effect to size the design for, in points of a [0, 1] score (default: 20); planned at 80%% power "
         "with the worst-case spread of such scores",
     )
-    parser.set_defaults(func=main)
 
 
 @command(ValueError, OSError)  # SuiteConfigError is a ValueError
