@@ -125,6 +125,9 @@ def main() -> None:
     )
     print(f"KV cache: {kv_bytes} bytes/token here, {kv_bytes * 30 // geometry.num_layers} bytes/token at 30 layers\n")
 
+    def ratio(value, reference):  # peak extra memory can measure 0 at short lengths
+        return f"{value / reference:5.2f}" if reference else f"{'-':>5}"
+
     def ids_of(length):
         return torch.randint(100, 49152, (1, length), generator=torch.Generator().manual_seed(length))
 
@@ -146,8 +149,8 @@ def main() -> None:
                 assert result.shape == (n, geometry.num_layers, 1, geometry.num_heads), result.shape
             base = base or (seconds, mib)
             print(
-                f"{length:>6}  {name:<12}  {seconds:7.1f}  {seconds / base[0]:5.2f}  {mib:8.0f}  "
-                f"{mib / base[1]:5.2f}  {1024 * mib / length:9.1f}  {kv_bytes * (length + n) / MIB:12.0f}"
+                f"{length:>6}  {name:<12}  {seconds:7.1f}  {ratio(seconds, base[0])}  {mib:8.0f}  "
+                f"{ratio(mib, base[1])}  {1024 * mib / length:9.1f}  {kv_bytes * (length + n) / MIB:12.0f}"
             )
         same = torch.equal(outputs["heads=none"], outputs["hf"])
         print(f"{length:>6}  heads=none generates exactly hf's tokens: {same}")

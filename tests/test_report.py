@@ -437,6 +437,8 @@ def test_k_sweep_has_both_series(built):
     _, files = built
     sweep = [r for r in written(files)["models"][0]["k_sweep"] if r["task"] == "niah"]
     assert {(r["series"], r["k"]) for r in sweep} == {("retrieval", 2), ("retrieval", 4), ("random", 2), ("random", 4)}
+    family = {c["p_holm"] for c in written(files)["models"][0]["comparisons"] if c["in_family"]}
+    assert all(r["p_holm"] is not None and r["p_holm"] in family for r in sweep)  # after Holm, not before
 
 
 def test_html_is_self_contained_and_well_formed(built):

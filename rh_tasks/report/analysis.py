@@ -71,6 +71,7 @@ def analyse(runs: list[Run], settings: Settings) -> Report:
         comparison.min_attainable_p_holm = float(floor)
     for model in models:
         _design_reach(model)
+        model.k_sweep = _k_sweep(model.comparisons)
         model.statements = narrative.statements(model, len(family), settings.confidence)
     return Report(
         settings=settings,
@@ -110,7 +111,7 @@ def _analyse_model(model_runs: ModelRuns, settings: Settings) -> ModelReport:
         headline_k=headline_k,
         tasks=tasks,
         comparisons=compared,
-        k_sweep=_k_sweep(compared),
+        k_sweep=[],  # filled after Holm, which needs every model's comparisons
         heatmaps=heatmaps,
         failures=failure_counts,
         head_map=_head_map(model_runs, headline_k),
