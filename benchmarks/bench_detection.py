@@ -30,7 +30,7 @@ from functools import partial
 import torch
 from peak_memory import measure
 
-from rh_tasks.detection.attention_probe import argmax_probe
+from rh_tasks.detection.attention_probe import attention_probe
 from rh_tasks.detection.detect import score_batch, stop_token_ids
 from rh_tasks.detection.prompts import build_samples
 from rh_tasks.detection.reference import reference_detect
@@ -38,7 +38,7 @@ from rh_tasks.detection.source import load_model
 
 
 def fast(model, tokenizer, sample, max_new_tokens, stop_ids):
-    with argmax_probe(model) as probe:
+    with attention_probe(model) as probe:
         return score_batch(model, tokenizer, [sample], probe, max_new_tokens=max_new_tokens, stop_ids=stop_ids)[0]
 
 
