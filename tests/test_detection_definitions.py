@@ -152,13 +152,15 @@ def test_streaming_scores_equal_the_literal_definitions_on_full_eager_attention(
 
 @pytest.mark.parametrize("model_type", sorted(TINY_CONFIGS))
 def test_streaming_scores_equal_the_literal_definitions_on_every_architecture(model_type):
-    """GQA, q/k norms, Gemma-3's sliding window (4 keys, shorter than the span) and GPT-2's layer-wise scaling."""
+    """GQA, q/k norms, Gemma-3's sliding window (4 keys, shorter than the span; its null question is prefilled
+    whole, as its cache cannot be cut back) and GPT-2's layer-wise scaling."""
     model = tiny_model(model_type)
     samples = [synthetic_sample(1, 40), synthetic_sample(2, 46)]
-    with attention_probe(model) as probe:
-        results = score_batch(
-            model, Tokens(), samples, probe, definitions=ALL[2:], max_new_tokens=5, stop_ids=[VOCAB + 1]
-        )
+    with attention_probe(model) as probe:  # one at a time: the null question continues the decode's KV cache
+        results = [
+            score_batch(model, Tokens(), [s], probe, definitions=ALL[2:], max_new_tokens=5, stop_ids=[VOCAB + 1])[0]
+            for s in samples
+        ]
     assert model.config._attn_implementation == "sdpa"
     for sample, result in zip(samples, results):
         with torch.inference_mode():

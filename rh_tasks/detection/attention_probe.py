@@ -91,14 +91,18 @@ class AttentionProbe:
 
     @staticmethod
     def _question_rows(query, key, mask, scaling, target: RowTargets) -> torch.Tensor:
-        """``[H, n]``: attention of the question's rows to each span token, averaged over the rows (prefill only)."""
-        if query.shape[1] != key.shape[1]:
-            raise RuntimeError("The question's rows are read at the prefill, whose queries are the whole prompt.")
+        """``[H, n]``: attention of the question's rows to each span token, averaged over the rows.
+
+        The call's Q queries are the last Q of its K positions (a prefill, or a prefill continuing a cache).
+        """
+        offset = key.shape[1] - query.shape[1]
         first, last = target.question
-        rows = torch.arange(first, last)
-        causal = torch.arange(key.shape[1])[None, :] <= rows[:, None]  # [R, K]; also when SDPA gets no mask
-        row_mask = causal[None] if mask is None else _combine(mask[:, first:last], causal)
-        _, probs = attention_rows(query[:, first:last], key, scaling, row_mask)  # [H, R, K]
+        if first < offset:
+            raise RuntimeError(f"The question starts at position {first}, before this call's queries ({offset}).")
+        positions = torch.arange(first, last)
+        causal = torch.arange(key.shape[1])[None, :] <= positions[:, None]  # [R, K]; also when SDPA gets no mask
+        row_mask = causal[None] if mask is None else _combine(mask[:, first - offset : last - offset], causal)
+        _, probs = attention_rows(query[:, first - offset : last - offset], key, scaling, row_mask)  # [H, R, K]
         return probs[:, :, target.span[0] : target.span[1]].mean(1)
 
     def positions(self) -> torch.Tensor:

@@ -11,6 +11,7 @@ first line records the run's settings, and a rerun with other settings is refuse
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -84,12 +85,38 @@ def _left_pad(samples: list[DetectionSample], pad_id: int) -> tuple[torch.Tensor
     return input_ids, mask
 
 
-def _null_attention(model, probe: AttentionProbe, sample: DetectionSample) -> torch.Tensor:
-    """``[L, H, n]``: the null question's rows' attention to the span, from one prefill without logits."""
+def _reuses_cache(model) -> bool:
+    """Whether the prompt's KV cache can be cut back to the question: not when a layer keeps a sliding window."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return "sliding_attention" not in layer_types
+    return not getattr(config, "sliding_window", None)
+
+
+def _cache_keyword(model) -> str:
+    """The keyword under which this transformers release's ``forward`` takes the KV cache (5.24 renamed it)."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _null_attention(model, probe: AttentionProbe, sample: DetectionSample, cache) -> torch.Tensor:
+    """``[L, H, n]``: the null question's rows' attention to the span, from a prefill without logits.
+
+    With the decode's ``cache`` (one unpadded sequence), cut back to where the question starts, only the null
+    question's tokens are computed, as QRHead does; otherwise the prompt up to the null question is prefilled.
+    """
     ids = sample.null_prompt_ids
-    question = (sample.question[0], len(ids))
-    with probe.null_question(RowTargets(span=sample.span, question=question)), torch.inference_mode():
-        model(input_ids=torch.tensor([ids], device=model.device), use_cache=False, logits_to_keep=1)
+    target = RowTargets(span=sample.span, question=(sample.question[0], len(ids)))
+    with probe.null_question(target), torch.inference_mode():
+        if cache is not None:
+            cache.crop(sample.question[0] - cache.get_seq_length())
+            if cache.get_seq_length() != sample.question[0]:
+                raise RuntimeError(f"Cutting the KV cache back to the question left {cache.get_seq_length()} tokens.")
+            new = torch.tensor([ids[sample.question[0] :]], device=model.device)
+            model(input_ids=new, **{_cache_keyword(model): cache}, use_cache=True, logits_to_keep=1)
+        else:
+            model(input_ids=torch.tensor([ids], device=model.device), use_cache=False, logits_to_keep=1)
     return probe.null_attention().cpu()
 
 
@@ -102,10 +129,8 @@ def score_batch(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     input_ids, mask = _left_pad(samples, pad_id)
     device = model.device
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids, pad_token_id=pad_id
-    )
     focus = "query_focus" in definitions
+    keep_cache = focus and len(samples) == 1 and _reuses_cache(model)
     paddings = [input_ids.shape[1] - len(s.prompt_ids) for s in samples]
     probe.reset(
         [
@@ -117,10 +142,19 @@ def score_batch(
         ],
         top_k_mass="retrieval_reasoning" in definitions,
     )
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=stop_ids,
+        pad_token_id=pad_id,
+        return_dict_in_generate=keep_cache,
+    )
     with torch.inference_mode():
         output = model.generate(
             input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config
         )
+    cache = output.past_key_values if keep_cache else None
+    output = output.sequences if keep_cache else output
     new = output[:, input_ids.shape[1] :].cpu()  # [B, steps]
     positions = probe.positions().cpu()  # [steps, L, B, H]
     if positions.shape[0] != new.shape[1]:
@@ -148,7 +182,7 @@ def score_batch(
             elif name == "retrieval_reasoning":  # HeadKV stops decoding after as many steps as the answer has tokens
                 scores[name] = mass[: min(steps, sample.span[1] - sample.span[0]), :, row, :].sum(0)
             else:
-                scores[name] = query_focus(question[row], _null_attention(model, probe, sample))
+                scores[name] = query_focus(question[row], _null_attention(model, probe, sample, cache))
         response = tokenizer.decode(tokens[: steps - 1 if len(stopped) else steps], skip_special_tokens=True)
         results.append(SampleResult.score(sample, response, scores))
     return results
