@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import torch
 
-NULL_QUESTION = "N/A"  # QRHead's default null query
-
 
 def attention_rows(
     query: torch.Tensor, key: torch.Tensor, scaling: float | None, mask: torch.Tensor | None

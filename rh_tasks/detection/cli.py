@@ -201,7 +201,7 @@ def main(args) -> int:
     from model_wrappers.head_scores import RETRIEVAL_THRESHOLD
 
     from .aggregate import write_scores
-    from .detect import detect
+    from .detect import CheckpointMismatchError, detect
     from .prompts import build_samples, load_needles, use_chat_template
     from .source import load_geometry, load_model, model_identity, parse_model_args
 
@@ -230,16 +230,19 @@ def main(args) -> int:
     )
     settings = _settings(args, identity, needles, chat_template)
     logger.info("Scoring %d samples of %s", len(samples), identity["model"])
-    results = detect(
-        model,
-        tokenizer,
-        samples,
-        settings=settings,
-        definitions=settings["definitions"],
-        checkpoint=checkpoint,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-    )
+    try:
+        results = detect(
+            model,
+            tokenizer,
+            samples,
+            settings=settings,
+            definitions=settings["definitions"],
+            checkpoint=checkpoint,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+        )
+    except CheckpointMismatchError as err:
+        raise CommandError(str(err)) from None
     runtime = time.perf_counter() - start
     for name, output in outputs.items():
         metadata = write_scores(

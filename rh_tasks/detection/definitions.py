@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from model_wrappers.head_scores import RETRIEVAL_THRESHOLD
 
-from .attention_mass import NULL_QUESTION
+NULL_QUESTION = "N/A"  # QRHead's default null query
 
 
 @dataclass(frozen=True)

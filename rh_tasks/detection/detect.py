@@ -153,8 +153,10 @@ def score_batch(
         output = model.generate(
             input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config
         )
-    cache = output.past_key_values if keep_cache else None
-    output = output.sequences if keep_cache else output
+    cache = None
+    if keep_cache:  # transformers 5.24 renamed the output's past_key_values to cache
+        cache = output["cache"] if "cache" in output.keys() else output["past_key_values"]
+        output = output.sequences
     new = output[:, input_ids.shape[1] :].cpu()  # [B, steps]
     positions = probe.positions().cpu()  # [steps, L, B, H]
     if positions.shape[0] != new.shape[1]:
@@ -188,6 +190,10 @@ def score_batch(
     return results
 
 
+class CheckpointMismatchError(ValueError):
+    """The checkpoint beside the output holds an interrupted run made otherwise; resuming would mix the two."""
+
+
 def read_checkpoint(path: Path, settings: dict, definitions=COPY_DEFINITIONS) -> list[SampleResult]:
     """Finished samples of an interrupted run with the same settings and definitions; [] if there is none."""
     if not path.is_file():
@@ -197,9 +203,10 @@ def read_checkpoint(path: Path, settings: dict, definitions=COPY_DEFINITIONS) ->
         return []
     header = json.loads(lines[0]).get("settings")
     if header != settings:
-        raise ValueError(
-            f"{path} holds an interrupted run with other settings ({header}); pass --force to start over, "
-            "or choose another --output."
+        differ = sorted(key for key in {*(header or {}), *settings} if (header or {}).get(key) != settings.get(key))
+        raise CheckpointMismatchError(
+            f"{path} holds an interrupted run with other settings ({', '.join(differ)} differ); pass --force to "
+            "start over, or choose another --output."
         )
     results = []
     for line in lines[1:]:
@@ -209,7 +216,7 @@ def read_checkpoint(path: Path, settings: dict, definitions=COPY_DEFINITIONS) ->
             logger.warning("Ignoring an incomplete line in %s", path)
     other = {name for r in results for name in r.scores} ^ set(definitions)
     if results and other:
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"{path} holds an interrupted run that scored other definitions than {', '.join(definitions)}; pass "
             "--force to start over, or choose another --output."
         )

@@ -24,7 +24,7 @@ from rh_tasks.niah.haystack import PROMPT, insert_needle, load_haystack
 from rh_tasks.shared import token_splice
 from rh_tasks.shared.packaged_data import TASK_DATA
 
-from .attention_mass import NULL_QUESTION
+from .definitions import NULL_QUESTION
 
 DETECT_HAYSTACK = "haystack/time_machine_ch09-16.txt.gz"
 DETECT_NEEDLES = "needles/detect.jsonl"
