@@ -19,34 +19,30 @@ from __future__ import annotations
 import torch
 
 
-def attention_rows(
-    query: torch.Tensor, key: torch.Tensor, scaling: float | None, mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pre-softmax logits and softmax probabilities of some query rows against every key, per query head.
+def attention_logits(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """``[H, R, K]`` unscaled dot products of some query rows with every key, per query head.
 
-    Args:
-        query: ``[H, R, D]`` the rows' queries of one sequence.
-        key: ``[KV, K, D]`` its keys; each KV head serves ``H // KV`` consecutive query heads (GQA).
-        scaling: the attention's logit scale (``None``: 1/sqrt(D), as SDPA).
-        mask: ``[1 or H, R, K]``, boolean (True = may attend) or additive, or ``None``.
-
-    Returns:
-        ``[H, R, K]`` unscaled masked logits (their arg-max is the probabilities') and float32 probabilities.
+    ``query`` is ``[H, R, D]`` (one sequence's rows) and ``key`` ``[KV, K, D]``; each KV head serves
+    ``H // KV`` consecutive query heads (GQA), without repeating the keys.
     """
     heads, rows, dim = query.shape
     kv_heads, keys = key.shape[0], key.shape[1]
     grouped = query.reshape(kv_heads, heads // kv_heads, rows, dim)  # [KV, G, R, D]
-    logits = torch.matmul(grouped, key[:, None].transpose(-1, -2)).reshape(heads, rows, keys)  # [H, R, K]
-    scale = dim**-0.5 if scaling is None else scaling
-    scaled = logits.float() * scale
-    if mask is not None:
-        if mask.dtype == torch.bool:
-            logits = logits.masked_fill(~mask, float("-inf"))
-            scaled = scaled.masked_fill(~mask, float("-inf"))
-        else:
-            logits = logits + mask
-            scaled = scaled + mask.float()
-    return logits, torch.softmax(scaled, dim=-1)
+    return torch.matmul(grouped, key[:, None].transpose(-1, -2)).reshape(heads, rows, keys)
+
+
+def apply_mask(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``scores`` ``[H, R, K]`` under ``mask`` ``[1 or H, R, K]``: boolean (True = may attend) or additive."""
+    if mask is None:
+        return scores
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask, float("-inf"))
+    return scores + mask.to(scores.dtype)
+
+
+def attention_probs(logits: torch.Tensor, scale: float, mask: torch.Tensor | None) -> torch.Tensor:
+    """``[H, R, K]`` float32 softmax attention from unscaled ``logits`` and the attention's logit ``scale``."""
+    return torch.softmax(apply_mask(logits.float() * scale, mask), dim=-1)
 
 
 def top_k_span_mass(probs: torch.Tensor, span: tuple[int, int], k: int) -> torch.Tensor:

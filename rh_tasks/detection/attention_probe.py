@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention_mass import attention_rows, top_k_span_mass
+from .attention_mass import apply_mask, attention_logits, attention_probs, top_k_span_mass
 
 PROBE_NAME = "rh_attention_probe"
 
@@ -61,9 +61,10 @@ class AttentionProbe:
         layer = module.layer_idx
         batch, _, q_len, _ = query.shape
         k_len = key.shape[2]
+        scale = query.shape[-1] ** -0.5 if scaling is None else scaling  # SDPA's default when the module sets none
         if self._null is not None:
             self._null_question[layer] = self._question_rows(
-                query[0], key[0], _rows_mask(attention_mask, 0, q_len, k_len), scaling, self._null
+                query[0], key[0], _rows_mask(attention_mask, 0, q_len, k_len), scale, self._null
             )
             return
         step = len(self._rows[layer])
@@ -74,23 +75,21 @@ class AttentionProbe:
         positions, masses = [], []
         for row in range(batch):
             mask = _rows_mask(attention_mask, row, q_len, k_len)
-            logits, probs = attention_rows(
-                query[row, :, -1:], key[row], scaling, None if mask is None else mask[:, -1:]
-            )  # [H, 1, K]
-            positions.append(logits[:, 0].argmax(-1) + shift)
+            last_mask = None if mask is None else mask[:, -1:]
+            logits = attention_logits(query[row, :, -1:], key[row])  # [H, 1, K]
+            positions.append(apply_mask(logits, last_mask)[:, 0].argmax(-1) + shift)
             if self._top_k_mass:
                 start, end = self._targets[row].span
-                masses.append(top_k_span_mass(probs[:, 0], (start - shift, end - shift), end - start))
+                probs = attention_probs(logits, scale, last_mask)[:, 0]  # [H, K]
+                masses.append(top_k_span_mass(probs, (start - shift, end - shift), end - start))
             if step == 0 and self._targets is not None and self._targets[row].question is not None:
-                self._question[layer].append(
-                    self._question_rows(query[row], key[row], mask, scaling, self._targets[row])
-                )
+                self._question[layer].append(self._question_rows(query[row], key[row], mask, scale, self._targets[row]))
         self._rows[layer].append(torch.stack(positions))
         if self._top_k_mass:
             self._mass[layer].append(torch.stack(masses))
 
     @staticmethod
-    def _question_rows(query, key, mask, scaling, target: RowTargets) -> torch.Tensor:
+    def _question_rows(query, key, mask, scale: float, target: RowTargets) -> torch.Tensor:
         """``[H, n]``: attention of the question's rows to each span token, averaged over the rows.
 
         The call's Q queries are the last Q of its K positions (a prefill, or a prefill continuing a cache).
@@ -102,7 +101,8 @@ class AttentionProbe:
         positions = torch.arange(first, last)
         causal = torch.arange(key.shape[1])[None, :] <= positions[:, None]  # [R, K]; also when SDPA gets no mask
         row_mask = causal[None] if mask is None else _combine(mask[:, first - offset : last - offset], causal)
-        _, probs = attention_rows(query[:, first - offset : last - offset], key, scaling, row_mask)  # [H, R, K]
+        logits = attention_logits(query[:, first - offset : last - offset], key)
+        probs = attention_probs(logits, scale, row_mask)  # [H, R, K]
         return probs[:, :, target.span[0] : target.span[1]].mean(1)
 
     def positions(self) -> torch.Tensor:
