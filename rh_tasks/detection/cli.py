@@ -166,8 +166,8 @@ def _claim_output(args, identity: dict) -> tuple[dict[str, Path], Path]:
         existing = [p for path in outputs.values() for p in (path, metadata_path(path)) if p.exists()]
         if existing:
             raise CommandError(
-                f"{', '.join(map(str, existing))} exist{'s' if len(existing) == 1 else ''}; pass --force to "
-                "overwrite, or choose another --output."
+                f"{', '.join(map(str, existing))} already exist{'s' if len(existing) == 1 else ''}; pass --force "
+                "to overwrite, or choose another --output."
             )
     try:
         writable_folder(output.parent)
@@ -252,8 +252,8 @@ def main(args) -> int:
         strong = metadata["retrieval_heads"]
         cutoff = f"{strong} heads score >= {RETRIEVAL_THRESHOLD}" if strong is not None else "no cut-off: use k="
         print(
-            f"{output} ({name}): {len(metadata['scored_samples'])} samples scored ({rate['accepted']}/"
-            f"{rate['samples']} answered), {cutoff}."
+            f"{output} ({name}): {rate['accepted']}/{rate['samples']} samples accepted, "
+            f"{len(metadata['scored_samples'])} scored; {cutoff}."
         )
     checkpoint.unlink(missing_ok=True)
     inspect = " ".join(map(str, outputs.values()))
