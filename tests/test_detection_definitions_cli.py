@@ -169,3 +169,24 @@ def test_a_definition_without_cut_off_masks_its_top_k_only_when_k_is_given(tmp_p
     assert not set(random) & {(1, 2), (0, 1)}  # the random control still excludes the top K
     copy = load_head_scores(_definition_file(tmp_path / "s.json", per_sample, "set", 0.1), TINY)
     assert copy.has_cutoff and select_heads("retrieval", TINY, scores=copy).heads == ((0, 1), (1, 2))
+
+
+@pytest.mark.slow
+def test_on_the_embedded_model_extra_definitions_leave_the_copy_scores_unchanged(tmp_path, capsys):
+    smol = HeadGeometry(num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64)
+    common = ["detect", "--lengths", "256", "--depths", "50", "--needles", "rye_bread", "--device", "cpu"]
+    assert main([*common, "--output", str(tmp_path / "alone.json")]) == 0
+    assert (
+        main(
+            [*common, "--output", str(tmp_path / "all.json"), "--score", "set,multiset,retrieval_reasoning,query_focus"]
+        )
+        == 0
+    )
+    assert "1/1 samples accepted" in capsys.readouterr().out
+    assert (tmp_path / "all.json").read_bytes() == (tmp_path / "alone.json").read_bytes()
+    reasoning = load_head_scores(tmp_path / "all.retrieval_reasoning.json", smol)
+    focus = load_head_scores(tmp_path / "all.query_focus.json", smol)
+    copy = load_head_scores(tmp_path / "all.json", smol)
+    assert 0.3 < reasoning.means.max() <= 1  # some head puts most of its attention on the answer it copies
+    assert focus.means.max() > 0 > focus.means.min()  # calibrated: heads look more, or less, than for "N/A"
+    assert copy.ranking()[0] in reasoning.ranking()[:10]
