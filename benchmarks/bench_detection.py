@@ -6,7 +6,9 @@ One run, on the same samples, prints:
    stop tokens, so greedy decoding yields identical tokens);
 2. time and peak memory of the fast path / the reference-style implementation (eager generation, then one
    teacher-forced eager pass with ``output_attentions=True``) at 1K and 2K tokens;
-3. peak memory of the fast path at 2K, 4K and 8K tokens with a short decode, to show linear growth.
+3. time per sample of all four score definitions from one pass / the default ``set`` alone (the extra cost of
+   HeadKV's top-k mass and of the query-focused score's null-question prefill);
+4. peak memory of the fast path at 2K, 4K and 8K tokens with a short decode, to show linear growth.
 
 Peak memory is the process's peak resident set size (``VmHWM`` in ``/proc/self/status``), reset before each
 measurement by writing ``5`` to ``/proc/self/clear_refs`` (Linux). It counts every CPU allocation, torch's
@@ -30,16 +32,19 @@ from functools import partial
 import torch
 from peak_memory import measure
 
-from rh_tasks.detection.attention_probe import argmax_probe
+from rh_tasks.detection.attention_probe import attention_probe
+from rh_tasks.detection.definitions import DEFINITIONS
 from rh_tasks.detection.detect import score_batch, stop_token_ids
 from rh_tasks.detection.prompts import build_samples
 from rh_tasks.detection.reference import reference_detect
 from rh_tasks.detection.source import load_model
 
 
-def fast(model, tokenizer, sample, max_new_tokens, stop_ids):
-    with argmax_probe(model) as probe:
-        return score_batch(model, tokenizer, [sample], probe, max_new_tokens=max_new_tokens, stop_ids=stop_ids)[0]
+def fast(model, tokenizer, sample, max_new_tokens, stop_ids, definitions=("set", "multiset")):
+    with attention_probe(model) as probe:
+        return score_batch(
+            model, tokenizer, [sample], probe, definitions=definitions, max_new_tokens=max_new_tokens, stop_ids=stop_ids
+        )[0]
 
 
 def plain(model, sample, max_new_tokens, stop_ids):
@@ -87,6 +92,19 @@ def main() -> None:
                 f"{len(sample.prompt_ids):>6}  {sample.sample_id:<24}  {tokens:>6}  {t_fast:6.1f}  {t_plain:7.1f}  "
                 f"{t_fast / t_plain:10.2f}  {t_ref:5.1f}  {t_ref / t_fast:8.1f}  {m_fast:8.0f}  {m_ref:7.0f}  "
                 f"{m_ref / max(m_fast, 1):8.1f}"
+            )
+
+    print("\nAll four definitions from one pass / set alone, same sample, back to back")
+    print("length  sample                    set s  all four s  all/set")
+    for length in (1024, 2048):
+        for sample in build_samples(tokenizer, lengths=[length], depths=[50], needles=needles)[: args.samples]:
+            _, t_set, _ = measure(partial(fast, model, tokenizer, sample, args.max_new_tokens, stop_ids, ("set",)))
+            _, t_all, _ = measure(
+                partial(fast, model, tokenizer, sample, args.max_new_tokens, stop_ids, tuple(DEFINITIONS))
+            )
+            print(
+                f"{len(sample.prompt_ids):>6}  {sample.sample_id:<24}  {t_set:5.1f}  {t_all:10.1f}  "
+                f"{t_all / t_set:7.2f}"
             )
 
     print("\nPeak extra memory of the fast path, 4 new tokens")

@@ -41,7 +41,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from model_wrappers import HeadGeometry
 from model_wrappers.gguf_cache import embedded_model_dir
-from rh_tasks.detection.attention_probe import argmax_probe
+from rh_tasks.detection.attention_probe import attention_probe
 
 MIB = 2**20
 
@@ -112,7 +112,7 @@ def main() -> None:
 
     def detect(ids):
         config = GenerationConfig(max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
-        with argmax_probe(model) as probe, torch.inference_mode():
+        with attention_probe(model) as probe, torch.inference_mode():
             model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
             return probe.positions()  # [steps, layers, 1, heads]
 

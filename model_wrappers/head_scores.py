@@ -63,9 +63,31 @@ class HeadScores:
     def has_cutoff(self) -> bool:
         """Whether the file says which heads are retrieval heads: by Wu et al.'s 0.1 cut-off, or by listing them.
 
-        QRHead's detection scores (QRScore or NDCG@10) are on another scale, with no published cut-off.
+        QRHead's detection scores (QRScore or NDCG@10) are on another scale, with no published cut-off, and so are
+        the attention-mass definitions of ``rh-eval detect``, whose sidecar records no threshold.
         """
-        return self.format != "qrhead_scores"
+        return self.format != "qrhead_scores" and self.definition_threshold is not None
+
+    @property
+    def definition(self) -> str | None:
+        """The score definition an rh-eval sidecar names (``set``, ``query_focus``, ...), if there is one."""
+        score = (self.metadata or {}).get("score")
+        return score.get("definition") if isinstance(score, dict) else None
+
+    @property
+    def definition_threshold(self) -> float | None:
+        """The cut-off the sidecar records for its definition; Wu et al.'s 0.1 for files without one."""
+        score = (self.metadata or {}).get("score")
+        if isinstance(score, dict) and "retrieval_threshold" in score:
+            return score["retrieval_threshold"]
+        return RETRIEVAL_THRESHOLD
+
+    @property
+    def description(self) -> str:
+        """What the numbers are, for messages: ``QRHead scores``, ``'query_focus' scores``, ..."""
+        if self.format == "qrhead_scores":
+            return "QRHead scores"
+        return f"{self.definition!r} scores" if self.definition else "scores"
 
     def check_geometry(self, geometry: HeadGeometry) -> None:
         expected = (geometry.num_layers, geometry.num_heads)

@@ -156,8 +156,8 @@ class _Ranking:
         if k is None:
             if not scores.has_cutoff:
                 raise ValueError(
-                    f"{scores.path} holds QRHead scores, which have no retrieval-head cut-off; pass k= to choose "
-                    "how many heads to mask."
+                    f"{scores.path} holds {scores.description}, which have no retrieval-head cut-off; pass k= to "
+                    "choose how many heads to mask."
                 )
             k = len(strong)
             if k == 0:

@@ -346,7 +346,7 @@ CASES = {
         lambda ws, _: cli(
             ws, "detect", "--model_args", f"pretrained={ws.tiny}", "--output", ws.root / "out" / "kept.json"
         ),
-        r"kept\.json exists; pass --force",
+        r"kept\.json already exists; pass --force",
     ),
 }
 

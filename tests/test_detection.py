@@ -1,112 +1,31 @@
 """Detection on a tiny random Llama: fast path == eager reference, a planted copy head is found, runs resume."""
 
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
-from conftest import kv_cache_in
+from detection_models import PLANTED, embedded_tokenizer, needle_samples, planted_copy_head, tiny_llama
 
 from rh_tasks.detection.aggregate import NoAcceptedSamplesError, per_sample_scores
-from rh_tasks.detection.attention_probe import argmax_probe
+from rh_tasks.detection.attention_probe import attention_probe
 from rh_tasks.detection.detect import detect, read_checkpoint, stop_token_ids
-from rh_tasks.detection.prompts import build_samples
 from rh_tasks.detection.reference import reference_detect, reference_positions
-
-PLANTED = (1, 2)  # (layer, query head); query head 3 shares its KV head
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from transformers import AutoTokenizer
-
-    from model_wrappers.gguf_cache import ModelCacheError, embedded_model_dir
-
-    try:
-        return AutoTokenizer.from_pretrained(embedded_model_dir())
-    except ModelCacheError as err:
-        pytest.skip(f"embedded model unavailable: {err}")
+    return embedded_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-        attn_implementation="sdpa",
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(tokenizer)
 
 
 @pytest.fixture(scope="module")
 def samples(tokenizer):
-    return build_samples(tokenizer, lengths=[160, 200], depths=[30], needles="rye_bread,sailboat_name")
-
-
-@contextmanager
-def planted_copy_head(model, sample, answer: list[int]):
-    """Test-only hooks: the model emits ``answer``, and head PLANTED attends to the needle token it emits.
-
-    RoPE is made the identity, the planted KV head's key at each position encodes that position's token
-    (needle positions slightly stronger, so a token that also occurs elsewhere is copied from the needle), and
-    the planted query at each step is the code of the token about to be emitted. Its sibling query head gets a
-    zero query (uniform attention), so it does not copy by accident.
-    """
-    gen = torch.Generator().manual_seed(1)
-    codes = torch.nn.functional.normalize(torch.randn(model.config.vocab_size, 16, generator=gen), dim=-1)
-    sequence = torch.tensor(list(sample.prompt_ids) + answer)
-    first_answer_row = len(sample.prompt_ids) - 1
-    state = {}
-
-    def rows(length):
-        return torch.arange(state["offset"], state["offset"] + length)
-
-    def before_decoder(module, args, kwargs):
-        cache = kv_cache_in([*args, *kwargs.values()])
-        state["offset"] = cache.get_seq_length() if cache is not None else 0
-        inputs = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]
-        state["end"] = state["offset"] + inputs.shape[1]
-
-    def identity_rope(module, args, output):
-        return torch.ones_like(output[0]), torch.zeros_like(output[1])
-
-    def keys(module, args, output):  # [1, q, KV*16]
-        positions = rows(output.shape[1])
-        strength = 10 * (1 + 0.1 * ((positions >= sample.span[0]) & (positions < sample.span[1])).float())
-        output[0, :, 16:32] = codes[sequence[positions]] * strength[:, None]
-        return output
-
-    def queries(module, args, output):  # [1, q, H*16]
-        positions = rows(output.shape[1])
-        step = (positions - first_answer_row).clamp(0, len(answer) - 1)
-        output[0, :, 32:48] = codes[torch.tensor(answer)[step]]
-        output[0, :, 48:64] = 0
-        return output
-
-    def forced(module, args, output):  # logits [1, q, V]; q may be 1 (logits_to_keep)
-        step = state["end"] - 1 - first_answer_row
-        output[0, -1] = -1e4
-        output[0, -1, answer[min(step, len(answer) - 1)]] = 1e4
-        return output
-
-    attn = model.model.layers[PLANTED[0]].self_attn
-    handles = [
-        model.model.register_forward_pre_hook(before_decoder, with_kwargs=True),
-        model.model.rotary_emb.register_forward_hook(identity_rope),
-        attn.k_proj.register_forward_hook(keys),
-        attn.q_proj.register_forward_hook(queries),
-        model.lm_head.register_forward_hook(forced),
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    return needle_samples(tokenizer)
 
 
 def test_probe_positions_equal_eager_attention_rows_with_padding(tiny, samples):
@@ -115,7 +34,7 @@ def test_probe_positions_equal_eager_attention_rows_with_padding(tiny, samples):
     assert len(ids[0]) != len(ids[1])  # rows of different lengths exercise the left padding
     batch = torch.tensor([[0] * (width - len(x)) + x for x in ids])
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-    with argmax_probe(tiny) as probe, torch.inference_mode():
+    with attention_probe(tiny) as probe, torch.inference_mode():
         out = tiny.generate(
             input_ids=batch, attention_mask=mask, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0
         )
@@ -187,7 +106,7 @@ def test_probe_matches_eager_on_every_supported_architecture(model_type, input_i
     from conftest import tiny_model
 
     model = tiny_model(model_type)
-    with argmax_probe(model) as probe, torch.inference_mode():
+    with attention_probe(model) as probe, torch.inference_mode():
         out = model.generate(
             input_ids=input_ids[:1], max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0
         )

@@ -148,4 +148,4 @@ def test_detect_end_to_end_on_the_embedded_model(tmp_path, capsys, caplog):
     assert meta["grid"] == {"lengths": [256], "depths": [50.0]} and meta["needles"] == ["rye_bread"]
     assert meta["num_key_value_heads"] == 3 and meta["chat_template"] is True
     assert scores.means.max() > 0.5  # the embedded model copies the answer with a few heads
-    assert main([*args]) == 2 and "exists" in caplog.text
+    assert main([*args]) == 2 and "smol.json, " in caplog.text and "already exist" in caplog.text

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate import cpu_offload, disk_offload, dispatch_model
@@ -161,20 +162,26 @@ def long_llama(tokenizer):
 
 
 def test_detection_at_16k_tokens_stays_linear(long_llama, tokenizer):
-    """No detection intermediate is [T, T]: the largest one grows with T, not T^2 (a bool [T, T] mask alone would
-    be T * T bytes)."""
-    from rh_tasks.detection.attention_probe import argmax_probe
+    """No detection intermediate is [T, T], under every score definition: the largest one grows with T, not T^2
+    (a bool [T, T] mask alone would be T * T bytes)."""
+    from rh_tasks.detection.attention_probe import attention_probe
+    from rh_tasks.detection.definitions import DEFINITIONS
     from rh_tasks.detection.detect import score_batch, stop_token_ids
     from rh_tasks.detection.prompts import build_samples
+
+    definitions = tuple(DEFINITIONS)
 
     stop_ids = stop_token_ids(tokenizer, long_llama)
     largest = {}
     for length in (8192, 16384):
         (sample,) = build_samples(tokenizer, lengths=[length], depths=[50], needles="ginger_tea")
-        with argmax_probe(long_llama) as probe, LargestTensor(long_llama) as trace:
-            (result,) = score_batch(long_llama, tokenizer, [sample], probe, max_new_tokens=2, stop_ids=stop_ids)
+        with attention_probe(long_llama) as probe, LargestTensor(long_llama) as trace:
+            (result,) = score_batch(
+                long_llama, tokenizer, [sample], probe, definitions=definitions, max_new_tokens=2, stop_ids=stop_ids
+            )
         tokens = len(sample.prompt_ids)
-        assert result.prompt_tokens == tokens and len(result.set) == 2 and len(result.set[0]) == 4
+        assert result.prompt_tokens == tokens and set(result.scores) == set(definitions)
+        assert all(np.shape(scores) == (2, 4) for scores in result.scores.values())
         assert trace.nbytes < tokens * tokens
         largest[tokens] = trace.nbytes
     (short, short_bytes), (long, long_bytes) = sorted(largest.items())

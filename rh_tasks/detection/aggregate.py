@@ -1,8 +1,10 @@
-"""From per-sample results to a score file: acceptance, the per-head lists, and the metadata sidecar.
+"""From per-sample results to a score file per definition: acceptance, the per-head lists, and the sidecar.
 
-Only samples the model answered count (ROUGE-1 recall of the answer above 0.5, as the reference does): a
-sample the model got wrong says nothing about which heads retrieve. Rejected samples are still reported, so
-the acceptance rate is visible. If none is accepted the run fails loudly; the reference writes an empty file.
+For the copy scores and HeadKV's, only samples the model answered count (ROUGE-1 recall of the answer above
+0.5, as the reference does): a sample the model got wrong says nothing about which heads retrieve. Rejected
+samples are still reported, so the acceptance rate is visible. If none is accepted the run fails loudly; the
+reference writes an empty file. The query-focused score, like QRHead's, counts every sample: it measures where
+the question looks, not whether the answer came out right.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model_wrappers.head_scores import RETRIEVAL_THRESHOLD, write_retrieval_head_json
+from model_wrappers.head_scores import write_retrieval_head_json
 
-from .copy_events import DEFINITIONS
+from .definitions import DEFINITIONS
 from .detect import ACCEPT_ROUGE, SampleResult
 
 FORMAT = "rh-eval head scores"
@@ -39,11 +41,16 @@ def acceptance(results: list[SampleResult]) -> dict:
     }
 
 
-def per_sample_scores(results: list[SampleResult], definition: str) -> np.ndarray:
-    """``[accepted samples, num_layers, num_heads]`` under ``definition``, or a clear error if none was accepted."""
+def scored(results: list[SampleResult], definition: str) -> list[SampleResult]:
+    """The samples that count under ``definition``."""
     if definition not in DEFINITIONS:
         raise ValueError(f"Unknown score definition {definition!r}; choose one of {', '.join(DEFINITIONS)}.")
-    accepted = [r for r in results if r.accepted]
+    return [r for r in results if r.accepted or not DEFINITIONS[definition].answered_only]
+
+
+def per_sample_scores(results: list[SampleResult], definition: str) -> np.ndarray:
+    """``[counted samples, num_layers, num_heads]`` under ``definition``, or a clear error if none counts."""
+    accepted = scored(results, definition)
     if not accepted:
         examples = "; ".join(f"{r.sample_id}: {r.response[:60]!r}" for r in results[:3])
         raise NoAcceptedSamplesError(
@@ -52,7 +59,10 @@ def per_sample_scores(results: list[SampleResult], definition: str) -> np.ndarra
             "contexts), toggle --chat-template/--no-chat-template to match how the model was trained, or raise "
             "--max_new_tokens if answers are cut off."
         )
-    return np.array([getattr(r, definition) for r in accepted], dtype=float)
+    missing = [r.sample_id for r in accepted if definition not in r.scores]
+    if missing:
+        raise ValueError(f"Samples {missing[:3]} were not scored under {definition!r}.")
+    return np.array([r.scores[definition] for r in accepted], dtype=float)
 
 
 def package_version() -> str:
@@ -65,9 +75,10 @@ def package_version() -> str:
 def write_scores(
     output: Path, results: list[SampleResult], *, definition: str, settings: dict, geometry, runtime_seconds: float
 ) -> dict:
-    """Write the Retrieval_Head JSON and its sidecar; return the sidecar."""
+    """Write the Retrieval_Head JSON of ``definition`` and its sidecar; return the sidecar."""
     scores = per_sample_scores(results, definition)
     means = scores.mean(0)
+    threshold = DEFINITIONS[definition].threshold
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -77,17 +88,12 @@ def write_scores(
         "num_attention_heads": geometry.num_heads,
         "num_key_value_heads": geometry.num_kv_heads,
         "head_dim": geometry.head_dim,
-        "score": {
-            "definition": definition,
-            "copy_rule": "arg-max attention position in the answer span and equal to the generated token",
-            "acceptance": f"rouge1_recall(response, answer) > {ACCEPT_ROUGE}",
-            "aggregation": "mean over accepted samples",
-            "retrieval_threshold": RETRIEVAL_THRESHOLD,
-        },
+        "score": DEFINITIONS[definition].sidecar(f"answered: rouge1_recall(response, answer) > {ACCEPT_ROUGE}"),
         "acceptance": acceptance(results),
-        "retrieval_heads": int((means >= RETRIEVAL_THRESHOLD).sum()),
+        "retrieval_heads": None if threshold is None else int((means >= threshold).sum()),
         "runtime_seconds": round(runtime_seconds, 1),
-        "accepted_samples": [r.sample_id for r in results if r.accepted],  # order of every per-head list
+        "accepted_samples": [r.sample_id for r in results if r.accepted],
+        "scored_samples": [r.sample_id for r in scored(results, definition)],  # order of every per-head list
         "samples": [
             {
                 "id": r.sample_id,

@@ -1,19 +1,24 @@
-"""``rh-eval detect``: score every attention head of a model for copy-paste retrieval on needle prompts."""
+"""``rh-eval detect``: score every attention head of a model for retrieval on needle prompts, under one or more
+definitions computed from the same greedy decode, one score file each."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import re
+import textwrap
 import time
 from pathlib import Path
 
 from rh_tasks.plugin.errors import CommandError, command
 
+from .definitions import DEFINITIONS, parse_definitions
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_LENGTHS = "512,1024,2048"
 DEFAULT_DEPTHS = "0,25,50,75,100"
+HELP_WIDTH = 100
 
 
 def _numbers(kind):
@@ -29,13 +34,42 @@ def _numbers(kind):
     return parse
 
 
-HELP = "find a model's retrieval heads (Wu et al. 2024 copy-paste score) and write a head-score file"
-DESCRIPTION = (
-    "Greedy-decode needle-in-a-haystack prompts and score, for every layer and query head, how "
-    "often its most-attended token is the needle token being generated. Writes Retrieval_Head JSON "
-    "(read by rh-masked head_scores=, HeadKV and DeCoRe) plus a .meta.json sidecar. An interrupted run "
-    "resumes from OUTPUT.checkpoint.jsonl when rerun with the same settings."
+def _definitions(text: str) -> list[str]:
+    try:
+        return parse_definitions(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _definitions_help() -> str:
+    """The --score definitions, their sources, and how their files are named."""
+    lines = ["score definitions (--score):"]
+    for d in DEFINITIONS.values():
+        lines.append(textwrap.fill(d.help, HELP_WIDTH, initial_indent=f"  {d.name:<20} ", subsequent_indent=" " * 23))
+        lines.append(
+            textwrap.fill(f"source: {d.source}", HELP_WIDTH, initial_indent=" " * 23, subsequent_indent=" " * 23)
+        )
+    naming = (
+        "With several definitions, the first is written to OUTPUT and each other one to OUTPUT's stem + "
+        "'.<definition>.json' (scores.json, scores.query_focus.json, ...), each with its own .meta.json sidecar "
+        "naming its definition; no existing file is overwritten without --force. retrieval_reasoning and "
+        "query_focus have no 0.1 cut-off: mask their top heads with heads=retrieval,k=K."
+    )
+    return "\n".join([*lines, "", textwrap.fill(naming, HELP_WIDTH)])
+
+
+HELP = (
+    "find a model's retrieval heads (Wu et al. 2024 copy-paste score, or other definitions) and write head-score files"
 )
+DESCRIPTION = textwrap.fill(
+    "Greedy-decode needle-in-a-haystack prompts and score, for every layer and query head, how often its "
+    "most-attended token is the needle token being generated (or, with --score, other definitions of a "
+    "retrieval head, all from the same decode). Writes Retrieval_Head JSON (read by rh-masked "
+    "head_scores=, HeadKV and DeCoRe) plus a .meta.json sidecar naming the definition. An interrupted run "
+    "resumes from OUTPUT.checkpoint.jsonl when rerun with the same settings.",
+    HELP_WIDTH,
+)
+EPILOG = _definitions_help()  # pre-formatted: the command prints it verbatim
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,17 +106,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         type=Path,
         default=None,
-        help="score file to write (default: <model name>.json in the current folder)",
+        help="score file to write; further --score definitions go to OUTPUT's stem + .<definition>.json "
+        "(default: <model name>.json in the current folder)",
     )
     parser.add_argument(
-        "--force", action="store_true", help="overwrite OUTPUT and discard an interrupted run's checkpoint"
+        "--force", action="store_true", help="overwrite the score files and discard an interrupted run's checkpoint"
     )
     parser.add_argument(
         "--score",
-        choices=("set", "multiset"),
+        type=_definitions,
         default="set",
-        help="set: the paper's |g_h ∩ k| / |k|, each distinct answer token counts once, scores <= 1 (default); "
-        "multiset: every copy counts, divided by the answer's length in tokens, as the reference code does",
+        metavar="DEFINITION[,DEFINITION...]",
+        help=f"one or more of {', '.join(DEFINITIONS)}, comma-separated, all from one decode pass (default set; "
+        "see below)",
     )
     parser.add_argument("--max_new_tokens", type=int, default=32, help="greedy decoding budget per sample (default 32)")
     parser.add_argument(
@@ -108,21 +144,34 @@ def _default_output(identity: dict) -> Path:
     return Path(re.sub(r"[^a-z0-9.]+", "-", Path(name).stem.lower()).strip("-") + ".json")
 
 
-def _claim_output(args, identity: dict) -> tuple[Path, Path]:
-    """The scores file and its checkpoint, refused before any work if the file exists or cannot be written."""
+def output_paths(output: Path, definitions: list[str]) -> dict[str, Path]:
+    """The first definition's scores go to ``output``, each other's to ``<stem>.<definition>.json`` beside it."""
+    first, *others = definitions
+    return {first: output, **{name: output.with_name(f"{output.stem}.{name}.json") for name in others}}
+
+
+def _claim_output(args, identity: dict) -> tuple[dict[str, Path], Path]:
+    """The score files and the checkpoint, refused before any work if a file exists or cannot be written."""
     from model_wrappers.files import OutputFolderError, writable_folder
+    from model_wrappers.head_scores import metadata_path
 
     output = args.output or _default_output(identity)
+    outputs = output_paths(output, args.score)
     checkpoint = output.with_name(output.name + ".checkpoint.jsonl")
     if args.force:
         checkpoint.unlink(missing_ok=True)
-    elif output.exists():
-        raise CommandError(f"{output} exists; pass --force to overwrite it, or choose another --output.")
+    else:
+        existing = [p for path in outputs.values() for p in (path, metadata_path(path)) if p.exists()]
+        if existing:
+            raise CommandError(
+                f"{', '.join(map(str, existing))} already exist{'s' if len(existing) == 1 else ''}; pass --force "
+                "to overwrite, or choose another --output."
+            )
     try:
         writable_folder(output.parent)
     except OutputFolderError as err:
         raise CommandError(str(err)) from None
-    return output, checkpoint
+    return outputs, checkpoint
 
 
 def _settings(args, identity: dict, needles: list[dict], chat_template: bool) -> dict:
@@ -139,6 +188,7 @@ def _settings(args, identity: dict, needles: list[dict], chat_template: bool) ->
         "dtype": args.dtype,
         "seed": args.seed,
         "set_counting": SET_COUNTING,  # how ``set`` counts; a checkpoint counted otherwise is not resumed
+        "definitions": [name for name in DEFINITIONS if name in args.score],  # all computed in this pass
     }
 
 
@@ -149,14 +199,14 @@ def main(args) -> int:
     from model_wrappers.head_scores import RETRIEVAL_THRESHOLD
 
     from .aggregate import write_scores
-    from .detect import detect
+    from .detect import CheckpointMismatchError, detect
     from .prompts import build_samples, load_needles, use_chat_template
     from .source import load_geometry, load_model, model_identity, parse_model_args
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model_args = parse_model_args(args.model_args)
     identity = model_identity(model_args)
-    output, checkpoint = _claim_output(args, identity)
+    outputs, checkpoint = _claim_output(args, identity)
     try:  # the config alone: a refused or unsupported model fails before any download or weights load
         geometry = load_geometry(model_args)
     except (ValueError, OSError) as err:
@@ -178,27 +228,35 @@ def main(args) -> int:
     )
     settings = _settings(args, identity, needles, chat_template)
     logger.info("Scoring %d samples of %s", len(samples), identity["model"])
-    results = detect(
-        model,
-        tokenizer,
-        samples,
-        settings=settings,
-        checkpoint=checkpoint,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-    )
-    metadata = write_scores(
-        output,
-        results,
-        definition=args.score,
-        settings=settings,
-        geometry=geometry,
-        runtime_seconds=time.perf_counter() - start,
-    )
+    try:
+        results = detect(
+            model,
+            tokenizer,
+            samples,
+            settings=settings,
+            definitions=settings["definitions"],
+            checkpoint=checkpoint,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+        )
+    except CheckpointMismatchError as err:
+        raise CommandError(str(err)) from None
+    runtime = time.perf_counter() - start
+    for name, output in outputs.items():
+        metadata = write_scores(
+            output, results, definition=name, settings=settings, geometry=geometry, runtime_seconds=runtime
+        )
+        rate = metadata["acceptance"]
+        strong = metadata["retrieval_heads"]
+        cutoff = f"{strong} heads score >= {RETRIEVAL_THRESHOLD}" if strong is not None else "no cut-off: use k="
+        print(
+            f"{output} ({name}): {rate['accepted']}/{rate['samples']} samples accepted, "
+            f"{len(metadata['scored_samples'])} scored; {cutoff}."
+        )
     checkpoint.unlink(missing_ok=True)
-    rate = metadata["acceptance"]
+    inspect = " ".join(map(str, outputs.values()))
     print(
-        f"{output}: {rate['accepted']}/{rate['samples']} samples accepted, {metadata['retrieval_heads']} heads "
-        f"score >= {RETRIEVAL_THRESHOLD} ({metadata['runtime_seconds']:.0f} s). Inspect with: rh-eval heads {output}"
+        f"{len(outputs)} definition(s) from one decode pass in {runtime:.0f} s. Inspect with: rh-eval heads "
+        + (f"--compare {inspect}" if len(outputs) > 1 else inspect)
     )
     return 0

@@ -1,10 +1,11 @@
-"""How far two head-score files agree: overlap of their top heads and the rank correlation of all heads.
+"""How far head-score files agree: overlap of their top heads and the rank correlation of all heads.
 
 Detection is a sampled estimate, so two runs (other needles, lengths or seeds) or two checkpoints of one
 model should agree on the heads that matter. Jaccard of the top-K sets asks exactly that; Spearman's rho
 over every head asks whether the whole ranking holds. Files of different models have no head-to-head
 pairing, so for them only what is comparable is shown: sparsity, and how deep in the network the
-retrieval heads sit.
+retrieval heads sit. Three or more files (say, several score definitions of one model) are compared pair
+by pair in one table, with each file's top heads side by side.
 """
 
 from __future__ import annotations
@@ -64,6 +65,61 @@ def compare(a: HeadScores, b: HeadScores, *, threshold: float, top: int) -> str:
     rho, p = stats.spearmanr(a.means.ravel(), b.means.ravel())
     lines.append(f"Spearman rank correlation over all {a.means.size} heads: rho = {rho:.3f} (p = {p:.2g})")
     return "\n".join(lines)
+
+
+def compare_many(files: list[HeadScores], *, threshold: float, top: int) -> str:
+    """The text ``rh-eval heads --compare A B C ...`` prints: a table of every pair, and each file's top heads."""
+    if len({s.means.shape for s in files if s.ranked is None}) > 1:
+        shapes = ", ".join("{} x {}".format(*s.means.shape) for s in files)
+        raise ValueError(
+            f"Comparing more than two files needs files of one model; these score different head grids ({shapes}). "
+            "Compare files of different models two at a time."
+        )
+    names = [chr(ord("A") + i) for i in range(len(files))]
+    lines = ["Files:"]
+    for name, s in zip(names, files):
+        lines.append(f"  {name}: {s.path} ({_what(s, threshold)})")
+    longest = min(len(s.ranked) if s.ranked is not None else s.means.size for s in files)
+    ks = sorted(k for k in {*TOP_KS, top} if k <= min(top, longest)) or [longest]
+    lines += [
+        "",
+        "Agreement pair by pair: Jaccard of the top-K heads (shared heads in brackets) and Spearman's rho over all "
+        "heads:",
+        "",
+        "| pair | " + " | ".join(f"top {k}" for k in ks) + " | Spearman rho |",
+        "|---|" + "---|" * (len(ks) + 1),
+    ]
+    for i in range(len(files)):
+        for j in range(i + 1, len(files)):
+            a, b = files[i], files[j]
+            cells = []
+            for k in ks:
+                top_a, top_b = top_k(a, k), top_k(b, k)
+                cells.append(f"{jaccard(top_a, top_b):.2f} ({len(top_a & top_b)})")
+            if a.ranked is None and b.ranked is None:
+                cells.append(f"{stats.spearmanr(a.means.ravel(), b.means.ravel())[0]:.3f}")
+            else:
+                cells.append("– (a list ranks only its heads)")
+            lines.append(f"| {names[i]}–{names[j]} | " + " | ".join(cells) + " |")
+    shown = min(top, longest, 10)
+    lines += ["", f"Top {shown} heads (layer-head):", "", "| rank | " + " | ".join(names) + " |"]
+    lines.append("|---|" + "---|" * len(files))
+    rankings = [s.ranked if s.ranked is not None else s.ranking() for s in files]
+    for rank in range(shown):
+        lines.append(f"| {rank + 1} | " + " | ".join("{}-{}".format(*r[rank]) for r in rankings) + " |")
+    return "\n".join(lines)
+
+
+def _what(s: HeadScores, threshold: float) -> str:
+    """One file in a few words: its definition or format, and how many heads it calls retrieval heads."""
+    if s.ranked is not None:
+        return f"a ranked list of {len(s.ranked)} heads"
+    label = f"{s.definition} score" if s.definition else s.format.replace("_", " ")
+    samples = f", {s.num_samples} samples" if s.format == "retrieval_head" else ""
+    if not s.has_cutoff:
+        return f"{label}{samples}, no retrieval-head cut-off"
+    strong = int((s.means >= threshold).sum())
+    return f"{label}{samples}, {strong} of {s.means.size} heads >= {threshold:g}"
 
 
 def _sparsity(a: HeadScores, b: HeadScores, threshold: float) -> str:

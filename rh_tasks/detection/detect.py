@@ -1,4 +1,8 @@
-"""Greedy-decode every detection sample under the attention probe and score its copies, resumably.
+"""Greedy-decode every detection sample under the attention probe and score its heads, resumably.
+
+Every definition asked for comes from the same greedy decode: the copy scores and HeadKV's score from the
+decode steps' attention rows, the query-focused score from the prefill's question rows plus one prefill of the
+null question (a forward pass, not a generation).
 
 Samples run in batches of similar prompt length (left-padded, as ``generate`` expects). Each finished sample
 is appended to a JSONL checkpoint at once, so an interrupted run continues where it stopped; the checkpoint's
@@ -7,6 +11,7 @@ first line records the run's settings, and a rerun with other settings is refuse
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -16,8 +21,11 @@ import torch
 
 from rh_tasks.shared.scoring import rouge1_recall
 
-from .attention_probe import ArgmaxProbe, argmax_probe
+from .attention_mass import query_focus
+from .attention_probe import AttentionProbe, RowTargets, attention_probe
+from .copy_events import DEFINITIONS as COPY_DEFINITIONS
 from .copy_events import copy_scores
+from .definitions import DEFINITIONS
 from .prompts import DetectionSample
 
 logger = logging.getLogger(__name__)
@@ -35,12 +43,11 @@ class SampleResult:
     response: str
     rouge1_recall: float
     accepted: bool
-    set: list[list[float]]  # [num_layers][num_heads]
-    multiset: list[list[float]]
+    scores: dict[str, list[list[float]]]  # definition -> [num_layers][num_heads]
 
     @classmethod
-    def score(cls, sample: DetectionSample, response: str, scores) -> SampleResult:
-        """The result of one decoded sample; it counts only if the answer was recalled (ROUGE-1 > 0.5)."""
+    def score(cls, sample: DetectionSample, response: str, scores: dict[str, torch.Tensor]) -> SampleResult:
+        """The result of one decoded sample; ``accepted`` if the answer was recalled (ROUGE-1 > 0.5)."""
         recall = rouge1_recall(response, sample.answer)
         return cls(
             sample_id=sample.sample_id,
@@ -51,8 +58,7 @@ class SampleResult:
             response=response,
             rouge1_recall=recall,
             accepted=recall > ACCEPT_ROUGE,
-            set=scores.set.tolist(),
-            multiset=scores.multiset.tolist(),
+            scores={name: value.tolist() for name, value in scores.items()},
         )
 
 
@@ -79,25 +85,85 @@ def _left_pad(samples: list[DetectionSample], pad_id: int) -> tuple[torch.Tensor
     return input_ids, mask
 
 
-def score_batch(model, tokenizer, samples, probe: ArgmaxProbe, *, max_new_tokens: int, stop_ids) -> list[SampleResult]:
-    """Generate greedily for one batch and score every sample's heads from the probe's records."""
+def _reuses_cache(model) -> bool:
+    """Whether the prompt's KV cache can be cut back to the question: not when a layer keeps a sliding window."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return "sliding_attention" not in layer_types
+    return not getattr(config, "sliding_window", None)
+
+
+def _cache_keyword(model) -> str:
+    """The keyword under which this transformers release's ``forward`` takes the KV cache (5.24 renamed it)."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _null_attention(model, probe: AttentionProbe, sample: DetectionSample, cache) -> torch.Tensor:
+    """``[L, H, n]``: the null question's rows' attention to the span, from a prefill without logits.
+
+    With the decode's ``cache`` (one unpadded sequence), cut back to where the question starts, only the null
+    question's tokens are computed, as QRHead does; otherwise the prompt up to the null question is prefilled.
+    """
+    ids = sample.null_prompt_ids
+    target = RowTargets(span=sample.span, question=(sample.question[0], len(ids)))
+    with probe.null_question(target), torch.inference_mode():
+        if cache is not None:
+            cache.crop(sample.question[0] - cache.get_seq_length())
+            if cache.get_seq_length() != sample.question[0]:
+                raise RuntimeError(f"Cutting the KV cache back to the question left {cache.get_seq_length()} tokens.")
+            new = torch.tensor([ids[sample.question[0] :]], device=model.device)
+            model(input_ids=new, **{_cache_keyword(model): cache}, use_cache=True, logits_to_keep=1)
+        else:
+            model(input_ids=torch.tensor([ids], device=model.device), use_cache=False, logits_to_keep=1)
+    return probe.null_attention().cpu()
+
+
+def score_batch(
+    model, tokenizer, samples, probe: AttentionProbe, *, definitions=COPY_DEFINITIONS, max_new_tokens: int, stop_ids
+) -> list[SampleResult]:
+    """Generate greedily for one batch and score every sample's heads under ``definitions`` from the probe."""
     from transformers import GenerationConfig
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     input_ids, mask = _left_pad(samples, pad_id)
     device = model.device
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids, pad_token_id=pad_id
+    focus = "query_focus" in definitions
+    keep_cache = focus and len(samples) == 1 and _reuses_cache(model)
+    paddings = [input_ids.shape[1] - len(s.prompt_ids) for s in samples]
+    probe.reset(
+        [
+            RowTargets(
+                span=(s.span[0] + pad, s.span[1] + pad),
+                question=(s.question[0] + pad, s.question[1] + pad) if focus else None,
+            )
+            for s, pad in zip(samples, paddings)
+        ],
+        top_k_mass="retrieval_reasoning" in definitions,
     )
-    probe.reset()
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=stop_ids,
+        pad_token_id=pad_id,
+        return_dict_in_generate=keep_cache,
+    )
     with torch.inference_mode():
         output = model.generate(
             input_ids=input_ids.to(device), attention_mask=mask.to(device), generation_config=config
         )
+    cache = None
+    if keep_cache:  # transformers 5.24 renamed the output's past_key_values to cache
+        cache = output["cache"] if "cache" in output.keys() else output["past_key_values"]
+        output = output.sequences
     new = output[:, input_ids.shape[1] :].cpu()  # [B, steps]
     positions = probe.positions().cpu()  # [steps, L, B, H]
     if positions.shape[0] != new.shape[1]:
         raise RuntimeError(f"The probe saw {positions.shape[0]} forward passes for {new.shape[1]} generated tokens.")
+
+    mass = probe.top_k_mass().cpu() if "retrieval_reasoning" in definitions else None  # [steps, L, B, H]
+    question = [q.cpu() for q in probe.question_attention()] if focus else None  # per row [L, H, n]
 
     results = []
     stops = torch.tensor(stop_ids)
@@ -105,17 +171,31 @@ def score_batch(model, tokenizer, samples, probe: ArgmaxProbe, *, max_new_tokens
         tokens = new[row]
         stopped = torch.isin(tokens, stops).nonzero()
         steps = int(stopped[0]) + 1 if len(stopped) else len(tokens)  # the stop token's step counts, never copies
-        padding = input_ids.shape[1] - len(sample.prompt_ids)
-        scores = copy_scores(
-            positions[:steps, :, row, :] - padding, tokens[:steps], torch.tensor(sample.prompt_ids), sample.span
+        copies = copy_scores(
+            positions[:steps, :, row, :] - paddings[row],
+            tokens[:steps],
+            torch.tensor(sample.prompt_ids),
+            sample.span,
         )
+        scores = {}
+        for name in definitions:
+            if name in COPY_DEFINITIONS:
+                scores[name] = copies.get(name)
+            elif name == "retrieval_reasoning":  # HeadKV stops decoding after as many steps as the answer has tokens
+                scores[name] = mass[: min(steps, sample.span[1] - sample.span[0]), :, row, :].sum(0)
+            else:
+                scores[name] = query_focus(question[row], _null_attention(model, probe, sample, cache))
         response = tokenizer.decode(tokens[: steps - 1 if len(stopped) else steps], skip_special_tokens=True)
         results.append(SampleResult.score(sample, response, scores))
     return results
 
 
-def read_checkpoint(path: Path, settings: dict) -> list[SampleResult]:
-    """Finished samples of an interrupted run with the same settings; an empty list if there is none."""
+class CheckpointMismatchError(ValueError):
+    """The checkpoint beside the output holds an interrupted run made otherwise; resuming would mix the two."""
+
+
+def read_checkpoint(path: Path, settings: dict, definitions=COPY_DEFINITIONS) -> list[SampleResult]:
+    """Finished samples of an interrupted run with the same settings and definitions; [] if there is none."""
     if not path.is_file():
         return []
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -123,9 +203,10 @@ def read_checkpoint(path: Path, settings: dict) -> list[SampleResult]:
         return []
     header = json.loads(lines[0]).get("settings")
     if header != settings:
-        raise ValueError(
-            f"{path} holds an interrupted run with other settings ({header}); pass --force to start over, "
-            "or choose another --output."
+        differ = sorted(key for key in {*(header or {}), *settings} if (header or {}).get(key) != settings.get(key))
+        raise CheckpointMismatchError(
+            f"{path} holds an interrupted run with other settings ({', '.join(differ)} differ); pass --force to "
+            "start over, or choose another --output."
         )
     results = []
     for line in lines[1:]:
@@ -133,6 +214,12 @@ def read_checkpoint(path: Path, settings: dict) -> list[SampleResult]:
             results.append(SampleResult(**json.loads(line)))
         except (json.JSONDecodeError, TypeError):  # a line cut short by the interruption
             logger.warning("Ignoring an incomplete line in %s", path)
+    other = {name for r in results for name in r.scores} ^ set(definitions)
+    if results and other:
+        raise CheckpointMismatchError(
+            f"{path} holds an interrupted run that scored other definitions than {', '.join(definitions)}; pass "
+            "--force to start over, or choose another --output."
+        )
     return results
 
 
@@ -142,15 +229,19 @@ def detect(
     samples: list[DetectionSample],
     *,
     settings: dict,
+    definitions=COPY_DEFINITIONS,
     checkpoint: Path | None = None,
     batch_size: int = 1,
     max_new_tokens: int = 32,
     progress: bool = True,
 ) -> list[SampleResult]:
-    """Score every sample, skipping those already in ``checkpoint`` and appending new ones to it."""
+    """Score every sample under ``definitions``, skipping those already in ``checkpoint`` and appending new ones."""
     from tqdm.auto import tqdm
 
-    done = {r.sample_id: r for r in read_checkpoint(checkpoint, settings)} if checkpoint else {}
+    unknown = set(definitions) - set(DEFINITIONS)
+    if unknown:
+        raise ValueError(f"Unknown score definitions {sorted(unknown)}; choose from {', '.join(DEFINITIONS)}.")
+    done = {r.sample_id: r for r in read_checkpoint(checkpoint, settings, definitions)} if checkpoint else {}
     if done:
         logger.info("Resuming: %d of %d samples already scored in %s", len(done), len(samples), checkpoint)
     todo = [s for s in samples if s.sample_id not in done]
@@ -163,13 +254,19 @@ def detect(
             handle.write(json.dumps({"settings": settings}) + "\n")
     try:
         with (
-            argmax_probe(model) as probe,
+            attention_probe(model) as probe,
             tqdm(total=len(samples), initial=len(done), desc="detect", disable=not progress) as bar,
         ):
             for first in range(0, len(todo), batch_size):
                 batch = todo[first : first + batch_size]
                 for result in score_batch(
-                    model, tokenizer, batch, probe, max_new_tokens=max_new_tokens, stop_ids=stop_ids
+                    model,
+                    tokenizer,
+                    batch,
+                    probe,
+                    definitions=definitions,
+                    max_new_tokens=max_new_tokens,
+                    stop_ids=stop_ids,
                 ):
                     done[result.sample_id] = result
                     if handle is not None:

@@ -23,7 +23,7 @@ from model_wrappers.head_scores import (
 from model_wrappers.score_formats import FORMATS
 from rh_tasks.plugin.errors import CommandError, command
 
-from .compare import compare
+from .compare import compare, compare_many
 from .ranked_summary import summarise_ranked
 
 HELP = "summarise a head-score file: ranking, sparsity, per-layer and per-KV-group views"
@@ -45,11 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compare",
         type=Path,
-        nargs=2,
-        metavar=("A", "B"),
+        nargs="+",
+        metavar="FILE",
         default=None,
-        help="instead of summarising one file, compare two: Jaccard of their top-K heads and Spearman's rho over "
-        "all heads (same model), or sparsity and depth of the retrieval heads (different models)",
+        help="instead of summarising one file, compare two or more (A B [C ...]): Jaccard of their top-K heads "
+        "and Spearman's rho over all heads (same model; with three or more, a table of every pair and their top "
+        "heads side by side, e.g. the files of several rh-eval detect --score definitions), or sparsity and "
+        "depth of the retrieval heads (two files of different models)",
     )
     parser.add_argument(
         "--model_args",
@@ -113,8 +115,12 @@ def summarise(scores, geometry, *, top: int, threshold: float) -> str:
             else f", {FORMATS[scores.format].split(':')[0]}"
         )
         + (f", {meta['score']['definition']} score" if "score" in meta else ""),
-        f"Retrieval heads (mean >= {threshold:g}): {strong} of {means.size} ({100 * strong / means.size:.1f}%; "
-        "Wu et al. find under 5%)",
+        (
+            f"Retrieval heads (mean >= {threshold:g}): {strong} of {means.size} ({100 * strong / means.size:.1f}%; "
+            "Wu et al. find under 5%)"
+            if scores.has_cutoff
+            else f"No retrieval-head cut-off for {scores.description}: mask the top K with heads=retrieval,k=K"
+        ),
         "",
         f"Top {min(top, means.size)} heads:",
         "  rank  layer  head" + ("  kv" if geometry else "") + "   mean",
@@ -159,19 +165,27 @@ def _load(args, file: Path):
 @command(HeadScoreFileError)
 def main(args) -> int:
     if (args.file is None) == (args.compare is None):
-        raise CommandError("Give one head-score file to summarise, or --compare A B (not both).")
+        raise CommandError("Give one head-score file to summarise, or --compare A B [C ...] (not both).")
     if args.top < 1:
         raise CommandError(f"--top must be at least 1, got {args.top}.")
     if args.compare is not None:
         if args.export_duo is not None:
             raise CommandError("--export-duo works on one file; drop --compare.")
-        (_, a), (_, b) = (_load(args, file) for file in args.compare)
-        if a.kv_heads_only != b.kv_heads_only:
+        if len(args.compare) < 2:
+            raise CommandError("--compare needs at least two files: --compare A B [C ...].")
+        files = [scores for _, scores in (_load(args, file) for file in args.compare)]
+        if len({s.kv_heads_only for s in files}) > 1:
             raise CommandError(
-                "One file holds a gate per KV head, the other a score per query head: pass --model_args to expand "
-                "the gates to query heads so the two can be paired."
+                "One file holds a gate per KV head, another a score per query head: pass --model_args to expand "
+                "the gates to query heads so they can be paired."
             )
-        print(compare(a, b, threshold=args.threshold, top=args.top))
+        if len(files) == 2:
+            print(compare(*files, threshold=args.threshold, top=args.top))
+        else:
+            try:
+                print(compare_many(files, threshold=args.threshold, top=args.top))
+            except ValueError as err:
+                raise CommandError(str(err)) from None
         return 0
     geometry, scores = _load(args, args.file)
     print(summarise(scores, geometry, top=args.top, threshold=args.threshold))

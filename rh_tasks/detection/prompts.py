@@ -24,6 +24,8 @@ from rh_tasks.niah.haystack import PROMPT, insert_needle, load_haystack
 from rh_tasks.shared import token_splice
 from rh_tasks.shared.packaged_data import TASK_DATA
 
+from .definitions import NULL_QUESTION
+
 DETECT_HAYSTACK = "haystack/time_machine_ch09-16.txt.gz"
 DETECT_NEEDLES = "needles/detect.jsonl"
 NEEDLE_KEYS = ("id", "needle", "question", "answer_prefix", "answer")
@@ -38,6 +40,19 @@ class DetectionSample:
     prompt_ids: tuple[int, ...]
     span: tuple[int, int]  # [start, end) token positions of the answer inside the prompt
     answer: str
+    question: tuple[int, int]  # [start, end) token positions of the question inside the prompt
+    # Tokens of the null question in the question's place; None if the tokens before the question would change.
+    null_question_ids: tuple[int, ...] | None
+
+    @property
+    def null_prompt_ids(self) -> tuple[int, ...]:
+        """The prompt up to the question, then the null question: all a null-question prefill needs (causal)."""
+        if self.null_question_ids is None:
+            raise ValueError(
+                f"{self.sample_id}: the tokenizer merges the null question {NULL_QUESTION!r} with the text before "
+                "it, so the question and the null question cannot be compared token by token (query_focus)."
+            )
+        return self.prompt_ids[: self.question[0]] + self.null_question_ids
 
 
 def load_needles(spec: str | None) -> list[dict]:
@@ -139,16 +154,35 @@ def build_sample(tokenizer, haystack: str, triple: dict, length: int, depth: flo
 
     context_start = base + PROMPT.index("{context}")
     ids, offsets = _encode(tokenizer, text, context, context_start, special_tokens=not chat_template)
-    inside = [i for i, (s, e) in enumerate(offsets) if s < answer_end and e > answer_start and e > s]
+    question_start = base + len(PROMPT.split("{question}")[0].format(context=context.text))
+    question = _token_span(offsets, question_start, question_start + len(triple["question"]))
+
+    null_text = render_prompt(
+        tokenizer,
+        PROMPT.format(context=context.text, question=NULL_QUESTION),
+        triple["answer_prefix"],
+        chat_template,
+    )
+    null_ids, null_offsets = _encode(tokenizer, null_text, context, context_start, special_tokens=not chat_template)
+    null_question = _token_span(null_offsets, question_start, question_start + len(NULL_QUESTION))
+    comparable = null_question[0] == question[0] and null_ids[: question[0]] == ids[: question[0]]
     return DetectionSample(
         sample_id=f"{triple['id']}/{length}/{depth:g}",
         needle_id=triple["id"],
         length=length,
         depth=depth,
         prompt_ids=tuple(ids),
-        span=(inside[0], inside[-1] + 1),
+        span=_token_span(offsets, answer_start, answer_end),
         answer=triple["answer"],
+        question=question,
+        null_question_ids=tuple(null_ids[null_question[0] : null_question[1]]) if comparable else None,
     )
+
+
+def _token_span(offsets, start: int, end: int) -> tuple[int, int]:
+    """``[first, last + 1)`` of the tokens overlapping characters ``[start, end)``."""
+    inside = [i for i, (s, e) in enumerate(offsets) if s < end and e > start and e > s]
+    return inside[0], inside[-1] + 1
 
 
 def build_samples(

@@ -54,4 +54,4 @@ def reference_detect(model, tokenizer, sample: DetectionSample, *, max_new_token
     stopped = generated and generated[-1] in stop_ids
     scores = reference_scores(model, sample, generated)
     response = tokenizer.decode(generated[:-1] if stopped else generated, skip_special_tokens=True)
-    return SampleResult.score(sample, response, scores)
+    return SampleResult.score(sample, response, {"set": scores.set, "multiset": scores.multiset})

@@ -7,7 +7,8 @@ import importlib
 import sys
 
 # Sub-command -> the module that does its job. Each exposes HELP (one line for the list of commands),
-# DESCRIPTION (its --help), add_arguments(parser) and main(args) -> exit code.
+# DESCRIPTION (its --help), add_arguments(parser) and main(args) -> exit code; optionally EPILOG, a pre-formatted
+# text after the options, in which case DESCRIPTION is printed as written too.
 _COMMANDS = {
     "report": "rh_tasks.report.cli",
     "detect": "rh_tasks.detection.cli",
@@ -29,7 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.add_parser("run", help=run.HELP, add_help=False).set_defaults(func=lambda args: run.main([]))
     for name, module_name in _COMMANDS.items():
         module = importlib.import_module(module_name)
-        command = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        epilog = getattr(module, "EPILOG", None)
+        command = subparsers.add_parser(
+            name,
+            help=module.HELP,
+            description=module.DESCRIPTION,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter,
+        )
         module.add_arguments(command)
         command.set_defaults(func=module.main)
     return parser
