@@ -29,7 +29,7 @@ def _grid(tokenizer, **overrides):
 def test_same_metadata_gives_the_same_prompts(tokenizer):
     first, second = _grid(tokenizer), _grid(tokenizer)
     assert [doc_to_text(d) for d in first] == [doc_to_text(d) for d in second]
-    assert len(first) == 2 * 3 * 6
+    assert len(first) == 2 * 3 * 26
     assert [d["needle_id"] for d in _grid(tokenizer, shuffle_seed=1)] != [d["needle_id"] for d in first]
 
 
