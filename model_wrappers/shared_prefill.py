@@ -227,10 +227,14 @@ class ConditionBatch:
         geometry = HeadGeometry.from_config(self.model.config)
         size = next(self.model.parameters()).element_size()
         cache = 2 * geometry.num_layers * geometry.num_kv_heads * geometry.head_dim * length * size
-        # the cache, the copy a step makes while it grows or expands grouped KV heads, and one layer's scores
-        per_row = cache * (1 + geometry.group_size) + geometry.num_heads * fresh * length * 4
+        # The row's cache, plus what one layer holds for a moment: its cache grown by a copy and its KV heads
+        # expanded for grouped queries, its attention scores; and the fresh positions' logits.
+        layer = cache / geometry.num_layers * (1 + geometry.group_size) + geometry.num_heads * fresh * length * 4
+        per_row = cache + layer + fresh * self.model.get_input_embeddings().num_embeddings * 4
         fit = max(1, int(self.memory_gb * 2**30 // per_row))
-        return [rows[i : i + fit] for i in range(0, len(rows), fit)]
+        batches = -(-len(rows) // fit)
+        size = -(-len(rows) // batches)  # even batches: 12 rows that fit 11 at once run as 6 + 6, not 11 + 1
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
 
     def _count(self, start: float, rows: int) -> None:
         self.timing.continuation += time.perf_counter() - start

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY_CONFIGS, cache_keyword, kv_cache_in, tiny_model
 
-from model_wrappers import MaskingAudit, MaskingError, mask_heads, mask_rows
+from model_wrappers import ConditionBatch, MaskingAudit, MaskingError, mask_heads, mask_rows
 from model_wrappers.masking import head_output_means
 from model_wrappers.rh_masked import RHMaskedLM
 
@@ -142,6 +142,20 @@ def test_a_small_memory_budget_splits_rows_without_changing_results(tiny_checkpo
     for name in CONDITIONS:
         assert [p for p, _ in tight[name][0]] == pytest.approx([p for p, _ in roomy[name][0]], abs=1e-5)
     assert lm._batch.timing.rows == len(CONDITIONS) * len(_requests())
+
+
+def test_rows_split_into_even_batches_within_the_budget():
+    batch = ConditionBatch(tiny_model("llama"), mode="uniform", phase="decode")
+    rows = list(range(12))
+    counts = []
+    for memory_gb in torch.logspace(-6, 1, 60).tolist():
+        batch.memory_gb = memory_gb
+        chunks = batch._chunks(rows, 1024, 1)
+        sizes = [len(c) for c in chunks]
+        assert [r for c in chunks for r in c] == rows and max(sizes) - min(sizes) <= 1
+        counts.append(len(chunks))
+    assert counts == sorted(counts, reverse=True) and counts[0] == 12 and counts[-1] == 1
+    assert {2, 3, 4, 6} <= set(counts)  # e.g. 12 rows that fit 11 at once run as 6 + 6, not 11 + 1
 
 
 def test_each_prompt_is_prefilled_once_for_all_conditions(tiny_checkpoint):
