@@ -73,6 +73,8 @@ class ConditionBatch:
         if self.memory_gb <= 0:
             raise ValueError(f"memory_gb={self.memory_gb} must be positive.")
         self._cache_keyword = _cache_keyword(self.model)
+        parameters = inspect.signature(self.model.forward).parameters
+        self._prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}  # only the cache
 
     def add(self, name: str, heads: Sequence[Head], audit: MaskingAudit) -> None:
         """Register a condition; its masking is counted in ``audit``."""
@@ -202,7 +204,8 @@ class ConditionBatch:
             return None
         start = time.perf_counter()
         cache = transformers.DynamicCache(config=self.model.config)
-        self.model(prefix.unsqueeze(0).to(_device(self.model)), **{self._cache_keyword: cache}, use_cache=True)
+        ids = prefix.unsqueeze(0).to(_device(self.model))
+        self.model(ids, **{self._cache_keyword: cache}, use_cache=True, **self._prefill_kwargs)
         if cache.get_seq_length() != len(prefix):
             raise MaskingError(
                 f"The prefix's forward pass left {cache.get_seq_length()} positions in the cache instead of "
@@ -255,9 +258,22 @@ def _cache_keyword(model: nn.Module) -> str:
 
 
 def _repeat(cache: transformers.Cache, rows: int) -> transformers.Cache:
-    """A copy of a one-row cache for ``rows`` rows; the shared prefix stays untouched for the next batch."""
-    copied = copy.deepcopy(cache)
-    copied.batch_repeat_interleave(rows)
+    """The one-row prefix cache as ``rows`` rows that read the same memory.
+
+    Each row's first step concatenates the prefix into a tensor of its own, so copying it here as well would only
+    double the traffic; the shared prefix stays untouched for the next batch.
+    """
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(isinstance(getattr(layer, "keys", None), torch.Tensor) for layer in layers):
+        raise MaskingError(
+            f"transformers {transformers.__version__}: {type(cache).__name__} no longer keeps per-layer key and "
+            "value tensors where rh-eval reads them. Run the conditions one by one."
+        )
+    copied = copy.copy(cache)
+    copied.layers = [copy.copy(layer) for layer in layers]
+    for layer in copied.layers:
+        layer.keys = layer.keys.expand(rows, *layer.keys.shape[1:])
+        layer.values = layer.values.expand(rows, *layer.values.shape[1:])
     return copied
 
 

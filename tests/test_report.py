@@ -734,3 +734,24 @@ def test_single_seed_findings_say_they_hold_for_the_drawn_set(tmp_path):
     assert "random@4 (pooled over 1 seed)" in niah
     assert "With 1 random head set the spread between sets cannot be estimated (it takes at least 3)" in niah
     assert "Causal contrast retrieval@4 \u2212 random@4 (1 random seed)" in niah
+
+
+def test_a_task_the_model_cannot_do_is_called_so(tmp_path):
+    """A task at 0 unmasked says nothing about retrieval heads, however the masked runs score."""
+    masking = {"heads_kind": "retrieval", "k": 2, "heads": [[0, 1], [1, 1]]}
+    runs = [
+        write_run(
+            tmp_path / "none",
+            {"gsm8k_cot": gsm_rows([0] * 4, [0] * 4), "mmlu": mc_rows([1, 0], "anatomy")},
+            masking={"heads_kind": "none"},
+        ),
+        write_run(
+            tmp_path / "masked",
+            {"gsm8k_cot": gsm_rows([0] * 4, [0] * 4), "mmlu": mc_rows([0, 0], "anatomy")},
+            masking=masking,
+        ),
+    ]
+    statements = written(write_report(runs, tmp_path / "out", **FAST))["models"][0]["statements"]
+    floor = "The model scores 0 on these items unmasked"
+    assert [floor in s for s in statements if s.startswith("gsm8k_cot")] == [True, True]  # both filters
+    assert not any(floor in s for s in statements if s.startswith("mmlu"))

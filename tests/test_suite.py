@@ -223,3 +223,20 @@ def test_conditions_run_together_give_the_report_of_one_by_one(suite, tmp_path, 
         report = _without_paths(json.loads((out / "report" / "report.json").read_text()))
         runs.append({"samples": _samples(out), "report": report})
     assert runs[0]["samples"] and runs[0] == runs[1]
+
+
+def test_the_environment_is_read_once_per_suite_run(suite, tmp_path, monkeypatch):
+    """lm-eval's environment record (a ``pip list`` per results file) is shared by the conditions of one run."""
+    import dataclasses
+
+    from lm_eval import evaluator
+
+    calls = []
+    record = evaluator.add_env_info
+    counting = lambda storage: calls.append(1) or record(storage)  # noqa: E731
+    monkeypatch.setattr(evaluator, "add_env_info", counting)
+    out = run_suite(dataclasses.replace(suite, output_dir=str(tmp_path / "out")), write_report=False)
+    results = [json.loads(p.read_text()) for p in sorted(out.rglob("results_*.json"))]
+    assert len(calls) == 1 and len(results) == 4
+    assert all(r["pretty_env_info"] == results[0]["pretty_env_info"] != "" for r in results)
+    assert evaluator.add_env_info is counting  # the suite's own wrapper is gone again

@@ -83,6 +83,11 @@ def statements(model: ModelReport, family_size: int, confidence: float) -> list[
                 + (f" ({format_p(reach)} after Holm correction over {family_size} tests)" if reach is not None else "")
                 + f". Unmasked score {format_value(summary.baseline, bounded)}."
             ]
+            if bounded and summary.baseline == 0:
+                lines.append(
+                    "The model scores 0 on these items unmasked, so there is no ability here for masking to remove: "
+                    "this task cannot tell whether the ability depends on retrieval heads in this model."
+                )
             if reach is not None and reach >= stats.ALPHA:
                 lines.append(
                     f"This design cannot show any effect as significant after Holm correction; more {unit}s are "

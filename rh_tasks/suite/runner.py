@@ -13,6 +13,8 @@ leaves nothing that looks finished; a rerun skips complete conditions and redoes
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import logging
 import os
@@ -106,6 +108,30 @@ def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, 
     os.rename(partial, folder)
 
 
+@contextlib.contextmanager
+def _environment_read_once():
+    """lm-eval records the environment (``pip list``, git, the CPU) in every results file, about a second each;
+    the conditions of one suite run share their environment, so it is read once and written into each."""
+    from lm_eval import evaluator
+
+    original = getattr(evaluator, "add_env_info", None)
+    if original is None:  # a release that records it elsewhere: nothing to share
+        yield
+        return
+    recorded: dict = {}
+
+    def add_env_info(storage: dict) -> None:
+        if not recorded:
+            original(recorded)
+        storage.update(copy.deepcopy(recorded))
+
+    evaluator.add_env_info = add_env_info
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = original
+
+
 def warn_about_design(config: SuiteConfig, tasks: TaskCache) -> None:
     """Say before any compute when a task's design cannot reach significance after Holm correction."""
     from .plan import check_design, describe, task_designs
@@ -157,12 +183,13 @@ def run_suite(
         else:
             lm.plan_conditions(arguments, memory_gb)
         start = time.perf_counter()
-        for condition in tqdm(pending, desc="conditions", unit="condition"):
-            if one_by_one:
-                lm.remask(**arguments[condition.name])
-            else:
-                lm.use_condition(condition.name)
-            _run_condition(lm, config, condition, conditions_dir / condition.name, tasks)
+        with _environment_read_once():
+            for condition in tqdm(pending, desc="conditions", unit="condition"):
+                if one_by_one:
+                    lm.remask(**arguments[condition.name])
+                else:
+                    lm.use_condition(condition.name)
+                _run_condition(lm, config, condition, conditions_dir / condition.name, tasks)
         timing = {"conditions": len(pending), "one_by_one": one_by_one, "seconds": time.perf_counter() - start}
         if not one_by_one:
             timing["shared_prefill"] = asdict(lm.shared_timing())
