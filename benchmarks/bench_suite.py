@@ -3,8 +3,8 @@
 Each suite runs twice on the same machine, back to back: once with ``one_by_one`` (every condition computes its
 own prompts) and once with the shared prefill (one prefill per prompt, the conditions as rows of one batch). It
 prints the ratio, where the shared run spent its time, the cost model ``1 + c·(N−1)`` single conditions that the
-shared run amounts to, and whether both runs wrote the same answers. Goal on the K-sweep (19 conditions): at
-least 4x.
+shared run amounts to, and whether both runs report the same (``rh_tasks.suite.identity.differences``: equal
+answers and metrics, log-likelihoods within float32 rounding). Goal on the K-sweep (19 conditions): at least 4x.
 
     python benchmarks/bench_suite.py [--suite task_configs/suites/niah_k_sweep.yaml ...] [--limit N]
 """
@@ -20,22 +20,13 @@ import time
 from pathlib import Path
 
 from rh_tasks.plugin.registration import register, task_configs_dir
-from rh_tasks.suite import load_suite, run_suite
+from rh_tasks.suite import differences, load_suite, run_suite
 
 
-def _samples(out: Path) -> dict:
-    found = {}
-    for path in sorted(out.rglob("samples_*.jsonl")):
-        condition = path.relative_to(out / "conditions").parts[0]
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        found.setdefault(condition, []).extend(sorted((r["doc_hash"], str(r["filtered_resps"])) for r in rows))
-    return found
-
-
-def _timed(config, folder: Path, one_by_one: bool) -> tuple[float, dict, dict]:
+def _timed(config, folder: Path, one_by_one: bool) -> tuple[float, dict, Path]:
     start = time.perf_counter()
     out = run_suite(dataclasses.replace(config, output_dir=str(folder)), write_report=False, one_by_one=one_by_one)
-    return time.perf_counter() - start, json.loads((out / "timing.json").read_text()), _samples(out)
+    return time.perf_counter() - start, json.loads((out / "timing.json").read_text()), out
 
 
 def main() -> None:
@@ -59,8 +50,11 @@ def main() -> None:
             tasks = tuple(dataclasses.replace(t, limit=min(t.limit or args.limit, args.limit)) for t in config.tasks)
             config = dataclasses.replace(config, tasks=tasks)
         with tempfile.TemporaryDirectory() as scratch:
-            alone, _, alone_samples = _timed(config, Path(scratch) / "one_by_one", one_by_one=True)
-            together, timing, together_samples = _timed(config, Path(scratch) / "together", one_by_one=False)
+            alone, _, alone_out = _timed(config, Path(scratch) / "one_by_one", one_by_one=True)
+            together, timing, together_out = _timed(config, Path(scratch) / "together", one_by_one=False)
+            mismatches = differences(alone_out, together_out)
+        for line in mismatches[:5]:
+            logging.warning("%s: %s", Path(path).name, line)
         n = len(config.conditions)
         shared = timing["shared_prefill"]
         cost = together / (alone / n)  # the shared run in single conditions
@@ -77,7 +71,7 @@ def main() -> None:
                 "prefill_s": round(shared["prefill"], 1),
                 "rows_s": round(shared["continuation"], 1),
                 "other_s": round(timing["seconds"] - shared["prefill"] - shared["continuation"], 1),
-                "identical": alone_samples == together_samples,
+                "identical": not mismatches,
             }
         )
         print(json.dumps(rows[-1]), flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,16 @@ import yaml
 
 from rh_tasks.plugin.command import main
 from rh_tasks.plugin.registration import task_configs_dir
-from rh_tasks.suite import SuiteConfigError, SuiteStateError, load_suite, parse_suite, run_suite, runner
+from rh_tasks.suite import (
+    SuiteConfigError,
+    SuiteStateError,
+    differences,
+    load_suite,
+    parse_suite,
+    run_suite,
+    runner,
+)
+from rh_tasks.suite.identity import compare_samples
 
 BASE = {
     "tasks": [
@@ -240,3 +250,46 @@ def test_the_environment_is_read_once_per_suite_run(suite, tmp_path, monkeypatch
     assert len(calls) == 1 and len(results) == 4
     assert all(r["pretty_env_info"] == results[0]["pretty_env_info"] != "" for r in results)
     assert evaluator.add_env_info is counting  # the suite's own wrapper is gone again
+
+
+def test_differences_name_every_change_between_two_runs(suite, tmp_path):
+    out = run_suite(suite, write_report=False)
+    copy = shutil.copytree(out, tmp_path / "copy")
+    assert differences(out, copy) == []
+
+    samples = next((copy / "conditions" / "retrieval-k1").rglob("samples_niah_*.jsonl"))
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    rows[0]["resps"] = [[rows[0]["resps"][0][0] + "!"]]
+    rows[1]["contains"] = 1.0 - rows[1]["contains"]
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    record = copy / "conditions" / "random-k1-seed0" / "condition.json"
+    content = json.loads(record.read_text())
+    content["rh_masking"]["heads"] = [[0, 0]]
+    record.write_text(json.dumps(content))
+    shutil.rmtree(copy / "conditions" / "none")
+
+    lines = differences(out, copy)
+    assert len(lines) == 4, lines
+    assert lines[0] == "condition none: only in the first"
+    assert lines[1].startswith("random-k1-seed0: masking {")
+    assert lines[2].startswith(f"retrieval-k1/niah doc {rows[0]['doc_id']} (") and " resps " in lines[2]
+    assert lines[3].startswith(f"retrieval-k1/niah doc {rows[1]['doc_id']} (") and ": contains " in lines[3]
+
+
+@pytest.mark.parametrize(
+    "output_type, change, differs",
+    [
+        ("multiple_choice", ["-1.25001", "False"], False),  # float32 rounding of the same sum
+        ("multiple_choice", ["-1.2505", "False"], True),
+        ("multiple_choice", ["-1.25", "True"], True),  # greedy or not is exact
+        ("generate_until", "-1.25001", True),  # generated text is compared as text
+    ],
+)
+def test_log_likelihoods_agree_within_float32_rounding(output_type, change, differs):
+    first = {"doc_hash": "d", "prompt_hash": "p", "target_hash": "t", "metrics": ["acc"], "acc": 1.0}
+    first |= {"output_type": output_type, "resps": [[["-1.25", "False"]]], "filtered_resps": [["-1.25", "False"]]}
+    if output_type == "generate_until":
+        first |= {"resps": [["-1.25"]], "filtered_resps": ["-1.25"]}
+    second = {**first, "resps": [[change]], "filtered_resps": [change]}
+    lines = compare_samples({("mmlu_anatomy", 0, "none"): first}, {("mmlu_anatomy", 0, "none"): second})
+    assert len(lines) == (2 if differs else 0), lines
