@@ -225,6 +225,21 @@ def test_conditions_run_together_give_the_report_of_one_by_one(suite, tmp_path, 
     assert runs[0]["samples"] and runs[0] == runs[1]
 
 
+@pytest.fixture
+def lm_eval_logs():
+    """lm-eval's records reach caplog whatever ran before (``rh-eval plan`` quiets lm-eval, its own setup stops
+    propagation)."""
+    import logging
+
+    log = logging.getLogger("lm_eval")
+    level, propagate = log.level, log.propagate
+    log.setLevel(logging.NOTSET)
+    log.propagate = True
+    yield
+    log.setLevel(level)
+    log.propagate = propagate
+
+
 TWO_KINDS = [  # generation (one request per item) and multiple choice (four per item)
     BASE["tasks"][0],
     {"task": "mmlu_abstract_algebra", "limit": 2},
@@ -247,7 +262,9 @@ class _RecordingBar(runner.tqdm):
 
 
 @pytest.mark.parametrize("one_by_one", [False, True])
-def test_progress_bar_counts_condition_items_as_they_are_computed(suite, tmp_path, monkeypatch, caplog, one_by_one):
+def test_progress_bar_counts_condition_items_as_they_are_computed(
+    suite, tmp_path, monkeypatch, caplog, lm_eval_logs, one_by_one
+):
     """Total and final count are conditions x items; together, the first condition computes them all. lm-eval's
     repeated warning shows once, or every time with verbose."""
     import dataclasses
@@ -282,7 +299,7 @@ def test_item_progress_adds_up_to_whole_items():
     assert counted == [1, 1, 2] and sum(counted) == 4
 
 
-def test_lm_eval_warnings_show_once_and_chatter_is_held_back(caplog):
+def test_lm_eval_warnings_show_once_and_chatter_is_held_back(caplog, lm_eval_logs):
     import logging
 
     from rh_tasks.suite.terminal import suite_output
