@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -27,6 +29,7 @@ from .head_selection import HeadSelection, select_heads
 from .masking import MODES, PHASES, head_output_means, mask_heads
 from .model_source import cached_gguf_sha256, model_source
 from .packaged_data import DATA
+from .progress import AnsweredHook, ItemProgress
 from .shared_prefill import ConditionBatch, Timing
 
 logger = logging.getLogger(__name__)
@@ -73,6 +76,7 @@ class RHMaskedLM(HFLM):
         self._tail = 1
         self._batch: ConditionBatch | None = None
         self._planned: dict[str, dict] = {}
+        self._items: ItemProgress | None = None
 
         start = time.perf_counter()
         super().__init__(pretrained=self._source["path"], **kwargs)
@@ -107,7 +111,14 @@ class RHMaskedLM(HFLM):
         modes = {(state["_mode"], state["_phase"]) for state in planned.values()}
         if len(modes) > 1:
             raise ValueError(f"Conditions evaluated together must share mode and phase; got {sorted(modes)}.")
-        batch = ConditionBatch(self.model, mode=self._mode, phase=self._phase, means=self._means, memory_gb=memory_gb)
+        batch = ConditionBatch(
+            self.model,
+            mode=self._mode,
+            phase=self._phase,
+            means=self._means,
+            memory_gb=memory_gb,
+            on_rows=self._rows_answered,
+        )
         for name, state in planned.items():
             batch.add(name, state["selection"].heads, state["_audit"])
         self._batch, self._planned = batch, planned
@@ -118,6 +129,37 @@ class RHMaskedLM(HFLM):
             raise KeyError(f"{name!r} is not a planned condition; planned: {', '.join(self._planned) or 'none'}.")
         vars(self).update(self._planned[name])
         self._batch.start(name)
+
+    @contextmanager
+    def progress(self, callback: Callable[[int], None]) -> Iterator[None]:
+        """Inside, ``callback(n)`` hears of every ``n`` more items answered, and lm-eval's own bars are off.
+
+        An item is one document of a task, whatever its number of requests (one per choice for multiple choice).
+        Under :meth:`plan_conditions` an item is counted once per condition when it is computed: the first
+        condition to meet a prompt computes it for all of them, so that condition advances by all their items.
+        """
+        items, hook = ItemProgress(callback), self.cache_hook
+        self._items = items
+        self.cache_hook = AnsweredHook(hook, lambda: self._batch is None and items.answered(1))
+        try:
+            yield
+        finally:
+            self._items, self.cache_hook = None, hook
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        with self._answering(requests):
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm or self._items is not None)
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        with self._answering(requests):
+            return super().generate_until(requests, disable_tqdm=disable_tqdm or self._items is not None)
+
+    def _answering(self, requests):
+        return nullcontext() if self._items is None else self._items.call(requests)
+
+    def _rows_answered(self, rows: int) -> None:
+        if self._items is not None:
+            self._items.answered(rows)
 
     def shared_timing(self) -> Timing:
         """Seconds the conditions of :meth:`plan_conditions` spent on shared prefixes and on their own rows."""

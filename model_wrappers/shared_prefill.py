@@ -56,6 +56,8 @@ class ConditionBatch:
         means: per-layer mean head outputs for ``mode="mean"``.
         memory_gb: how much memory the condition rows' KV caches may take at once; more conditions than fit
             run in several batches.
+        on_rows: called with the number of rows (one condition's answer to one request each) as they are
+            computed, for progress reporting.
     """
 
     model: nn.Module
@@ -63,6 +65,7 @@ class ConditionBatch:
     phase: str
     means: dict[int, torch.Tensor] | None = None
     memory_gb: float = MEMORY_GB
+    on_rows: Callable[[int], None] | None = None
     timing: Timing = field(default_factory=Timing)
     _conditions: dict[str, _Condition] = field(default_factory=dict)
     _waiting: list[str] = field(default_factory=list)  # registered, not evaluated yet
@@ -162,6 +165,7 @@ class ConditionBatch:
                 out = generate(rows, max_length=len(ids) + budget, stop=stop, **kwargs)
             for name, row in zip(chunk, out):
                 self._ready[(name, key)] = row[len(ids) :]
+            self._computed(len(chunk))
         self._count(start, len(names))
 
     def _score_all(self, missing: dict, max_length: int, softmax_dtype) -> None:
@@ -181,6 +185,7 @@ class ConditionBatch:
                 rows = [(name, item) for item in same for name in names]
                 for chunk in self._chunks(rows, len(prefix) + length, length):
                     self._score_rows(chunk, cache, length, softmax_dtype)
+                    self._computed(len(chunk))
             self._count(start, len(names) * len(items))
 
     @torch.no_grad()
@@ -238,6 +243,10 @@ class ConditionBatch:
         batches = -(-len(rows) // fit)
         size = -(-len(rows) // batches)  # even batches: 12 rows that fit 11 at once run as 6 + 6, not 11 + 1
         return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+    def _computed(self, rows: int) -> None:
+        if self.on_rows is not None:
+            self.on_rows(rows)
 
     def _count(self, start: float, rows: int) -> None:
         self.timing.continuation += time.perf_counter() - start

@@ -293,3 +293,107 @@ def test_log_likelihoods_agree_within_float32_rounding(output_type, change, diff
     second = {**first, "resps": [[change]], "filtered_resps": [change]}
     lines = compare_samples({("mmlu_anatomy", 0, "none"): first}, {("mmlu_anatomy", 0, "none"): second})
     assert len(lines) == (2 if differs else 0), lines
+
+
+@pytest.fixture
+def lm_eval_logs():
+    """lm-eval's records reach caplog whatever ran before (``rh-eval plan`` quiets lm-eval, its own setup stops
+    propagation)."""
+    import logging
+
+    log = logging.getLogger("lm_eval")
+    level, propagate = log.level, log.propagate
+    log.setLevel(logging.NOTSET)
+    log.propagate = True
+    yield
+    log.setLevel(level)
+    log.propagate = propagate
+
+
+TWO_KINDS = [  # generation (one request per item) and multiple choice (four per item)
+    BASE["tasks"][0],
+    {"task": "mmlu_abstract_algebra", "limit": 2},
+]
+
+
+class _RecordingBar(runner.tqdm):
+    """The suite's bar, remembering its count whenever the runner names the condition and task it is on."""
+
+    made: list = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.at: dict[str, float] = {}
+        self.made.append(self)
+
+    def set_postfix_str(self, s="", refresh=True):
+        self.at.setdefault(s, self.n)
+        return super().set_postfix_str(s, refresh)
+
+
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_progress_bar_counts_condition_items_as_they_are_computed(
+    suite, tmp_path, monkeypatch, caplog, lm_eval_logs, one_by_one
+):
+    """Total and final count are conditions x items; together, the first condition computes them all. lm-eval's
+    repeated warning shows once, or every time with verbose."""
+    import dataclasses
+    import logging
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(runner, "tqdm", _RecordingBar)
+    _RecordingBar.made = []
+    config = dataclasses.replace(suite, tasks=parse_suite({**BASE, "tasks": TWO_KINDS}).tasks, output_dir=str(tmp_path))
+    run_suite(config, write_report=False, one_by_one=one_by_one, verbose=one_by_one)
+    (bar,) = _RecordingBar.made
+    items = 2 + 2
+    assert bar.total == bar.n == 4 * items
+    assert bar.at["retrieval-k1: niah"] == (items if one_by_one else 4 * items)
+    repeats = caplog.text.count("Custom kwargs can be passed")  # niah's and mmlu_abstract_algebra's
+    assert repeats == (2 if one_by_one else 1)
+    assert "lm_eval.evaluator" in caplog.text if one_by_one else "lm_eval.evaluator" not in caplog.text
+
+
+def test_item_progress_adds_up_to_whole_items():
+    from types import SimpleNamespace
+
+    from model_wrappers.progress import ItemProgress
+
+    counted = []
+    progress = ItemProgress(counted.append)
+    requests = [SimpleNamespace(task_name="t", doc_id=d) for d in (0, 0, 0, 1, 1, 1)]  # 3 choices per item
+    progress.answered(5)  # outside a call: not an item of anything
+    with progress.call(requests):
+        for rows in (1, 1, 2, 4, 4):  # 12 rows: two conditions' answers
+            progress.answered(rows)
+    assert counted == [1, 1, 2] and sum(counted) == 4
+
+
+def test_lm_eval_warnings_show_once_and_chatter_is_held_back(caplog, lm_eval_logs):
+    import logging
+
+    from rh_tasks.suite.terminal import suite_output
+
+    def log_all():
+        for task in ("niah", "mmlu_anatomy", "mmlu_virology"):
+            logging.getLogger("lm_eval.api.task").warning("%s: Custom kwargs", task)
+            logging.getLogger("lm_eval.evaluator").info("Running %s requests", task)
+        logging.getLogger("rh_tasks.suite.runner").warning("Design check: one")
+        logging.getLogger("rh_tasks.suite.runner").warning("Design check: two")
+
+    caplog.set_level(logging.INFO)
+    with suite_output():
+        log_all()
+    assert [r.getMessage() for r in caplog.records] == [
+        "niah: Custom kwargs",
+        "Design check: one",
+        "Design check: two",
+        "2 repeated lm-eval warnings were not shown (--verbose shows every log line)",
+    ]
+    caplog.clear()
+    log_all()  # the filter is gone
+    assert len(caplog.records) == 8
+    caplog.clear()
+    with suite_output(verbose=True):
+        log_all()
+    assert len(caplog.records) == 8

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from . import stats
-from .schema import Comparison, FilterSummary, ModelReport
+from .schema import Comparison, FilterSummary, ModelReport, TaskSummary
 
 ARM_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}  # how reports list comparisons
 _UNIT_WORDS = {
@@ -64,16 +64,7 @@ def statements(model: ModelReport, family_size: int, confidence: float) -> list[
     for task in (t for t in model.tasks if t.headline):
         metric, bounded = task.primary_metric, task.bounded
         for f, summary in task.filters.items():
-            chosen = sorted(
-                (
-                    c
-                    for c in model.comparisons
-                    if (c.task, c.filter, c.metric) == (task.task, f, metric)
-                    and c.in_family
-                    and (model.headline_k is None or c.arm.k in (None, model.headline_k))
-                ),
-                key=listing_order,
-            )
+            chosen = _headline_comparisons(model, task, f)
             where = f", filter {f}" if len(task.filters) > 1 else ""
             unit = "context" if summary.n_clusters < summary.n else "item"
             reach = summary.min_attainable_p_holm
@@ -107,6 +98,60 @@ def statements(model: ModelReport, family_size: int, confidence: float) -> list[
                 )
             paragraphs.append(" ".join(lines))
     return paragraphs
+
+
+def _headline_comparisons(model: ModelReport, task: TaskSummary, f: str) -> list[Comparison]:
+    """The task's comparisons in the corrected family at the headline K, in listing order."""
+    return sorted(
+        (
+            c
+            for c in model.comparisons
+            if (c.task, c.filter, c.metric) == (task.task, f, task.primary_metric)
+            and c.in_family
+            and (model.headline_k is None or c.arm.k in (None, model.headline_k))
+        ),
+        key=listing_order,
+    )
+
+
+def answers(model: ModelReport) -> list[str]:
+    """One sentence per headline task (its first filter): what masking its retrieval heads does, at the headline K.
+
+    The causal contrast (retrieval minus random heads) answers when the suite has a random control, else
+    retrieval (or explicit) heads against the unmasked run.
+    """
+    sentences = []
+    for task in (t for t in model.tasks if t.headline):
+        f = next(iter(task.filters))
+        name = task.task + (f" ({f})" if len(task.filters) > 1 else "")
+        chosen = _headline_comparisons(model, task, f)
+        c = next((c for kind in ("contrast", "retrieval", "explicit") for c in chosen if c.arm.kind == kind), None)
+        sentences.append(f"{name}: " + ("no masked condition to compare." if c is None else _answer(c, task.bounded)))
+    return sentences
+
+
+def _answer(c: Comparison, bounded: bool) -> str:
+    r = c.result
+    numbers = (
+        f"{c.arm.label}: {format_value(r.delta, bounded, signed=True)}{' points' if bounded else ''} "
+        f"[{format_value(r.ci_low, bounded, signed=True)}, {format_value(r.ci_high, bounded, signed=True)}]"
+    )
+    if includes_zero(c):
+        return f"no effect shows ({numbers}; the interval includes 0)."
+    direction = "lowers" if r.delta < 0 else "raises"
+    effect = (
+        f"masking its retrieval heads {direction} the score more than masking random heads"
+        if c.arm.kind == "contrast"
+        else f"masking {c.arm.label} {direction} the score"
+    )
+    if c.p_holm is not None and c.p_holm < stats.ALPHA:
+        return f"{effect} ({numbers}, Holm p = {format_p(c.p_holm)})."
+    if c.min_attainable_p_holm is not None and c.min_attainable_p_holm >= stats.ALPHA:
+        return (
+            f"{effect} ({numbers}), but this design cannot show it as significant (its smallest Holm p is "
+            f"{format_p(c.min_attainable_p_holm)})."
+        )
+    return f"{effect} ({numbers}), not significant after Holm correction (p = {format_p(c.p_holm)})."
 
 
 def _units(c: Comparison) -> str:

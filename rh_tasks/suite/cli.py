@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 
 from model_wrappers.condition import MEMORY_GB
 from rh_tasks.plugin.errors import CommandError, command
@@ -31,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-report", action="store_true", help="run the conditions but do not write the report")
     parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every log line of rh-eval and lm-eval (by default lm-eval's INFO lines are held back and each of "
+        "its warnings shows once)",
+    )
+    parser.add_argument(
         "--one-by-one",
         action="store_true",
         help="compute every condition on its own instead of prefilling each prompt once for all of them (same "
@@ -51,7 +58,8 @@ def main(args: argparse.Namespace) -> int:
     from rh_tasks.plugin.registration import register
 
     from .config import load_suite
-    from .runner import SuiteStateError, run_suite
+    from .runner import SuiteStateError, run_suite, write_suite_report
+    from .summary import runs_only, summary
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     register()
@@ -62,9 +70,10 @@ def main(args: argparse.Namespace) -> int:
         out = run_suite(
             config,
             force=args.force,
-            write_report=not args.no_report,
+            write_report=False,
             one_by_one=args.one_by_one,
             memory_gb=args.memory_gb,
+            verbose=args.verbose,
         )
     except SuiteStateError as err:
         raise CommandError(str(err)) from None
@@ -74,5 +83,6 @@ def main(args: argparse.Namespace) -> int:
             "is run again, which resumes the suite."
         )
         return 130
-    print(f"Suite complete: {out}" + ("" if args.no_report else f"; report in {out / 'report'}"))
+    print(f"Suite complete: {out}")
+    print(runs_only(out) if args.no_report else summary(write_suite_report(out), shutil.get_terminal_size().columns))
     return 0

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -31,6 +32,12 @@ from model_wrappers.files import atomic_write_text, writable_folder
 
 from .config import SuiteConfig
 from .tasks import TaskCache, task_metadata
+from .terminal import suite_output
+
+if TYPE_CHECKING:
+    from rh_tasks.report import ReportFiles
+
+    from .plan import TaskDesign
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +76,7 @@ def _is_complete(folder: Path, config: SuiteConfig) -> bool:
     return record.is_file() and json.loads(record.read_text()).get("config_hash") == config.digest()
 
 
-def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, tasks: TaskCache) -> None:
+def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, tasks: TaskCache, bar: tqdm) -> None:
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
 
@@ -78,6 +85,7 @@ def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, 
     partial.mkdir(parents=True)
     start = time.perf_counter()
     for spec in config.tasks:
+        bar.set_postfix_str(f"{condition.name}: {spec.task}")
         manager, built = tasks.load(spec.task, task_metadata(config) | spec.metadata, spec.num_fewshot)
         tracker = EvaluationTracker(output_path=str(partial))
         results = simple_evaluate(
@@ -132,11 +140,11 @@ def _environment_read_once():
         evaluator.add_env_info = original
 
 
-def warn_about_design(config: SuiteConfig, tasks: TaskCache) -> None:
+def warn_about_design(config: SuiteConfig, designs: list[TaskDesign]) -> None:
     """Say before any compute when a task's design cannot reach significance after Holm correction."""
-    from .plan import check_design, describe, task_designs
+    from .plan import check_design, describe
 
-    for problem, sentence in describe(check_design(config, task_designs(config, tasks))):
+    for problem, sentence in describe(check_design(config, designs)):
         (logger.warning if problem else logger.info)("Design check: %s", sentence)
 
 
@@ -147,15 +155,17 @@ def run_suite(
     write_report: bool = True,
     one_by_one: bool = False,
     memory_gb: float = MEMORY_GB,
+    verbose: bool = False,
 ) -> Path:
     """Run the conditions that are not complete yet; return the output folder.
 
     By default the pending conditions are evaluated together (:meth:`RHMaskedLM.plan_conditions`): each prompt
     is prefilled once for all of them, and their rows are batched within ``memory_gb``. ``one_by_one`` computes
     every condition on its own, for comparison and debugging; the results are the same.
-    """
-    from model_wrappers.rh_masked import RHMaskedLM
 
+    One progress bar counts condition-items (conditions x each task's items) as they are computed. Unless
+    ``verbose``, lm-eval's INFO lines are held back and each of its warnings shows once (:mod:`.terminal`).
+    """
     out = Path(config.output_dir)
     _claim_output(config, out, force)
     conditions_dir = out / "conditions"
@@ -163,40 +173,59 @@ def run_suite(
     done = len(config.conditions) - len(pending)
     if done:
         logger.info("Resuming: %d of %d conditions are complete and match the config", done, len(config.conditions))
-
     if pending:
-        tasks = TaskCache()
-        warn_about_design(config, tasks)
-        lm = RHMaskedLM(
-            pretrained=config.pretrained, batch_size=config.batch_size, device=config.device, **config.model_args
+        with suite_output(verbose):
+            timing = _run_pending(config, pending, conditions_dir, one_by_one=one_by_one, memory_gb=memory_gb)
+        _write_json(out / "timing.json", timing)
+    if write_report:
+        write_suite_report(out)
+    return out
+
+
+def write_suite_report(out: Path) -> ReportFiles:
+    """The report of a suite's conditions, in ``report/`` of its output folder."""
+    from rh_tasks.report import write_report
+
+    return write_report([str(out / "conditions")], out / "report")
+
+
+def _run_pending(
+    config: SuiteConfig, pending: list[Condition], conditions_dir: Path, *, one_by_one: bool, memory_gb: float
+) -> dict:
+    """Evaluate the pending conditions under one progress bar; return their timing."""
+    from model_wrappers.rh_masked import RHMaskedLM
+
+    from .plan import task_designs
+
+    tasks = TaskCache()
+    designs = task_designs(config, tasks)
+    warn_about_design(config, designs)
+    lm = RHMaskedLM(
+        pretrained=config.pretrained, batch_size=config.batch_size, device=config.device, **config.model_args
+    )
+    masking = dict(head_scores=config.head_scores, mode=config.mode, phase=config.phase, unit=config.unit)
+    arguments = {
+        c.name: dict(
+            heads=c.kind, k=c.k, seed=c.seed or 0, match=config.match if c.kind == "random" else None, **masking
         )
-        masking = dict(head_scores=config.head_scores, mode=config.mode, phase=config.phase, unit=config.unit)
-        arguments = {
-            c.name: dict(
-                heads=c.kind, k=c.k, seed=c.seed or 0, match=config.match if c.kind == "random" else None, **masking
-            )
-            for c in pending
-        }
-        if one_by_one:
-            for condition in pending:  # every head set is resolved, and so validated, before any evaluation
-                lm.remask(**arguments[condition.name])
-        else:
-            lm.plan_conditions(arguments, memory_gb)
-        start = time.perf_counter()
-        with _environment_read_once():
-            for condition in tqdm(pending, desc="conditions", unit="condition"):
+        for c in pending
+    }
+    if one_by_one:
+        for condition in pending:  # every head set is resolved, and so validated, before any evaluation
+            lm.remask(**arguments[condition.name])
+    else:
+        lm.plan_conditions(arguments, memory_gb)
+    start = time.perf_counter()
+    total = len(pending) * sum(design.items for design in designs)
+    with tqdm(total=total, desc=f"{len(pending)} conditions", unit="item", dynamic_ncols=True) as bar:
+        with lm.progress(bar.update), _environment_read_once():
+            for condition in pending:
                 if one_by_one:
                     lm.remask(**arguments[condition.name])
                 else:
                     lm.use_condition(condition.name)
-                _run_condition(lm, config, condition, conditions_dir / condition.name, tasks)
-        timing = {"conditions": len(pending), "one_by_one": one_by_one, "seconds": time.perf_counter() - start}
-        if not one_by_one:
-            timing["shared_prefill"] = asdict(lm.shared_timing())
-        _write_json(out / "timing.json", timing)
-
-    if write_report:
-        from rh_tasks.report import write_report as build_report
-
-        build_report([str(conditions_dir)], out / "report")
-    return out
+                _run_condition(lm, config, condition, conditions_dir / condition.name, tasks, bar)
+    timing = {"conditions": len(pending), "one_by_one": one_by_one, "seconds": time.perf_counter() - start}
+    if not one_by_one:
+        timing["shared_prefill"] = asdict(lm.shared_timing())
+    return timing
