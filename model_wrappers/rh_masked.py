@@ -248,6 +248,7 @@ class RHMaskedLM(HFLM):
                 generation_kwargs,
                 generate=super()._model_generate,
                 pad_token_id=self.tokenizer.pad_token_id,
+                decode=lambda tokens: self.tok_decode(tokens, skip_special_tokens=False),
             )
         with self._masked():
             return super()._model_generate(context, max_length, stop, **generation_kwargs)

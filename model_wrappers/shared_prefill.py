@@ -28,6 +28,8 @@ from .audit import MaskingAudit, MaskingError
 from .condition import MEMORY_GB
 from .masking import Head, mask_rows
 
+FIRST_STAGE = 8  # tokens every condition row generates before rows with a complete answer leave the batch
+
 
 @dataclass
 class _Condition:
@@ -109,11 +111,13 @@ class ConditionBatch:
         generation_kwargs: dict,
         generate: Callable[..., torch.Tensor],
         pad_token_id: int,
+        decode: Callable[[list[int]], str],
     ) -> torch.Tensor:
         """What ``generate`` returns for ``context`` ``[B, T]`` (left-padded) under the current condition.
 
-        ``generate`` is lm-eval's ``_model_generate`` (its stopping criteria and generation arguments); each row
-        is continued without its padding, and the result is laid out as a padded batch generation would be.
+        ``generate`` is lm-eval's ``_model_generate`` (its stopping criteria and generation arguments), and
+        ``decode`` turns tokens into text with special tokens kept, as those criteria read them. Each row is
+        continued without its padding, and the result is laid out as a padded batch generation would be.
         """
         width = context.shape[1]
         budget = max_length - width
@@ -123,7 +127,7 @@ class ConditionBatch:
             ids = context[index] if attention_mask is None else context[index][attention_mask[index].bool()]
             key = ("generate", tuple(ids.tolist()), budget, tuple(stop), options)
             if (self._current, key) not in self._ready:
-                self._generate_all(key, ids, budget, stop, generation_kwargs, generate)
+                self._generate_all(key, ids, budget, stop, generation_kwargs, generate, decode)
             rows.append((ids, self._ready.pop((self._current, key))))
         longest = max(len(new) for _, new in rows)
         out = torch.full((len(rows), width + longest), pad_token_id, dtype=context.dtype, device=context.device)
@@ -151,22 +155,57 @@ class ConditionBatch:
             raise RuntimeError("No condition started: call start(name) before evaluating.")
         return [self._current, *self._waiting]
 
-    def _generate_all(self, key, ids, budget, stop, generation_kwargs, generate) -> None:
+    def _generate_all(self, key, ids, budget, stop, generation_kwargs, generate, decode) -> None:
         names = self._names()
         prefix = len(ids) - 1 if self.phase == "decode" else 0
         cache = self._prefill(ids[:prefix])
         start = time.perf_counter()
         for chunk in self._chunks(names, len(ids) + budget, len(ids) - prefix):
-            rows = ids.unsqueeze(0).repeat(len(chunk), 1)
-            kwargs = dict(generation_kwargs, attention_mask=torch.ones_like(rows))
-            if cache is not None:
-                kwargs[self._cache_keyword] = _repeat(cache, len(chunk))
-            with self._rows(chunk, fresh=len(ids) - prefix):
-                out = generate(rows, max_length=len(ids) + budget, stop=stop, **kwargs)
-            for name, row in zip(chunk, out):
-                self._ready[(name, key)] = row[len(ids) :]
+            rows = transformers.DynamicCache(config=self.model.config) if cache is None else _repeat(cache, len(chunk))
+            answers = self._decode(chunk, ids, rows, budget, stop, generation_kwargs, generate, decode)
+            for name, new in zip(chunk, answers):
+                self._ready[(name, key)] = new
             self._computed(len(chunk))
         self._count(start, len(names))
+
+    def _decode(self, chunk, ids, cache, budget, stop, generation_kwargs, generate, decode) -> list[torch.Tensor]:
+        """The new tokens ``generate`` gives each of ``chunk``'s rows after ``ids``, continuing ``cache``.
+
+        Greedy rows generate in stages of doubling length, and a row whose answer is complete (it holds a stop
+        sequence or an end-of-text token) leaves the batch: lm-eval cuts everything after that point anyway, and
+        the rows still running stop paying for it.
+        """
+        end = len(ids) + budget
+        stage = FIRST_STAGE if _stageable(generation_kwargs) else budget
+        eos = _eos_ids(self.model)
+        sequences, alive, answers = ids.unsqueeze(0).repeat(len(chunk), 1), list(range(len(chunk))), {}
+        fresh = len(ids) - cache.get_seq_length()
+        while alive:
+            width = sequences.shape[1]
+            kwargs = dict(generation_kwargs, attention_mask=torch.ones_like(sequences))
+            kwargs[self._cache_keyword] = cache
+            with self._rows([chunk[index] for index in alive], fresh=fresh):
+                sequences = generate(sequences, max_length=min(width + stage, end), stop=stop, **kwargs)
+            over = sequences.shape[1] < min(width + stage, end) or sequences.shape[1] >= end  # every row stopped
+            keep = []
+            for position, (index, row) in enumerate(zip(alive, sequences)):
+                new = row[len(ids) :]
+                if over or _complete(new, stop, eos, decode):
+                    answers[index] = new
+                else:
+                    keep.append(position)
+            if keep and len(keep) < len(alive):
+                cache.batch_select_indices(torch.tensor(keep, device=sequences.device))
+                sequences = sequences[keep]
+            alive = [alive[position] for position in keep]
+            if alive and cache.get_seq_length() != sequences.shape[1] - 1:
+                raise MaskingError(
+                    f"After a generation stage the KV cache holds {cache.get_seq_length()} positions for "
+                    f"{sequences.shape[1]} tokens (transformers {transformers.__version__}). Run the conditions one "
+                    "by one."
+                )
+            fresh, stage = 1, stage * 2
+        return [answers[index] for index in range(len(chunk))]
 
     def _score_all(self, missing: dict, max_length: int, softmax_dtype) -> None:
         names = self._names()
@@ -252,6 +291,27 @@ class ConditionBatch:
         self.timing.continuation += time.perf_counter() - start
         self.timing.prompts += 1
         self.timing.rows += rows
+
+
+def _stageable(generation_kwargs: dict) -> bool:
+    """Greedy generation whose arguments mean the same when a generation resumes: not ``min_new_tokens`` or
+    ``max_new_tokens``, which count from where each call starts."""
+    return not generation_kwargs.get("do_sample") and not {"min_new_tokens", "max_new_tokens"} & set(generation_kwargs)
+
+
+def _eos_ids(model: nn.Module) -> set[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+
+
+def _complete(new: torch.Tensor, stop: Sequence[str], eos: set[int], decode) -> bool:
+    """Whether a row's answer can no longer change: lm-eval keeps its text only up to the first stop sequence,
+    and generation ends at an end-of-text token."""
+    tokens = new.tolist()
+    if eos & set(tokens):
+        return True
+    text = decode(tokens)
+    return any(term and term in text for term in stop)
 
 
 def _cache_keyword(model: nn.Module) -> str:

@@ -11,6 +11,7 @@ from conftest import TINY_CONFIGS, cache_keyword, kv_cache_in, tiny_model
 from model_wrappers import ConditionBatch, MaskingAudit, MaskingError, mask_heads, mask_rows
 from model_wrappers.masking import head_output_means
 from model_wrappers.rh_masked import RHMaskedLM
+from model_wrappers.shared_prefill import FIRST_STAGE
 
 ROWS = [[], [(0, 1), (1, 2)], [(1, 0)], [(0, 3), (1, 1), (1, 3)]]  # one head set per condition; [] is unmasked
 
@@ -132,6 +133,29 @@ def test_planned_conditions_generate_as_one_by_one(tiny_checkpoint, mode, phase)
     for name in ("a", "b", "c"):
         audit = together[name][1]
         assert audit["clean"] and audit["forward_passes"] == 6  # the last prompt token, then 5 decoded tokens
+
+
+@pytest.mark.parametrize("phase", ["decode", "all"])
+def test_rows_with_a_complete_answer_leave_the_batch_without_changing_answers(tiny_checkpoint, phase):
+    """A row that meets a stop sequence in its first stage leaves the batch; the other rows go on, each with its
+    own cache."""
+    lm = _lm(tiny_checkpoint)
+    ids = torch.randint(5, 96, (1, 30), generator=torch.Generator().manual_seed(0))
+    free = _one_by_one(lm, dict(phase=phase), lambda lm: lm._model_generate(ids, max_length=60, stop=[]).tolist())
+    tails = {name: tokens[0][30:] for name, (tokens, _) in free.items()}
+    # a stop sequence that "a" generates in its first stage and the other conditions rarely do
+    token = min(tails["a"][:FIRST_STAGE], key=lambda token: sum(token in tail for tail in tails.values()))
+    stop = lm.tok_decode([token], skip_special_tokens=False)
+
+    def generate(lm):
+        out = lm._model_generate(ids, max_length=60, stop=[stop], do_sample=False)[0, 30:].tolist()
+        return lm.tok_decode(out).split(stop)[0]  # what lm-eval keeps of a generation
+
+    alone = _one_by_one(lm, dict(phase=phase), generate)
+    together = _together(lm, dict(phase=phase), generate)
+    assert {name: together[name][0] for name in CONDITIONS} == {name: alone[name][0] for name in CONDITIONS}
+    passes = {name: together[name][1]["forward_passes"] for name in ("a", "b", "c")}
+    assert passes["a"] <= FIRST_STAGE < min(passes["b"], passes["c"]), passes  # "a" left after its first stage
 
 
 def test_a_small_memory_budget_splits_rows_without_changing_results(tiny_checkpoint):
