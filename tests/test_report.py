@@ -12,6 +12,7 @@ import pytest
 from rh_tasks.plugin.command import main
 from rh_tasks.report import ReportInputError, write_report
 from rh_tasks.report.failures import classify, words
+from rh_tasks.report.narrative import answers
 from rh_tasks.report.schema import to_json
 
 MODEL = "/models/tiny-llama"
@@ -751,7 +752,11 @@ def test_a_task_the_model_cannot_do_is_called_so(tmp_path):
             masking=masking,
         ),
     ]
-    statements = written(write_report(runs, tmp_path / "out", **FAST))["models"][0]["statements"]
+    files = write_report(runs, tmp_path / "out", **FAST)
+    statements = written(files)["models"][0]["statements"]
     floor = "The model scores 0 on these items unmasked"
     assert [floor in s for s in statements if s.startswith("gsm8k_cot")] == [True, True]  # both filters
     assert not any(floor in s for s in statements if s.startswith("mmlu"))
+    said = dict(sentence.split(": ", 1) for sentence in answers(files.report.models[0]))
+    assert said["gsm8k_cot (flexible-extract)"].startswith("the model scores 0 on it unmasked, so it cannot tell")
+    assert not said["mmlu"].startswith("the model scores 0")

@@ -126,16 +126,25 @@ def answers(model: ModelReport) -> list[str]:
         name = task.task + (f" ({f})" if len(task.filters) > 1 else "")
         chosen = _headline_comparisons(model, task, f)
         c = next((c for kind in ("contrast", "retrieval", "explicit") for c in chosen if c.arm.kind == kind), None)
-        sentences.append(f"{name}: " + ("no masked condition to compare." if c is None else _answer(c, task.bounded)))
+        if c is None:
+            sentences.append(f"{name}: no masked condition to compare.")
+        elif task.bounded and task.filters[f].baseline == 0:
+            sentences.append(f"{name}: the model scores 0 on it unmasked, so it cannot tell ({_numbers(c, True)}).")
+        else:
+            sentences.append(f"{name}: {_answer(c, task.bounded)}")
     return sentences
 
 
-def _answer(c: Comparison, bounded: bool) -> str:
+def _numbers(c: Comparison, bounded: bool) -> str:
     r = c.result
-    numbers = (
+    return (
         f"{c.arm.label}: {format_value(r.delta, bounded, signed=True)}{' points' if bounded else ''} "
         f"[{format_value(r.ci_low, bounded, signed=True)}, {format_value(r.ci_high, bounded, signed=True)}]"
     )
+
+
+def _answer(c: Comparison, bounded: bool) -> str:
+    r, numbers = c.result, _numbers(c, bounded)
     if includes_zero(c):
         return f"no effect shows ({numbers}; the interval includes 0)."
     direction = "lowers" if r.delta < 0 else "raises"
@@ -151,7 +160,7 @@ def _answer(c: Comparison, bounded: bool) -> str:
             f"{effect} ({numbers}), but this design cannot show it as significant (its smallest Holm p is "
             f"{format_p(c.min_attainable_p_holm)})."
         )
-    return f"{effect} ({numbers}), not significant after Holm correction (p = {format_p(c.p_holm)})."
+    return f"{effect} ({numbers}), not significant after Holm correction (Holm p = {format_p(c.p_holm)})."
 
 
 def _units(c: Comparison) -> str:
