@@ -61,7 +61,10 @@ def _task_bars_off() -> Iterator[None]:
     """lm-eval draws a bar per task while building its requests, and has no switch for it."""
     import lm_eval.api.task as task_module
 
-    original = task_module.tqdm
+    original = getattr(task_module, "tqdm", None)
+    if original is None:  # a release that draws no such bar, or draws it elsewhere
+        yield
+        return
     task_module.tqdm = functools.partial(original, disable=True)
     try:
         yield
