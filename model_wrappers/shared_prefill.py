@@ -122,13 +122,15 @@ class ConditionBatch:
         width = context.shape[1]
         budget = max_length - width
         options = tuple(sorted((key, repr(value)) for key, value in generation_kwargs.items()))
-        rows = []
+        rows, answered = [], {}  # a prompt may come twice in one call
         for index in range(context.shape[0]):
             ids = context[index] if attention_mask is None else context[index][attention_mask[index].bool()]
             key = ("generate", tuple(ids.tolist()), budget, tuple(stop), options)
-            if (self._current, key) not in self._ready:
-                self._generate_all(key, ids, budget, stop, generation_kwargs, generate, decode)
-            rows.append((ids, self._ready.pop((self._current, key))))
+            if key not in answered:
+                if (self._current, key) not in self._ready:
+                    self._generate_all(key, ids, budget, stop, generation_kwargs, generate, decode)
+                answered[key] = self._ready.pop((self._current, key))
+            rows.append((ids, answered[key]))
         longest = max(len(new) for _, new in rows)
         out = torch.full((len(rows), width + longest), pad_token_id, dtype=context.dtype, device=context.device)
         for index, (ids, new) in enumerate(rows):
@@ -148,7 +150,8 @@ class ConditionBatch:
         missing = {key: request for key, request in zip(keys, requests) if (self._current, key) not in self._ready}
         if missing:
             self._score_all(missing, max_length, softmax_dtype)
-        return [self._ready.pop((self._current, key)) for key in keys]
+        answered = {key: self._ready.pop((self._current, key)) for key in dict.fromkeys(keys)}  # once per request
+        return [answered[key] for key in keys]
 
     def _names(self) -> list[str]:
         if self._current is None:

@@ -158,6 +158,23 @@ def test_rows_with_a_complete_answer_leave_the_batch_without_changing_answers(ti
     assert passes["a"] <= FIRST_STAGE < min(passes["b"], passes["c"]), passes  # "a" left after its first stage
 
 
+def test_a_request_that_comes_twice_in_one_call_gets_its_answer_twice(tiny_checkpoint):
+    lm = _lm(tiny_checkpoint)
+    ids = torch.randint(5, 96, (1, 20), generator=torch.Generator().manual_seed(1))
+    twice = (_requests()[0], _requests()[2], _requests()[0])
+
+    def evaluate(lm):
+        scores = lm._loglikelihood_tokens(list(twice), disable_tqdm=True)
+        return scores, lm._model_generate(ids.repeat(2, 1), max_length=26, stop=[]).tolist()
+
+    alone = _one_by_one(lm, dict(phase="decode"), evaluate)
+    together = _together(lm, dict(phase="decode"), evaluate)
+    for name in CONDITIONS:
+        (scores, generated), (expected_scores, expected) = together[name][0], alone[name][0]
+        assert scores[0] == scores[2] and generated[0] == generated[1] and generated == expected
+        assert [p for p, _ in scores] == pytest.approx([p for p, _ in expected_scores], abs=2e-4)
+
+
 def test_a_small_memory_budget_splits_rows_without_changing_results(tiny_checkpoint):
     lm = _lm(tiny_checkpoint)
     masking = dict(phase="decode")

@@ -297,8 +297,7 @@ def test_log_likelihoods_agree_within_float32_rounding(output_type, change, diff
 
 @pytest.fixture
 def lm_eval_logs():
-    """lm-eval's records reach caplog whatever ran before (``rh-eval plan`` quiets lm-eval, its own setup stops
-    propagation)."""
+    """lm-eval's records reach caplog whatever ran before (lm-eval's own logging setup may stop propagation)."""
     import logging
 
     log = logging.getLogger("lm_eval")

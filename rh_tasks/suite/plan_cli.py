@@ -37,12 +37,17 @@ def main(args: argparse.Namespace) -> int:
     from .plan import check_design, describe, task_designs
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notes on task metadata are noise here
     if not 0 < args.effect <= 100:
         raise CommandError(f"--effect {args.effect} must be between 0 and 100 points.")
     register()
     config = load_suite(args.suite_file)
-    plan = check_design(config, task_designs(config), effect=args.effect / 100)
+    lm_eval_logger = logging.getLogger("lm_eval")
+    level = lm_eval_logger.level
+    lm_eval_logger.setLevel(logging.ERROR)  # its notes on task metadata are noise here
+    try:
+        plan = check_design(config, task_designs(config), effect=args.effect / 100)
+    finally:
+        lm_eval_logger.setLevel(level)
     print(
         f"{args.suite_file}: {plan.family_size} headline tests corrected together (Holm), "
         f"{plan.seeds} random seed{'s' if plan.seeds != 1 else ''}, alpha = 0.05."
