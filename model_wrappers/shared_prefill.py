@@ -1,11 +1,10 @@
 """Several masking conditions from one prefill: the engine behind ``rh-eval suite``.
 
 Under the paper's decode phase every condition reads a prompt unmasked up to its last token, so that work is the
-same in all of them. :class:`ConditionBatch` computes it once per prompt, copies its KV cache into one batch row
-per condition, and lets each row continue with its own heads masked (:func:`mask_rows`): the last prompt token
-and every generated token for generation, the positions that score the continuation for a loglikelihood request.
-Decoding is memory-bound, so the rows cost little more than one. Under ``phase=all`` nothing is shared, but the
-conditions still run as rows of one batch.
+same in all of them. :class:`ConditionBatch` computes it once per prompt, lets one batch row per condition read
+its KV cache, and lets each row continue with its own heads masked (:func:`mask_rows`): the last prompt token and
+every generated token for generation, the positions that score the continuation for a loglikelihood request.
+Under ``phase=all`` nothing is shared, but the conditions still run as rows of one batch.
 
 lm-eval evaluates one condition at a time. The first condition to meet a prompt computes it for every condition
 that has not run yet; the others find their answers waiting.
