@@ -162,12 +162,12 @@ def interrupted_suite(ws: Workspace, monkeypatch) -> Outcome:
     calls = []
     finish = runner._run_condition
 
-    def run_condition(lm, config, condition, folder, tasks):
+    def run_condition(lm, config, condition, folder, *args):
         calls.append(condition.name)
         if len(calls) == 2:
             (folder.with_name(f".partial-{folder.name}")).mkdir(parents=True)
             raise KeyboardInterrupt
-        finish(lm, config, condition, folder, tasks)
+        finish(lm, config, condition, folder, *args)
 
     monkeypatch.setattr(runner, "_run_condition", run_condition)
     outcome = cli(ws, "suite", suite_file(ws))
