@@ -74,7 +74,7 @@ def statements(model: ModelReport, family_size: int, confidence: float) -> list[
                 + (f" ({format_p(reach)} after Holm correction over {family_size} tests)" if reach is not None else "")
                 + f". Unmasked score {format_value(summary.baseline, bounded)}."
             ]
-            if bounded and summary.baseline == 0:
+            if _cannot_tell(summary, bounded):
                 lines.append(
                     "The model scores 0 on these items unmasked, so there is no ability here for masking to remove: "
                     "this task cannot tell whether the ability depends on retrieval heads in this model."
@@ -98,6 +98,11 @@ def statements(model: ModelReport, family_size: int, confidence: float) -> list[
                 )
             paragraphs.append(" ".join(lines))
     return paragraphs
+
+
+def _cannot_tell(summary: FilterSummary, bounded: bool) -> bool:
+    """A [0, 1] score at 0 unmasked leaves masking nothing to remove, whatever the masked runs score."""
+    return bounded and summary.baseline == 0
 
 
 def _headline_comparisons(model: ModelReport, task: TaskSummary, f: str) -> list[Comparison]:
@@ -128,7 +133,7 @@ def answers(model: ModelReport) -> list[str]:
         c = next((c for kind in ("contrast", "retrieval", "explicit") for c in chosen if c.arm.kind == kind), None)
         if c is None:
             sentences.append(f"{name}: no masked condition to compare.")
-        elif task.bounded and task.filters[f].baseline == 0:
+        elif _cannot_tell(task.filters[f], task.bounded):
             sentences.append(f"{name}: the model scores 0 on it unmasked, so it cannot tell ({_numbers(c, True)}).")
         else:
             sentences.append(f"{name}: {_answer(c, task.bounded)}")
