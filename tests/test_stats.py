@@ -75,53 +75,16 @@ def test_minimum_detectable_effect_without_units_uses_z():
     assert stats.minimum_detectable_effect(1.0) == pytest.approx(1.959964 + 0.841621, abs=1e-5)
 
 
-def test_bootstrap_is_seeded_and_degenerate_safe():
-    d = np.random.default_rng(0).normal(size=50)
-    assert stats.bootstrap_mean_ci(d, seed=4) == stats.bootstrap_mean_ci(d, seed=4)
-    assert stats.bootstrap_mean_ci([0.0] * 10) == (0.0, 0.0)
-    with pytest.raises(ValueError):
-        stats.bootstrap_mean_ci([])
-
-
-def test_bootstrap_matches_naive_resampling():
-    d = np.random.default_rng(1).choice([-1.0, 0.0, 1.0], p=[0.3, 0.5, 0.2], size=80)
-    rng = np.random.default_rng(2)
-    naive = d[rng.integers(0, d.size, size=(20_000, d.size))].mean(axis=1)
-    low, high = stats.bootstrap_mean_ci(d, n_resamples=20_000, seed=3)
-    assert low == pytest.approx(np.quantile(naive, 0.025), abs=0.013)
-    assert high == pytest.approx(np.quantile(naive, 0.975), abs=0.013)
-
-
-@pytest.mark.parametrize("kind", ["continuous", "binary"])
-def test_bootstrap_ci_coverage(kind):
-    """About 95% of intervals cover the true paired effect over 200 simulated experiments."""
-    rng = np.random.default_rng(11)
-    covered = 0
-    for i in range(200):
-        if kind == "continuous":
-            baseline = rng.normal(0.5, 0.2, size=60)
-            treated = baseline - 0.1 + rng.normal(0, 0.25, size=60)
-            truth = -0.1
-        else:  # per item: lose with p=.3, gain with p=.1 -> true effect -0.2
-            baseline = (rng.random(80) < 0.8).astype(float)
-            u = rng.random(80)
-            treated = np.where(baseline == 1, (u >= 0.375).astype(float), (u < 0.5).astype(float))
-            truth = 0.8 * -0.375 + 0.2 * 0.5
-        low, high = stats.bootstrap_mean_ci(treated - baseline, n_resamples=2000, seed=i)
-        covered += low <= truth <= high
-    assert 0.90 <= covered / 200 <= 0.985
-
-
 def test_compare_paired_picks_the_test():
     independent = stats.compare_paired([1, 1, 1, 0], [0, 0, 1, 0])
-    assert (independent.test, independent.unit, independent.n_clusters) == ("mcnemar-exact", "item", 4)
+    assert (independent.test, independent.unit, independent.n_clusters) == ("exact McNemar", "item", 4)
     assert independent.delta == pytest.approx(-0.5)
-    assert independent.p_value == pytest.approx(0.5)  # 2 lost, 0 gained: 2 / 4
-    assert independent.min_attainable_p == pytest.approx(1 / 8)
+    assert independent.p_exact == pytest.approx(0.5)  # 2 lost, 0 gained: 2 / 4
+    assert independent.min_attainable_p == pytest.approx(0.5)  # 2 discordant pairs: 2 / 2^2, not 2 / 2^4
     clustered = stats.compare_paired([1, 1, 1, 0], [0, 0, 1, 0], clusters=["a", "a", "b", "b"])
     assert clustered.test == "sign-flip on cluster sums (exact)" and clustered.unit == "cluster"
     assert clustered.p_value == 1.0  # one nonzero cluster sum (-2): both of its signs are as extreme
-    assert (clustered.n_clusters, clustered.min_attainable_p) == (2, 0.5)
+    assert (clustered.n_clusters, clustered.min_attainable_p) == (2, 1.0)  # the zero cluster does not count
     continuous = stats.compare_paired([0.5, 1.0, 0.2], [0.0, 0.25, 0.2])
     assert continuous.test == "sign-flip on items (exact)"
     assert continuous.se_clustered is None
@@ -146,32 +109,20 @@ def test_cluster_flips_at_the_context_level():
     # 2 with all signs equal and the 8 with one sign different: 10 / 16
     assert result.p_value == pytest.approx(0.625)
     assert result.delta == pytest.approx(-1 / 3)
-    assert (result.unit, result.n_clusters, result.min_attainable_p) == ("cluster", 6, pytest.approx(1 / 32))
-    assert result.ci_low < 0 < result.ci_high
-    # the cluster bootstrap mean is (#gained - #lost) / 6 over multinomial(6; 1/6, 1/2, 1/3) draws of contexts
-    support, mass = [], []
-    for gained in range(7):
-        for lost in range(7 - gained):
-            support.append((gained - lost) / 6)
-            mass.append(
-                math.factorial(6)
-                / math.factorial(gained)
-                / math.factorial(lost)
-                / math.factorial(6 - gained - lost)
-                * (1 / 6) ** gained
-                * (1 / 2) ** lost
-                * (1 / 3) ** (6 - gained - lost)
-            )
-    order = np.argsort(support)
-    cdf = np.cumsum(np.array(mass)[order])
-    values = np.array(support)[order]
-    exact_low, exact_high = values[np.searchsorted(cdf, 0.025)], values[np.searchsorted(cdf, 0.975)]
-    assert result.ci_low == pytest.approx(exact_low, abs=1 / 6 + 1e-9)
-    assert result.ci_high == pytest.approx(exact_high, abs=1 / 6 + 1e-9)
+    # the floor counts the 4 nonzero cluster sums the test uses, not all 6 contexts: 2 / 2^4
+    assert (result.unit, result.n_clusters, result.min_attainable_p) == ("cluster", 6, pytest.approx(1 / 8))
+    # t interval on the clustered SE: cluster means -1 -1 -1 0 0 +1, residuals about -1/3, so
+    # SE^2 = sum(e_g^2) / (1 - 1/6) / 6^2 with e_g = mean_g + 1/3; 5 degrees of freedom
+    e = np.array([-1, -1, -1, 0, 0, 1]) + 1 / 3
+    se = math.sqrt(np.sum(e**2) / (5 / 6) / 36 + 1 / 8**2)  # + Agresti & Min's (1 / (G + 2))^2 for 0/1 scores
+    half = scipy_stats.t.ppf(0.975, 5) * se
+    assert (result.se_design, result.df) == (pytest.approx(se), 5)
+    assert (result.ci_low, result.ci_high) == (-1.0, pytest.approx(-1 / 3 + half))  # within [-1, 1]
+    assert -1 / 3 - half < -1 < 0 < result.ci_high
     # the same items taken as independent: McNemar on 18 lost, 6 gained, and an interval that excludes 0
     naive = stats.compare_paired(baseline, treated)
-    assert naive.test == "mcnemar-exact"
-    assert naive.p_value == pytest.approx(2 * sum(math.comb(24, j) for j in range(7)) / 2**24)
+    assert naive.test == "exact McNemar"
+    assert naive.p_exact == pytest.approx(2 * sum(math.comb(24, j) for j in range(7)) / 2**24)
     assert naive.p_value == pytest.approx(0.0227, abs=1e-4)
     assert naive.ci_high < 0
 
@@ -191,46 +142,168 @@ def test_sampled_seeds_one_breaks_half_the_items():
     seeds[4, :20] = 0
     pooled = stats.compare_paired(none, seeds, sampled_sets=True)
     assert pooled.delta == pytest.approx(-0.1)
-    assert (pooled.unit, pooled.n_seeds, pooled.conditional) == ("seed and item", 5, False)
-    assert pooled.p_seeds == 1.0  # a single nonzero seed: both of its signs are as extreme
-    assert pooled.p_value == 1.0
-    assert pooled.min_attainable_p == pytest.approx(1 / 16)  # 5 seeds: 2 / 2^5
+    assert (pooled.unit, pooled.n_seeds, pooled.conditional, pooled.df) == ("seed and item", 5, False, 4)
     assert pooled.se_seeds == pytest.approx(0.1)  # SD of (0, 0, 0, 0, -0.5) / sqrt(5)
-    # resamples without the bad seed (0.8^5 = 33% of them) give exactly 0, so the upper bound is 0; three or
-    # more copies of it (5.8%) give about -0.3
-    assert pooled.ci_high == 0.0
-    assert -0.4 <= pooled.ci_low <= -0.2
+    # between items: seed-averaged differences -0.2 (20 items) and 0 (20), residuals -+0.1, CR2 leverage 1/40
+    se = math.sqrt(0.1**2 + 40 * 0.1**2 / (1 - 1 / 40) / 40**2 + 1 / 42**2)
+    assert pooled.se_design == pytest.approx(se)
+    assert pooled.p_value == pytest.approx(2 * scipy_stats.t.sf(0.1 / se, 4))
+    half = scipy_stats.t.ppf(0.975, 4) * se
+    assert (pooled.ci_low, pooled.ci_high) == (pytest.approx(-0.1 - half), pytest.approx(-0.1 + half))
+    assert pooled.p_exact is None and pooled.min_attainable_p == 0.0
     # treating the drawn sets as fixed (the items as the only sample) excludes 0: what the design cannot claim
     fixed = stats.compare_paired(none, seeds.mean(axis=0))
-    assert fixed.ci_high < 0 and fixed.p_value < 1e-5
+    assert fixed.ci_high < 0 and fixed.p_value < 0.01
 
 
 def test_sampled_seeds_contrast_agreeing_seeds():
     """Retrieval loses 30 of 40 items; each of 5 random seeds loses a different 2: the contrast is -0.7 on every
-    seed, so the test between seeds gives its smallest value 2 / 2^5."""
+    seed, so all of its spread is between items (-1 on 30 items, +0.2 on 10)."""
     none = np.ones(40)
     retrieval = np.r_[np.zeros(30), np.ones(10)]
     seeds = np.ones((5, 40))
     for s in range(5):
         seeds[s, 30 + 2 * s : 32 + 2 * s] = 0
     contrast = stats.compare_paired(seeds, retrieval, sampled_sets=True)
-    assert contrast.delta == pytest.approx(-0.75 + 0.05)
-    assert contrast.p_seeds == pytest.approx(2 / 32)
-    assert contrast.p_value == pytest.approx(2 / 32)  # between clusters it is far smaller
-    assert contrast.p_clusters < 1e-6
+    assert contrast.delta == pytest.approx(-0.7)
+    assert contrast.se_seeds == pytest.approx(0.0)
+    se = math.sqrt((30 * 0.3**2 + 10 * 0.9**2) / (1 - 1 / 40) / 40**2 + 1 / 42**2)
+    assert contrast.se_design == pytest.approx(se)
+    assert contrast.p_value == pytest.approx(2 * scipy_stats.t.sf(0.7 / se, 4))
     assert contrast.ci_high < 0
     assert stats.compare_paired(none, retrieval).p_value < 1e-6
+
+
+def test_two_way_hand_computed():
+    """3 sets x 4 items of continuous differences: set means 0.2 0.4 0.0, item means 0.2 0.4 0.0 0.2."""
+    d = np.array([[0.2, 0.4, 0.0, 0.2], [0.4, 0.6, 0.2, 0.4], [0.0, 0.2, -0.2, 0.0]])
+    result = stats.compare_paired(np.zeros(4) - 5, d - 5, sampled_sets=True)  # scores outside [0, 1]: no floor
+    # var(set means) / 3 = 0.04 / 3; items: residuals 0 .2 -.2 0, sum of squares 0.08 / (1 - 1/4) / 16
+    assert result.se_design == pytest.approx(math.sqrt(0.04 / 3 + 0.08 / 0.75 / 16))  # sqrt(0.02)
+    assert result.df == 2  # min(S - 1, G - 1)
+    # with 2 degrees of freedom, P(|T| >= t) = 1 - t / sqrt(t^2 + 2); here t = sqrt(2)
+    assert result.p_value == pytest.approx(1 - math.sqrt(2) / 2)
+    half = 4.302653 * math.sqrt(0.02)
+    assert (result.ci_low, result.ci_high) == (pytest.approx(0.2 - half, abs=1e-6), pytest.approx(0.2 + half, abs=1e-6))
+
+
+def test_cluster_degrees_of_freedom():
+    assert stats.cluster_df(np.ones(8)) == pytest.approx(7)
+    assert stats.cluster_df(np.full(5, 3.0)) == pytest.approx(4)
+    # one large cluster carries most of the weight: fewer than G - 1 (Bell & McCaffrey), never below 1
+    lopsided = stats.cluster_df(np.array([5.0, 1.0, 1.0]))
+    assert 1 <= lopsided < 1.5
+    assert stats.cluster_df(np.array([1.0, 2, 3, 4, 5, 1, 2, 3])) < 7
 
 
 def test_single_seed_is_conditional_on_the_drawn_set():
     none = np.ones(12)
     seed = np.r_[np.zeros(6), np.ones(6)]
     one = stats.compare_paired(none, seed[None, :], sampled_sets=True)
-    assert (one.n_seeds, one.conditional, one.unit, one.p_seeds) == (1, True, "item", None)
-    assert one.p_value == pytest.approx(2 / 64)  # McNemar: 6 lost, 0 gained
+    assert (one.n_seeds, one.conditional, one.unit, one.se_seeds) == (1, True, "item", None)
+    assert one.p_value == pytest.approx(2 / 64)  # McNemar: 6 lost, 0 gained; its t test is smaller
     two = stats.compare_paired(none, np.stack([seed, seed]), sampled_sets=True)
     assert (two.n_seeds, two.conditional, two.unit) == (2, True, "item")
     assert two.ci_high < 0  # the interval holds for these two sets only
+
+
+def test_no_zero_width_interval_where_the_design_cannot_know_the_effect():
+    # one item (one cluster): no spread can be seen, so the interval is all a [0, 1] score allows
+    one = stats.compare_paired([0.0], [0.0])
+    assert (one.ci_low, one.ci_high, one.p_value) == (-1.0, 1.0, 1.0)
+    pooled_one = stats.compare_paired([0.0], np.zeros((10, 1)), sampled_sets=True)
+    assert (pooled_one.ci_low, pooled_one.ci_high, pooled_one.p_value) == (-1.0, 1.0, 1.0)
+    # 8 needles, 2 seeds, nothing changed: an interval of width 2 t(7) / (8 + 2), not [0, 0]
+    unchanged = stats.compare_paired(np.ones(8), np.ones((2, 8)), sampled_sets=True)
+    half = scipy_stats.t.ppf(0.975, 7) / 10
+    assert (unchanged.ci_low, unchanged.ci_high) == (pytest.approx(-half), pytest.approx(half))
+    # 10 seeds on 57 unchanged questions: min(9, 56) degrees of freedom
+    mmlu = stats.compare_paired(np.ones(57), np.ones((10, 57)), sampled_sets=True)
+    assert mmlu.ci_high == pytest.approx(scipy_stats.t.ppf(0.975, 9) / 59)
+    # every cluster loses everything: not the single point [-1, -1]
+    lost = stats.compare_paired(np.ones(26), np.zeros(26))
+    assert lost.ci_low == -1.0 and -1.0 < lost.ci_high < -0.8
+
+
+def test_interval_agrees_with_the_exact_test_when_contexts_are_few():
+    # 3 contexts that all lose: the exact test gives 2 / 2^3 = 0.25, so the interval must reach 0
+    result = stats.compare_paired(np.ones(9), np.zeros(9), clusters=np.repeat(np.arange(3), 3))
+    assert result.p_exact == pytest.approx(0.25) and result.p_value == pytest.approx(0.25)
+    assert result.ci_low == -1.0 and result.ci_high == 0.0
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_a_significant_row_always_has_an_interval_that_excludes_zero(sampled):
+    rng = np.random.default_rng(8)
+    for _ in range(300):
+        items, sets = int(rng.integers(3, 30)), 5 if sampled else 1
+        clusters = rng.integers(0, max(2, items // 2), size=items)
+        baseline = (rng.random(items) < rng.uniform(0.2, 0.9)).astype(float)
+        treated = (rng.random((sets, items)) < rng.uniform(0.1, 0.9)).astype(float)
+        r = stats.compare_paired(baseline, treated if sampled else treated[0], clusters=clusters, sampled_sets=sampled)
+        assert (r.p_value < 0.05) == (not r.ci_low <= 0 <= r.ci_high), r
+
+
+def test_sums_within_rounding_of_zero_are_zero():
+    # each context's differences 0.1 + 0.2 - 0.3 add up to ~1e-17, not a tiny effect with a sign
+    baseline = np.tile([0.5, 0.5, 0.5], 10)
+    treated = np.tile([0.6, 0.7, 0.2], 10)
+    result = stats.compare_paired(baseline, treated, clusters=np.repeat(np.arange(10), 3))
+    assert result.p_exact == 1.0 and result.p_value == 1.0
+    assert result.min_attainable_p == 1.0  # no cluster enters the test
+
+
+def test_rank_among_sets_hand_computed():
+    # the fixed set lowers the score more than 3 of 5 sets; one ties (at least as damaging), one does less
+    rank = stats.rank_among_sets([-0.1, -0.2, 0.0, 0.05, -0.3])
+    assert (rank.beaten, rank.sets, rank.p_value) == (3, 5, pytest.approx(3 / 6))
+    assert stats.rank_among_sets(-np.ones(10)).p_value == pytest.approx(1 / 11)
+    assert stats.seeds_for_rank(0.05) == 19 and stats.seeds_for_rank(0.01) == 99
+
+
+def _crossed_null(rng, reps, seeds, contexts, components, effect=0.0):
+    """``[reps, S, G]`` sums of set + context + interaction + noise, one item per context, true mean ``effect``."""
+    set_sd, context_sd, inter_sd = components
+    return (
+        effect
+        + set_sd * rng.standard_normal((reps, seeds, 1))
+        + context_sd * rng.standard_normal((reps, 1, contexts))
+        + inter_sd * rng.standard_normal((reps, seeds, contexts))
+    )
+
+
+@pytest.mark.parametrize(
+    "seeds,contexts,components", [(10, 14, (1.0, 1.0, 0.5)), (20, 26, (1.0, 1.0, 0.5)), (10, 14, (0.3, 1.0, 0.3))]
+)
+def test_two_way_test_holds_its_size_under_crossed_nulls(seeds, contexts, components):
+    """The designs where the larger of two sign-flip p-values rejected 8.9%, 11.5% and 7.3% of true nulls."""
+    rng = np.random.default_rng(seeds * contexts)
+    reps = 4000
+    sums = _crossed_null(rng, reps, seeds, contexts, components)
+    result = stats.two_way(sums, np.ones(contexts), bounded=False)
+    size = np.mean(result.p_value() < 0.05)
+    assert size <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / reps)
+    low, high = result.interval()
+    assert np.mean((low <= 0) & (0 <= high)) >= 0.94
+    # and it is not valid by never rejecting: an effect of 4 true standard errors of the mean is found
+    set_sd, context_sd, inter_sd = components
+    se = math.sqrt(set_sd**2 / seeds + context_sd**2 / contexts + inter_sd**2 / (seeds * contexts))
+    alternative = stats.two_way(
+        _crossed_null(rng, reps, seeds, contexts, components, 4 * se), np.ones(contexts), bounded=False
+    )
+    assert np.mean(alternative.p_value() < 0.05) >= 0.8
+
+
+def test_two_way_matches_compare_paired():
+    rng = np.random.default_rng(3)
+    baseline = rng.random(12)
+    treated = rng.random((6, 12))
+    clusters = np.repeat(np.arange(4), 3)
+    r = stats.compare_paired(baseline, treated, clusters=clusters, sampled_sets=True)
+    sums = (treated - baseline).reshape(6, 4, 3).sum(axis=-1)
+    direct = stats.two_way(sums, np.full(4, 3.0), bounded=True)
+    assert (r.delta, r.se_design, r.df) == (pytest.approx(float(direct.delta)), pytest.approx(float(direct.se)), 3)
+    assert r.p_value == pytest.approx(float(direct.p_value()))
 
 
 def test_sign_flip_exact_convolution_for_many_lattice_units():

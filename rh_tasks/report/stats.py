@@ -1,14 +1,28 @@
 """Paired statistics for "masked vs unmasked" comparisons, as pure functions on per-item score arrays.
 
 Callers pair the items first (same document, same prompt); every array here is aligned item by item.
-Conventions: ``delta = treated - baseline``; p-values are two-sided; random draws come from
-``numpy.random.default_rng(seed)`` so a fixed seed reproduces every interval and Monte Carlo p-value.
+Conventions: ``delta = treated - baseline``; p-values are two-sided unless named otherwise; Monte Carlo draws
+come from ``numpy.random.default_rng(seed)`` so a fixed seed reproduces every p-value.
 
 The unit of inference is the unit of the design. Items that share a context (a needle and haystack, an
-article) form a cluster: intervals resample whole clusters and tests flip the sign of whole cluster sums, so
-G clusters can never give a p-value below 2 / 2^G however many items they hold. Random head sets (seeds) are
-a sample of sets: with at least ``MIN_SEEDS`` of them, intervals resample seeds as well as clusters and the
-test must reject both between seeds and between clusters.
+article) form a cluster, and random head sets (seeds) are a sample of sets. Two kinds of comparison follow:
+
+- **One fixed condition against another** (retrieval heads against none, one seed alone): the only sample is
+  the contexts. The test is exact: McNemar on independent 0/1 items, else a sign-flip test on cluster sums,
+  valid under the null that the two conditions are exchangeable within each context.
+- **A pooled random control or a contrast against it**: the claim is about new contexts *and* new random
+  sets, so both are samples and the differences are crossed random effects (set + context + interaction).
+  No permutation of one factor is valid for that null, and the larger of two one-factor p-values is not
+  either. The test is a t statistic on the two-way standard error, SE^2 = SE^2(between seeds) + SE^2(between
+  clusters), on min(S, G) - 1 degrees of freedom: each term also carries the interaction and noise, so the
+  sum counts them twice and errs on the conservative side (Cameron, Gelbach & Miller 2011's two-way variance
+  without the subtracted intersection, which can go negative). Its size, coverage and power over the designs
+  rh-eval allows are measured by ``benchmarks/bench_calibration.py``.
+
+Every interval is a t interval on the same standard error and degrees of freedom as its test (G - 1 for G
+clusters when the sets are fixed), so it is valid with few clusters where the percentile bootstrap is too
+narrow. For scores in [0, 1] the variance gains (1 / (G + 2))^2, the Agresti & Min (2005) adjustment's value
+when nothing changed, so a design that cannot see any spread still gets an honest width.
 """
 
 from __future__ import annotations
@@ -26,21 +40,25 @@ N_RESAMPLES = 10_000
 ALPHA = 0.05
 POWER = 0.8
 MIN_SEEDS = 3  # fewer head sets give no usable estimate of the spread between sets
-_FEW_DISTINCT = 64  # up to this many distinct clusters, bootstrap via multinomial counts
-_MAX_DRAW_CELLS = 2_000_000  # resamples are drawn in batches of at most this many numbers, to bound memory
+_FEW_DISTINCT = 64  # up to this many distinct magnitudes, Monte Carlo flips draw one binomial per magnitude
+_MAX_DRAW_CELLS = 2_000_000  # flips are drawn in batches of at most this many numbers, to bound memory
 _MAX_ENUMERATED = 16  # up to 2^16 sign patterns are enumerated one by one
 _MAX_CONVOLUTION_CELLS = 50_000_000  # units x lattice span for the exact convolution
 _MAX_DENOMINATOR = 1_000  # cluster sums that are multiples of 1/q for q up to this lie on a lattice
-_TIE_TOLERANCE = 1e-9  # relative to the sum of |values|: far above rounding error, far below any real gap
+_TIE_TOLERANCE = 1e-9  # relative to the sum of |terms|: far above rounding error, far below any real gap
 
 
 @dataclass(frozen=True)
 class PairedResult:
-    """One paired comparison; ``ci`` is the percentile bootstrap interval of ``delta`` at the design's unit.
+    """One paired comparison: ``delta`` with its t interval (``se_design``, ``df``) and its test's p-value.
 
-    ``unit`` is what was resampled and sign-flipped: ``item``, ``cluster``, ``seed and item`` or ``seed and
-    cluster``. ``conditional`` marks sampled head sets too few to estimate their spread: the result then holds
-    for the drawn sets only. ``min_attainable_p`` is the smallest p-value the test could give on this design.
+    ``unit`` is what the statistics treat as independent: ``item``, ``cluster``, ``seed and item`` or ``seed
+    and cluster``. ``conditional`` marks sampled head sets too few to estimate their spread: the result then
+    holds for the drawn sets only. For a fixed comparison ``p_value`` is the larger of the exact test's
+    ``p_exact`` and the interval's own t test ``p_t``; a pooled comparison's ``p_value`` is ``p_t``. Either way
+    the interval excludes 0 exactly when ``p_value`` < 1 - confidence. ``min_attainable_p`` is the smallest
+    p-value the test could give on these data: 2 / 2^U for a sign-flip test over the U units that are not 0
+    (the discordant pairs for McNemar), and 0 for the t test.
     """
 
     n: int
@@ -53,13 +71,15 @@ class PairedResult:
     delta: float
     ci_low: float
     ci_high: float
+    se_design: float
+    df: float
     sd_diff: float
     se: float
     se_clustered: float | None
     se_seeds: float | None
     p_value: float
-    p_clusters: float
-    p_seeds: float | None
+    p_exact: float | None
+    p_t: float
     test: str
     min_attainable_p: float
 
@@ -78,8 +98,50 @@ class SignFlip:
     method: str  # "exact" (enumeration or convolution) | "Monte Carlo, B flips": then p >= 1 / (B + 1)
 
 
+@dataclass(frozen=True)
+class TwoWay:
+    """Estimate, standard error and degrees of freedom of a mean over head sets and clusters (arrays when
+    several designs are computed at once, as the calibration benchmark does)."""
+
+    delta: np.ndarray
+    se: np.ndarray
+    df: np.ndarray
+    se_seeds: np.ndarray  # 0 with one set
+    se_clusters: np.ndarray
+
+    def p_value(self) -> np.ndarray:
+        """Two-sided t test of delta = 0; 1 where the design gives no standard error."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.abs(self.delta) / self.se
+            p = 2 * sps.t.sf(t, self.df)
+        return np.where(np.isfinite(p), p, np.where((self.se == 0) & (self.delta != 0), 0.0, 1.0))
+
+    def interval(self, confidence: float = CONFIDENCE, bounded: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """t interval; clipped to [-1, 1] for scores in [0, 1], and all of it where no SE exists."""
+        half = sps.t.ppf(0.5 + confidence / 2, self.df) * self.se
+        low, high = self.delta - half, self.delta + half
+        if bounded:
+            low = np.where(np.isfinite(low), np.maximum(low, -1.0), -1.0)
+            high = np.where(np.isfinite(high), np.minimum(high, 1.0), 1.0)
+        return low, high
+
+
+@dataclass(frozen=True)
+class SetRank:
+    """Where one fixed head set falls among S sampled sets, by how much each lowers the score."""
+
+    beaten: int  # sampled sets the fixed set lowers the score more than
+    sets: int
+    p_value: float  # one-sided exact rank p, (1 + #{sampled sets at least as damaging}) / (S + 1)
+
+
 def is_binary(values: np.ndarray) -> bool:
     return bool(np.all((values == 0) | (values == 1)))
+
+
+def is_bounded(*arrays: np.ndarray) -> bool:
+    """Scores in [0, 1], so every paired difference lies in [-1, 1]."""
+    return all(bool(np.all((a >= 0) & (a <= 1))) for a in arrays)
 
 
 def min_attainable_p(units: int) -> float:
@@ -87,79 +149,92 @@ def min_attainable_p(units: int) -> float:
     return 1.0 if units < 1 else min(1.0, 2.0 ** (1 - units))
 
 
-def cluster_sums(diffs: np.ndarray, clusters: Sequence | None) -> tuple[np.ndarray, np.ndarray]:
-    """``[sets, items]`` differences -> (``[sets, G]`` per-cluster sums, ``[G]`` cluster sizes).
+def snap_zeros(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Sums within rounding error of 0 (relative to the sum of |terms| they came from) become exactly 0, so a
+    cluster whose differences cancel is a zero, not a tiny effect with a sign."""
+    return np.where(np.abs(values) <= _TIE_TOLERANCE * scale, 0.0, values)
 
-    Without cluster labels every item is its own cluster.
-    """
+
+def cluster_sums(diffs: np.ndarray, clusters: Sequence | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[sets, items]`` differences -> (``[sets, G]`` per-cluster sums, ``[sets, G]`` sums of |differences|,
+    ``[G]`` cluster sizes). Without cluster labels every item is its own cluster."""
     d = np.atleast_2d(np.asarray(diffs, dtype=float))
     if clusters is None:
-        return d.copy(), np.ones(d.shape[1])
+        return d.copy(), np.abs(d), np.ones(d.shape[1])
     labels = np.asarray([str(c) for c in clusters])
     if labels.size != d.shape[1]:
         raise ValueError(f"{d.shape[1]} differences but {labels.size} cluster labels.")
     _, index = np.unique(labels, return_inverse=True)
     groups = int(index.max()) + 1
     sums = np.stack([np.bincount(index, weights=row, minlength=groups) for row in d])
-    return sums, np.bincount(index, minlength=groups).astype(float)
+    scale = np.stack([np.bincount(index, weights=np.abs(row), minlength=groups) for row in d])
+    return snap_zeros(sums, scale), scale, np.bincount(index, minlength=groups).astype(float)
 
 
-def bootstrap_mean_ci(
-    sums: Sequence[float] | np.ndarray,
-    sizes: Sequence[float] | None = None,
-    *,
-    resample_sets: bool = False,
-    confidence: float = CONFIDENCE,
-    n_resamples: int = N_RESAMPLES,
-    seed=0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean paired difference, resampling whole clusters.
+def two_way(sums: np.ndarray, sizes: np.ndarray, *, bounded: bool) -> TwoWay:
+    """The mean difference over ``[..., S, G]`` per-set cluster sums, with its two-way standard error.
 
-    ``sums`` are per-cluster sums of the differences (``[G]``, or ``[sets, G]`` for several head sets) and
-    ``sizes`` the items per cluster (default 1: independent items). Each resample draws G clusters with
-    replacement and takes the ratio of summed differences to summed items, so a cluster's items stay together
-    (Field & Welsh 2007; Davison & Hinkley 1997, §3.8). With ``resample_sets`` the head sets are drawn with
-    replacement too, independently of the clusters (the two-way "pigeonhole" bootstrap, Owen 2007); otherwise
-    the sets are averaged first. Percentile rather than BCa: BCa's jackknife is undefined when every cluster
-    has the same mean.
+    SE^2 = var(set means) / S + the CR2 variance of the set-averaged cluster sums (Bell & McCaffrey 2002):
+    sum_g e_g^2 / (1 - n_g / N) / N^2, which is CRV1's with equal clusters and does not shrink when a few large
+    clusters dominate. Degrees of freedom: the fewer of S - 1 and the clusters' Bell-McCaffrey degrees of
+    freedom (:func:`cluster_df`, G - 1 for equal clusters), since the smaller sample bounds what is known about
+    the spread. Satterthwaite's combination was tried and rejects up to 10% of true nulls with 3 seeds: a set
+    variance estimated on 2 degrees of freedom is often small by chance, and the degrees of freedom then jump.
+    For scores in [0, 1] the variance gains (1 / (G + 2))^2, what Agresti & Min's (2005) pseudo-counts give when
+    nothing changed: a t test on a few cluster means that are nearly all +-1 (one 0/1 item per context) is
+    otherwise too liberal (7% at G = 8), and a design that saw no change still gets an honest width. With one
+    cluster there is no SE (NaN). With one set it is the clustered t.
     """
-    c = np.atleast_2d(np.asarray(sums, dtype=float))
-    n = np.ones(c.shape[1]) if sizes is None else np.asarray(sizes, dtype=float)
-    if c.size == 0 or n.size != c.shape[1]:
-        raise ValueError("bootstrap_mean_ci needs at least one cluster and one size per cluster.")
-    rng = np.random.default_rng(seed)
-    sets = c.shape[0]
-    if not resample_sets or sets == 1:
-        c = c.mean(axis=0, keepdims=True)
-        sets = 1
-    groups = c.shape[1]
-    distinct, counts = None, None
-    if sets == 1:
-        pairs, counts = np.unique(np.stack([c[0], n], axis=1), axis=0, return_counts=True)
-        if pairs.shape[0] == 1 or np.ptp(pairs[:, 0] / pairs[:, 1]) == 0:
-            value = float(c.sum() / n.sum())
-            return value, value
-        if pairs.shape[0] <= _FEW_DISTINCT:
-            distinct = pairs
-    width = distinct.shape[0] if distinct is not None else groups + sets
-    chunk = max(1, _MAX_DRAW_CELLS // width)
-    means = []
-    for start in range(0, n_resamples, chunk):
-        size = min(chunk, n_resamples - start)
-        if distinct is not None:  # the same distribution, at O(distinct clusters) per resample
-            drawn = rng.multinomial(groups, counts / groups, size=size)
-            means.append((drawn @ distinct[:, 0]) / (drawn @ distinct[:, 1]))
-            continue
-        drawn = rng.integers(0, groups, size=(size, groups))  # [size, G] indices of the clusters drawn
-        if sets == 1:
-            means.append(c[0][drawn].sum(axis=1) / n[drawn].sum(axis=1))
-        else:
-            weights = rng.multinomial(sets, np.full(sets, 1 / sets), size=size) / sets  # [size, sets]
-            per_cluster = weights @ c  # [size, G] each cluster's sum averaged over the drawn sets
-            means.append(np.take_along_axis(per_cluster, drawn, axis=1).sum(axis=1) / n[drawn].sum(axis=1))
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(np.concatenate(means), [tail, 1 - tail])
-    return float(low), float(high)
+    s = np.asarray(sums, dtype=float)
+    n = np.asarray(sizes, dtype=float)
+    sets, groups = s.shape[-2:]
+    total = n.sum()
+    per_set = s.sum(axis=-1) / total  # [..., S]
+    delta = per_set.mean(axis=-1)
+    residual = s.mean(axis=-2) - delta[..., None] * n  # [..., G]
+    if groups < 2:
+        nan = np.full(delta.shape, np.nan)
+        return TwoWay(delta, nan, nan, nan, nan)
+    v_clusters = np.sum(residual**2 / (1 - n / total), axis=-1) / total**2  # CR2: each cluster's leverage
+    v_seeds = per_set.var(axis=-1, ddof=1) / sets if sets > 1 else np.zeros(delta.shape)
+    variance = v_seeds + v_clusters
+    if bounded:  # Agresti & Min's pseudo-counts: half a pair lost and half gained, over G + 2 units
+        variance = variance + (1 / (groups + 2)) ** 2
+    df = np.full(delta.shape, min(float(sets - 1), cluster_df(n)) if sets > 1 else cluster_df(n))
+    return TwoWay(delta, np.sqrt(variance), df, np.sqrt(v_seeds), np.sqrt(v_clusters))
+
+
+def cluster_df(sizes: np.ndarray) -> float:
+    """Bell & McCaffrey's (2002) degrees of freedom for the CR2 variance of an item-weighted mean of clusters.
+
+    With cluster means iid, the variance estimate is a quadratic form y'Ay in them, so Satterthwaite's match of
+    its first two moments gives tr(A)^2 / tr(A^2): G - 1 for equal clusters, fewer when sizes are unequal and a
+    few clusters carry most of the weight (Imbens & Kolesár 2016).
+    """
+    w = np.asarray(sizes, dtype=float) / float(np.sum(sizes))
+    if w.size < 2:
+        return float("nan")
+    residual = np.eye(w.size) - np.outer(np.ones(w.size), w)  # cluster mean minus the weighted mean
+    a = residual.T @ np.diag(w**2 / (1 - w)) @ residual
+    return round(float(np.trace(a) ** 2 / np.trace(a @ a)), 9)  # G - 1 exactly for equal clusters
+
+
+def rank_among_sets(fixed_minus_sampled: Sequence[float]) -> SetRank:
+    """Rank of a fixed head set among sampled ones, from each set's mean of (fixed - sampled) on the same items.
+
+    Under the null that the fixed set is one more draw from the sampled sets' distribution, its rank is
+    uniform, so (1 + #{sets at least as damaging}) / (S + 1) is an exact one-sided p-value (Phipson & Smyth
+    2010). It cannot go below 1 / (S + 1): 19 sets for 0.05.
+    """
+    d = np.asarray(fixed_minus_sampled, dtype=float)
+    tie = _TIE_TOLERANCE * max(1.0, float(np.abs(d).max(initial=0.0)))
+    beaten = int(np.sum(d < -tie))
+    return SetRank(beaten, int(d.size), (1 + d.size - beaten) / (d.size + 1))
+
+
+def seeds_for_rank(alpha: float = ALPHA) -> int:
+    """Fewest sampled sets whose rank test can give a one-sided p of alpha: 1 / (S + 1) <= alpha."""
+    return math.ceil(1 / alpha - 1 - 1e-9)
 
 
 def mcnemar_exact(baseline: Sequence[float], treated: Sequence[float]) -> float:
@@ -318,17 +393,20 @@ def compare_paired(
     n_resamples: int = N_RESAMPLES,
     seed=0,
 ) -> PairedResult:
-    """Scores, delta with bootstrap CI, p-value and standard errors for one paired comparison.
+    """Scores, delta with its interval, p-value and standard errors for one paired comparison.
 
     ``baseline`` and ``treated`` are ``[items]`` or ``[sets, items]``: one side may hold one row per random
     head set (seed), with ``sampled_sets`` saying that those sets are a sample. The estimate averages the sets.
 
-    - One set (or sets treated as fixed): the test flips cluster sums; it is exact McNemar when every cluster
-      holds one item and the scores are 0/1 (the same test, via scipy's binomial test).
-    - ``MIN_SEEDS`` or more sampled sets: the interval resamples sets and clusters, and the p-value is the
-      larger of the sign-flip test between sets (per-set deltas) and between clusters (sums averaged over
-      sets): an intersection-union test that holds only when the effect is clear across both samples.
-    - Fewer sampled sets: clusters only, and ``conditional`` is set: the result holds for the drawn sets.
+    - ``MIN_SEEDS`` or more sampled sets: the two-way t test and interval (:func:`two_way`), valid for the
+      null that the mean difference over new sets and new contexts is 0.
+    - One set, or fewer sampled sets than that (``conditional``: the result holds for the drawn sets only):
+      the exact test, McNemar when every cluster holds one 0/1 item, else a sign-flip test on the cluster
+      sums, with the clustered t interval. The p-value is the larger of the exact test's and the interval's
+      own t test's, and an interval that excludes 0 where the exact test does not reject is extended to 0
+      (with 3 contexts that all lose, [-100, 0] points rather than a width that claims p < 0.05 beside
+      p = 0.25): so a significant row's interval always excludes 0, and an interval that excludes 0 always
+      belongs to a significant row.
     """
     a = np.atleast_2d(np.asarray(baseline, dtype=float))
     b = np.atleast_2d(np.asarray(treated, dtype=float))
@@ -340,31 +418,33 @@ def compare_paired(
     d = b - a  # [sets, items]
     sets = d.shape[0]
     items = d.mean(axis=0)  # per-item difference averaged over the sets
-    sums, sizes = cluster_sums(d, clusters)
+    bounded = is_bounded(a, b)
+    sums, scale, sizes = cluster_sums(d, clusters)
     groups = sizes.size
     clustered = bool(sizes.max() > 1)
-    across_sets = sampled_sets and sets >= MIN_SEEDS
-    floor = min_attainable_p(groups)
-    if sets == 1 and not clustered and is_binary(a) and is_binary(b):
-        test, p_clusters = "mcnemar-exact", mcnemar_exact(a[0], b[0])
-    else:
-        by_clusters = sign_flip(sums.mean(axis=0), n_resamples=n_resamples, seed=seed)
-        test = f"sign-flip on {'cluster sums' if clustered else 'items'} ({by_clusters.method})"
-        p_clusters = by_clusters.p_value
-        if by_clusters.method != "exact":  # a Monte Carlo p-value cannot go below 1 / (B + 1)
-            floor = max(floor, 1 / (1 + n_resamples))
-    p_seeds, se_seeds = None, None
-    per_set = d.mean(axis=1)
-    if across_sets:
-        by_sets = sign_flip(per_set, n_resamples=n_resamples, seed=seed)
-        p_seeds = by_sets.p_value
-        se_seeds = float(np.std(per_set, ddof=1) / np.sqrt(sets))
-        test = f"max of sign-flip between seeds ({by_sets.method}) and {test}"
-        floor = max(floor, min_attainable_p(sets))
-    low, high = bootstrap_mean_ci(
-        sums, sizes, resample_sets=across_sets, confidence=confidence, n_resamples=n_resamples, seed=seed
-    )
     unit = "cluster" if clustered else "item"
+    across_sets = sampled_sets and sets >= MIN_SEEDS
+    averaged = snap_zeros(sums.mean(axis=0), scale.mean(axis=0))  # [G] cluster sums averaged over the sets
+    estimate = two_way(sums if across_sets else averaged[None, :], sizes, bounded=bounded)
+    low, high = estimate.interval(confidence, bounded)
+    p_t = float(estimate.p_value())
+    if across_sets:
+        p_exact, p_value = None, p_t
+        floor = 0.0 if groups > 1 else 1.0
+        test = f"t on the two-way SE between seeds and {unit}s ({float(estimate.df):g} df)"
+    else:
+        if sets == 1 and not clustered and is_binary(a) and is_binary(b):
+            p_exact, test = mcnemar_exact(a[0], b[0]), "exact McNemar"
+            floor = min_attainable_p(int(np.sum(a[0] != b[0])))  # only discordant pairs enter
+        else:
+            flip = sign_flip(averaged, n_resamples=n_resamples, seed=seed)
+            p_exact, test = flip.p_value, f"sign-flip on {'cluster sums' if clustered else 'items'} ({flip.method})"
+            floor = min_attainable_p(int(np.count_nonzero(averaged)))  # zero units are dropped by the test
+            if flip.method != "exact":  # a Monte Carlo p-value cannot go below 1 / (B + 1)
+                floor = max(floor, 1 / (1 + n_resamples))
+        p_value = max(p_exact, p_t)
+        if p_exact >= 1 - confidence and not low <= 0 <= high:  # the interval must not claim what the test does not
+            low, high = min(low, 0.0), max(high, 0.0)
     return PairedResult(
         n=int(d.shape[1]),
         n_clusters=int(groups),
@@ -373,16 +453,18 @@ def compare_paired(
         conditional=sampled_sets and not across_sets,
         baseline=float(a.mean()),
         treated=float(b.mean()),
-        delta=float(items.mean()),
-        ci_low=low,
-        ci_high=high,
+        delta=float(estimate.delta),
+        ci_low=float(low),
+        ci_high=float(high),
+        se_design=float(estimate.se),
+        df=float(estimate.df),
         sd_diff=float(np.std(items, ddof=1)) if items.size > 1 else float("nan"),
         se=standard_error(items),
         se_clustered=clustered_standard_error(items, clusters)[0] if clustered else None,
-        se_seeds=se_seeds,
-        p_value=max(p_clusters, p_seeds) if p_seeds is not None else p_clusters,
-        p_clusters=p_clusters,
-        p_seeds=p_seeds,
+        se_seeds=float(estimate.se_seeds) if across_sets else None,
+        p_value=p_value,
+        p_exact=p_exact,
+        p_t=p_t,
         test=test,
         min_attainable_p=floor,
     )
