@@ -1,0 +1,236 @@
+"""Size, coverage and power of the report's tests and intervals, by simulation over the designs rh-eval allows.
+
+A suite scores S random head sets (seeds) on every item, and items cluster into G contexts of 1 to 5 items. Both
+the sets and the contexts are samples, so each simulated difference is set effect + context effect + set x
+context interaction + item noise (crossed random effects), with scores that are continuous or 0/1:
+
+- pooled random control: random set s against the unmasked run, Δ(s, i) = r_s(i) − none(i);
+- contrast: the retrieval set against the random sets, Δ(s, i) = R(i) − r_s(i);
+- fixed comparison: the retrieval set against the unmasked run, Δ(i) = R(i) − none(i) (contexts only).
+
+Under each null the true mean difference is exactly 0 (0/1 scores come from probabilities that are symmetric
+around their mean and never clipped); under the alternative it is ``--effect`` (0/1 scores: points/100;
+continuous: in units of one difference's standard deviation). Each cell prints the rejection rate at nominal
+5%, the coverage of the 95% interval, and the power at the effect. A size cell passes when its rate is at most
+5% plus two Monte Carlo standard errors. Even a test whose size is exactly 5% exceeds that in about 2% of
+cells by chance, so a cell above it is run again with ten times the replications (a fresh, independent
+draw), and the second rate, against its own tighter bound, decides; both are printed.
+
+The pooled and contrast rows call ``stats.two_way`` (what ``compare_paired`` calls for them) on all
+replications of a cell at once; the fixed rows call ``compare_paired`` itself, one replication at a time.
+
+    python benchmarks/bench_calibration.py [--replications 1000] [--seed 0] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rh_tasks.report import stats
+
+SEEDS = (3, 5, 10, 20)
+CONTEXTS = (3, 8, 14, 26, 60)
+ITEMS = ("1", "5", "1-5")  # items per context: fixed, or drawn from 1..5 once per cell
+# Standard deviations (continuous) or half-widths of uniform probability shifts (0/1) of the set, context,
+# set x context and item components; the 0/1 shifts add up to at most 0.3 around 0.5, so no probability clips.
+COMPONENTS = {
+    "sets dominate": (1.0, 0.25, 0.25, 0.5),
+    "contexts dominate": (0.25, 1.0, 0.25, 0.5),
+    "equal": (0.7, 0.7, 0.3, 0.5),
+}
+BINARY_SCALE = 0.2 / 1.0  # the largest component's half-width for 0/1 scores
+
+
+@dataclass(frozen=True)
+class Cell:
+    seeds: int
+    contexts: int
+    items: str
+    scores: str
+    components: str
+
+
+def cluster_sizes(items: str, contexts: int, rng: np.random.Generator) -> np.ndarray:
+    if items == "1-5":
+        return rng.integers(1, 6, size=contexts).astype(float)
+    return np.full(contexts, float(items))
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Replications of one cell: ``[reps, S, items]`` scores of the two sides, and the items' contexts."""
+
+    baseline: np.ndarray  # [reps, 1, items]
+    other: np.ndarray  # [reps, S, items]
+    sizes: np.ndarray  # [G]
+    index: np.ndarray  # [items] context of each item
+    bounded: bool
+    truth: float  # the true mean of the differences the comparison averages
+
+    def sums(self, kind: str) -> np.ndarray:
+        """``[reps, S, G]`` per-set cluster sums of the differences (the contrast subtracts the other way)."""
+        delta = self.other - self.baseline if kind != "contrast" else self.baseline - self.other
+        sums = np.zeros(delta.shape[:2] + (self.sizes.size,))
+        np.add.at(sums, (slice(None), slice(None), self.index), delta)
+        return sums
+
+
+def simulate(cell: Cell, kind: str, effect: float, reps: int, rng: np.random.Generator) -> Draw:
+    sizes = cluster_sizes(cell.items, cell.contexts, rng)
+    index = np.repeat(np.arange(cell.contexts), sizes.astype(int))
+    n_items = index.size
+    sd_set, sd_ctx, sd_inter, sd_item = COMPONENTS[cell.components]
+    sets = cell.seeds if kind != "fixed" else 1
+    shape = (reps, sets, cell.contexts)
+    if cell.scores == "continuous":
+        total_sd = np.sqrt(sd_set**2 + sd_ctx**2 + sd_inter**2 + sd_item**2)
+        other = (
+            effect * total_sd
+            + sd_set * rng.standard_normal((reps, sets, 1)) * (kind != "fixed")
+            + sd_ctx * rng.standard_normal((reps, 1, cell.contexts))
+            + sd_inter * rng.standard_normal(shape) * (kind != "fixed")
+        )[..., index] + sd_item * rng.standard_normal((reps, sets, n_items))
+        if kind == "contrast":
+            other = -other
+        return Draw(np.zeros((reps, 1, n_items)), other, sizes, index, False, effect * total_sd)
+    scale = BINARY_SCALE * 1.5 / max(sd_set + sd_ctx + sd_inter, 1e-9)  # widths add up to 0.3
+
+    def shift(width, size):
+        return rng.uniform(-width * scale, width * scale, size=size)
+
+    context = shift(sd_ctx, (reps, 1, cell.contexts))
+    base_p = (0.5 + context)[..., index]  # the unmasked (or, for the contrast, retrieval) probability
+    if kind == "fixed":
+        other_p = base_p + effect + shift(sd_inter, (reps, 1, cell.contexts))[..., index]
+    else:
+        other_p = (
+            0.5 + context + shift(sd_set, (reps, sets, 1)) + shift(sd_inter, shape) + effect * (kind == "pooled")
+        )[..., index]
+        base_p = base_p - effect * (kind == "contrast")
+    baseline = (rng.random((reps, 1, n_items)) < base_p).astype(float)
+    other = (rng.random((reps, sets, n_items)) < other_p).astype(float)
+    return Draw(baseline, other, sizes, index, True, -effect if kind == "contrast" else effect)
+
+
+def crossed(cell: Cell, kind: str, effect: float, reps: int, rng: np.random.Generator) -> tuple[float, float]:
+    """(rejection rate at 5%, coverage of the 95% interval) of the two-way t over ``reps`` replications."""
+    draw = simulate(cell, kind, effect, reps, rng)
+    result = stats.two_way(draw.sums(kind), draw.sizes, bounded=draw.bounded)
+    low, high = result.interval(0.95, draw.bounded)
+    return float(np.mean(result.p_value() < 0.05)), float(np.mean((low <= draw.truth) & (draw.truth <= high)))
+
+
+def fixed(cell: Cell, effect: float, reps: int, rng: np.random.Generator) -> tuple[float, float]:
+    """The same through ``compare_paired`` for one fixed condition against another (exact test, t interval)."""
+    draw = simulate(cell, "fixed", effect, reps, rng)
+    rejected = covered = 0
+    for rep in range(reps):
+        result = stats.compare_paired(
+            draw.baseline[rep, 0], draw.other[rep, 0], clusters=draw.index, n_resamples=999, seed=rep
+        )
+        rejected += result.p_value < 0.05
+        covered += result.ci_low <= draw.truth <= result.ci_high
+    return rejected / reps, covered / reps
+
+
+def checked(rate: float, reps: int, again) -> tuple[float, str]:
+    """(the rate that decides, mark): a rate above 5% + 2 Monte Carlo SEs is decided by a 10x rerun."""
+    if rate <= _limit(reps):
+        return rate, ""
+    rerun = again(10 * reps)
+    return rerun, f"  {rate:.3f} at first, rerun {rerun:.4f}" + (" SIZE" if rerun > _limit(10 * reps) else "")
+
+
+def _limit(reps: int) -> float:
+    return 0.05 + 2 * np.sqrt(0.05 * 0.95 / reps)
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: str
+    cell: Cell
+    size: float
+    cover: float
+    power: float
+    mark: str
+
+    def line(self) -> str:
+        c, seeds = self.cell, "-" if self.kind == "fixed" else str(self.cell.seeds)
+        components = "contexts only" if self.kind == "fixed" else c.components
+        return (
+            f"{self.kind:<9}{seeds:>3}{c.contexts:>4}{c.items:>5} {c.scores:<11}{components:<18}"
+            f"{self.size:>7.3f}{self.cover:>7.3f}{self.power:>7.3f}{self.mark}"
+        )
+
+
+def measure(kind: str, cell: Cell, effect: float, reps: int, rng: np.random.Generator) -> Row:
+    """Size (rerun when above the bound), the lower of the two coverages, and power, for one cell."""
+    if kind == "fixed":
+        run = lambda e, n: fixed(cell, e, n, rng)  # noqa: E731
+    else:
+        run = lambda e, n: crossed(cell, kind, e, n, rng)  # noqa: E731
+    size, cover = run(0.0, reps)
+    power, cover_alt = run(effect, reps)
+    size, mark = checked(size, reps, lambda n: run(0.0, n)[0])
+    return Row(kind, cell, size, min(cover, cover_alt), power, mark)
+
+
+def summary(rows: list[Row]) -> list[str]:
+    """Markdown table per test and seeds x contexts: worst size, lowest coverage and median power over the rest."""
+    lines = ["| test | S | G | largest size | lowest coverage | median power |", "|---|---|---|---|---|---|"]
+    keys = sorted({(r.kind, r.cell.seeds, r.cell.contexts) for r in rows}, key=lambda k: (k[0] != "pooled", k))
+    for kind, seeds, contexts in keys:
+        mine = [r for r in rows if (r.kind, r.cell.seeds, r.cell.contexts) == (kind, seeds, contexts)]
+        lines.append(
+            f"| {kind} | {seeds if kind != 'fixed' else '-'} | {contexts} | {max(r.size for r in mine):.3f} | "
+            f"{min(r.cover for r in mine):.3f} | {np.median([r.power for r in mine]):.2f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replications", type=int, default=1000, help="replications per cell and hypothesis")
+    parser.add_argument("--effect", type=float, default=0.2, help="the alternative's true mean difference")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a few cells only (seconds)")
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    reps = args.replications
+    started = time.perf_counter()
+    cells = [
+        Cell(s, g, m, scores, comp)
+        for s, g, m, scores, comp in itertools.product(SEEDS, CONTEXTS, ITEMS, ("0/1", "continuous"), COMPONENTS)
+    ]
+    if args.quick:
+        cells = cells[:: len(cells) // 12]
+    fixed_cells = sorted({(c.contexts, c.items, c.scores) for c in cells})
+    print(f"{reps} replications per cell; a size passes at <= {_limit(reps):.3f}; effect {args.effect}")
+    print(f"{'test':<9}{'S':>3}{'G':>4}{'m':>5} {'scores':<11}{'components':<18}{'size':>7}{'cover':>7}{'power':>7}")
+    rows = []
+    jobs = [(kind, cell) for cell in cells for kind in ("pooled", "contrast")]
+    jobs += [("fixed", Cell(1, g, m, scores, "contexts dominate")) for g, m, scores in fixed_cells]
+    for kind, cell in jobs:
+        rows.append(measure(kind, cell, args.effect, reps, rng))
+        print(rows[-1].line(), flush=True)
+    print()
+    print("\n".join(summary(rows)))
+    print()
+    for kind in ("pooled", "contrast", "fixed"):
+        mine = [r for r in rows if r.kind == kind]
+        covered = [r.cover for r in mine if r.cell.contexts >= 8 and (kind == "fixed" or r.cell.seeds >= 5)]
+        print(
+            f"{kind}: largest size {max(r.size for r in mine):.3f}; lowest coverage (G >= 8, S >= 5) "
+            f"{min(covered, default=float('nan')):.3f}"
+        )
+    failures = sum(r.mark.endswith("SIZE") for r in rows)
+    print(f"{failures} size cells fail (after their rerun); {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
