@@ -165,14 +165,16 @@ def test_plan_counts_items_and_contexts_and_says_what_is_needed(suite, tmp_path,
     )
     plan = check_design(sweep, [TaskDesign("niah", 18, 6, 1)])
     (check,) = plan.checks
-    # 9 tests: 3 retrieval at 6 contexts (p >= 1/32), 6 pooled random or contrast also at 5 seeds (p >= 1/16);
-    # Holm's best case multiplies the smallest floor by 9
+    # 9 tests: 3 retrieval at 6 contexts (exact, p >= 1/32) and 6 pooled random or contrast t tests (no floor),
+    # so Holm's best case multiplies the exact tests' floor by the 3 tests left after the 6 pooled ones
     assert (plan.family_size, check.tests, check.min_p) == (9, 9, 1 / 32)
-    assert check.min_p_holm == pytest.approx(9 / 32) and not check.reachable
-    assert check.clusters_for_floor == 9 == plan.seeds_for_floor  # 2 / 2^9 <= 0.05 / 9 < 2 / 2^8
-    assert not plan.seeds_ok
+    assert check.min_p_holm == pytest.approx(3 / 32) and not check.reachable
+    assert check.clusters_for_floor == 9  # 2 / 2^9 <= 0.05 / 9 < 2 / 2^8
+    assert plan.seeds_ok and plan.seeds_for_rank == 19  # 5 seeds: the rank p is at least 1/6
     wide = check_design(sweep, [TaskDesign("niah", 600, 200, 1)])
-    assert wide.checks[0].reachable and wide.checks[0].min_p_holm == pytest.approx(9 * 2.0**-199)
+    assert wide.checks[0].reachable and wide.checks[0].min_p_holm == pytest.approx(3 * 2.0**-199)
+    few = check_design(parse_suite({**BASE, "conditions": {"random": {"k": [2], "seeds": [0, 1]}}}), plan.checks[0:0])
+    assert not few.seeds_ok
 
     path = tmp_path / "suite.yaml"
     path.write_text(

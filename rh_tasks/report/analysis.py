@@ -10,6 +10,11 @@ Comparisons per (task, filter, metric):
   as an exploratory row;
 - the causal contrast ``retrieval@K − random@K`` = Δ(retrieval) − Δ(random), i.e. the paired difference
   between the retrieval condition and the pooled random control on the same items, also a sample of sets.
+  Its null is that the retrieval set's expected effect equals the mean effect of random sets of the same
+  size. The other question, "would a random set do as much damage?", is answered beside it by the retrieval
+  set's rank among the random sets, with its exact one-sided rank p-value.
+
+Each comparison states its null hypothesis in words.
 
 Every comparison states its unit (items, clusters of items sharing a context, seeds), its number of clusters
 G and seeds S, and the smallest p-value its design can reach, before and after Holm correction.
@@ -119,11 +124,16 @@ def _analyse_model(model_runs: ModelRuns, settings: Settings) -> ModelReport:
 
 
 def _design_reach(model: ModelReport) -> None:
-    """Per task and filter: the smallest p-value any of its headline comparisons could reach, before and after
-    Holm, so readers (and the narrative) know when the design could not have shown an effect at all."""
+    """Per task and filter: the smallest p-value its exact tests (one condition against another) could reach,
+    before and after Holm, so readers (and the narrative) know when the contexts were too few for any masked
+    condition to show an effect. The t tests of pooled controls and contrasts have no such floor."""
     for task in model.tasks:
         for f, summary in task.filters.items():
-            mine = [c for c in model.comparisons if c.in_family and (c.task, c.filter) == (task.task, f)]
+            mine = [
+                c
+                for c in model.comparisons
+                if c.in_family and c.result.p_exact is not None and (c.task, c.filter) == (task.task, f)
+            ]
             summary.min_attainable_p_holm = min((c.min_attainable_p_holm for c in mine), default=None)
 
 
@@ -206,7 +216,38 @@ def _compare(
         n_resamples=settings.n_resamples,
         seed=[settings.seed, zlib.crc32(key.encode())],
     )
-    return Comparison(table.name, filter_name, metric, arm, _defined(result), in_family=primary and arm.in_family)
+    rank = None
+    if arm.kind == "contrast" and arm.sampled_sets:
+        treated = _stack(table, arm.members, metric, rows)
+        rank = stats.rank_among_sets((treated - _stack(table, arm.reference, metric, rows)).mean(axis=1))
+    return Comparison(
+        table.name,
+        filter_name,
+        metric,
+        arm,
+        _defined(result),
+        in_family=primary and arm.in_family,
+        null=_null(arm, result),
+        rank=rank,
+    )
+
+
+def _null(arm: Arm, result: stats.PairedResult) -> str:
+    """The hypothesis the comparison's test rejects or not, in words."""
+    if arm.kind == "contrast":
+        if result.conditional:
+            return (
+                f"{arm.members[0].label} changes the score as much as the drawn random set(s) of {arm.k} heads "
+                "on average over contexts (for these sets only)"
+            )
+        return (
+            f"{arm.members[0].label}'s expected change equals the mean change of random sets of {arm.k} heads "
+            "(over new random sets and new contexts)"
+        )
+    if arm.kind == "random" and not result.conditional:
+        return f"masking random sets of {arm.k} heads leaves the score unchanged on average over new sets and contexts"
+    subject = "the drawn random set(s)" if arm.kind == "random" else arm.label
+    return f"masking {subject} leaves the score unchanged: both runs' scores are exchangeable within each context"
 
 
 def _defined(result: stats.PairedResult) -> stats.PairedResult:

@@ -25,8 +25,12 @@ DESCRIPTION = (
 
 # How each field of Settings is given on the command line (--n-resamples, ...); defaults are the fields'.
 _SETTING_FLAGS = {
-    "seed": (int, "N", "seed of the bootstrap and Monte Carlo permutation draws; same seed, same numbers"),
-    "n_resamples": (int, "N", "bootstrap resamples and Monte Carlo sign flips per comparison (default: %(default)s)"),
+    "seed": (int, "N", "seed of the Monte Carlo sign flips; same seed, same numbers"),
+    "n_resamples": (
+        int,
+        "N",
+        "Monte Carlo sign flips per comparison, where exact enumeration is too large (default: %(default)s)",
+    ),
     "confidence": (float, "LEVEL", "confidence level of the intervals (default: %(default)s)"),
     "headline_k": (
         int,

@@ -81,8 +81,8 @@ def statements(model: ModelReport, family_size: int, confidence: float) -> list[
                 )
             if reach is not None and reach >= stats.ALPHA:
                 lines.append(
-                    f"This design cannot show any effect as significant after Holm correction; more {unit}s are "
-                    "needed (rh-eval plan says how many)."
+                    f"With these {unit}s no masked condition's exact test against the unmasked run can be "
+                    f"significant after Holm correction; more {unit}s are needed (rh-eval plan says how many)."
                 )
             lines += [_describe(c, bounded, family_size, confidence) for c in chosen]
             points = " points" if bounded else ""
@@ -148,8 +148,20 @@ def _numbers(c: Comparison, bounded: bool) -> str:
     )
 
 
+def rank_words(c: Comparison) -> str:
+    """``more damaging than 10 of 10 random sets (rank p = 0.091, one-sided)``, or "" without a rank."""
+    if c.rank is None:
+        return ""
+    return (
+        f"more damaging than {c.rank.beaten} of {c.rank.sets} random sets "
+        f"(rank p = {format_p(c.rank.p_value)}, one-sided)"
+    )
+
+
 def _answer(c: Comparison, bounded: bool) -> str:
     r, numbers = c.result, _numbers(c, bounded)
+    if c.rank is not None:
+        numbers += f"; {rank_words(c)}"
     if includes_zero(c):
         return f"no effect shows ({numbers}; the interval includes 0)."
     direction = "lowers" if r.delta < 0 else "raises"
@@ -187,9 +199,17 @@ def _describe(c: Comparison, bounded: bool, family_size: int, confidence: float)
         f"{format_value(r.ci_low, bounded, signed=True)} to {format_value(r.ci_high, bounded, signed=True)}; "
         f"p = {format_p(r.p_value)}, Holm p = {format_p(c.p_holm)}; {_units(c)})"
     )
-    caveat = ""
+    caveat = f" Null: {c.null}." if c.null else ""
+    if c.rank is not None:
+        floor = 1 / (c.rank.sets + 1)
+        caveat += f" Would a random set do as much damage? {c.arm.members[0].label} is {rank_words(c)}" + (
+            f"; with {c.rank.sets} sets the rank cannot give p below {format_p(floor)} "
+            f"({stats.seeds_for_rank()} sets are needed for {stats.ALPHA})."
+            if floor > stats.ALPHA
+            else "."
+        )
     if r.conditional:
-        caveat = (
+        caveat += (
             f" With {r.n_seeds} random head set{plural} the spread between sets cannot "
             f"be estimated (it takes at least {stats.MIN_SEEDS}), so this holds only for the drawn set"
             f"{plural}, not for random heads in general."

@@ -28,10 +28,11 @@ logger = logging.getLogger(__name__)
 
 UNIT_NOTE = (
     "items that share a context (a needle and haystack, an article) are one cluster, and random head sets "
-    "(seeds) are a sample of sets. Intervals resample whole clusters, and seeds too when there are at least "
-    "3; tests flip the signs of whole cluster sums, so G clusters cannot give p below 2/2^G, and a pooled "
-    "random control or contrast must also hold across seeds (S seeds: p >= 2/2^S). With fewer than 3 seeds the "
-    "spread between head sets cannot be estimated and results hold only for the drawn sets."
+    "(seeds) are a sample of sets. One condition against another is tested exactly by flipping the signs of "
+    "whole cluster sums, so G clusters cannot give p below 2/2^G. A pooled random control or contrast is "
+    "about new head sets and new contexts alike, so its test and interval use the spread between seeds plus "
+    "the spread between clusters, with min(S, G) - 1 degrees of freedom. With fewer than 3 seeds the spread "
+    "between head sets cannot be estimated and results hold only for the drawn sets."
 )
 
 
@@ -60,7 +61,9 @@ def write_report(
     if not 0 < confidence < 1:
         raise ReportInputError(f"confidence={confidence} must be between 0 and 1, e.g. 0.95.")
     if n_resamples < 100:
-        raise ReportInputError(f"n_resamples={n_resamples} is too few for a stable interval; use at least 1000.")
+        raise ReportInputError(
+            f"n_resamples={n_resamples} is too few for a stable Monte Carlo p-value; use at least 1000."
+        )
     settings = Settings(confidence=confidence, n_resamples=n_resamples, seed=seed, headline_k=headline_k)
     runs = load_runs(list(run_dirs))
     refuse_untrusted(runs)
@@ -166,9 +169,14 @@ def _comparison_cells(model: ModelReport) -> list[list[dict]]:
                 _cell(format_value(r.delta, b, signed=True), r.delta),
                 _cell(format_value(r.ci_low, b, signed=True), r.ci_low),
                 _cell(format_value(r.ci_high, b, signed=True), r.ci_high),
-                _cell(format_value(r.se, b), r.se),
+                _cell("n/a" if r.se_design is None else f"{format_value(r.se_design, b)} ({r.df:.3g} df)", r.se_design),
                 _cell(clustered, r.se_clustered),
                 _cell(r.test, r.test),
+                _cell(c.null, c.null),
+                _cell(
+                    "" if c.rank is None else f"{c.rank.beaten} of {c.rank.sets} (p = {format_p(c.rank.p_value)})",
+                    None if c.rank is None else c.rank.p_value,
+                ),
                 _cell(format_p(r.min_attainable_p), r.min_attainable_p),
                 _cell(format_p(r.p_value), r.p_value),
                 _cell(format_p(c.p_holm), c.p_holm),
@@ -296,8 +304,8 @@ def render_markdown(report: Report) -> str:
         "# Which abilities depend on retrieval heads?",
         "",
         f"{len(report.runs)} runs. Δ = masked minus unmasked score on the same items; scores in [0, 1] in "
-        f"points (×100). {settings.confidence:.0%} intervals: {methods.bootstrap} "
-        f"({settings.n_resamples} resamples, seed {settings.seed}). Tests: {methods.tests}. "
+        f"points (×100). {settings.confidence:.0%} intervals: {methods.intervals}. Tests: {methods.tests} "
+        f"({settings.n_resamples} Monte Carlo sign flips where enumeration is too large, seed {settings.seed}). "
         f"Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 after Holm correction over {report.family_size} tests.",
         "",
         f"Unit of analysis: {UNIT_NOTE}",
@@ -351,9 +359,11 @@ def render_markdown(report: Report) -> str:
                 "Δ",
                 "CI low",
                 "CI high",
-                "SE",
+                "SE of Δ (df)",
                 "clustered SE",
                 "test",
+                "null hypothesis",
+                "random sets it is more damaging than",
                 "min p",
                 "p",
                 "Holm p",

@@ -17,9 +17,9 @@ from model_wrappers.condition import Condition
 from . import stats
 from .pairing import UNMASKED
 from .runs import Run
-from .stats import PairedResult
+from .stats import PairedResult, SetRank
 
-SCHEMA = "rh-eval-report/2"  # 2: unit, n_clusters, n_seeds, min_attainable_p per comparison
+SCHEMA = "rh-eval-report/3"  # 3: t intervals, the two-way test of pooled seeds, each comparison's null and rank
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,20 @@ class Methods:
     alpha: float = stats.ALPHA
     power: float = stats.POWER
     min_seeds: int = stats.MIN_SEEDS
-    bootstrap: str = (
-        "percentile; whole clusters of items resampled with replacement, and random head sets "
-        f"(seeds) too when there are at least {stats.MIN_SEEDS}"
+    intervals: str = (
+        "t intervals on the test's standard error: clustered (CR2) with Bell-McCaffrey degrees of freedom (G - 1 "
+        "for equal clusters) for one condition against another; for pooled random seeds (at least "
+        f"{stats.MIN_SEEDS}) and contrasts, the two-way standard error between seeds plus between clusters, with "
+        "the fewer of S - 1 and the clusters' degrees of freedom; for scores in [0, 1] the variance gains "
+        "(1 / (G + 2))^2 (Agresti & Min's pseudo-counts) and the interval stays within [-1, 1]"
     )
     tests: str = (
-        "sign-flip on cluster sums (exact by enumeration or convolution, else Monte Carlo), exact "
-        "McNemar when every cluster holds one 0/1 item; pooled random seeds and contrasts must reject both "
-        "between seeds and between clusters (the larger p-value); two-sided"
+        "one condition against another: exact McNemar when every cluster holds one 0/1 item, else sign-flip "
+        "on cluster sums (exact by enumeration or convolution, else Monte Carlo), or the interval's own t test "
+        "when that is larger, so that every significant row's interval excludes 0; pooled random seeds and "
+        "contrasts: the two-way t test, valid when both the head sets and the contexts are samples; two-sided. "
+        "Beside each contrast: the retrieval set's rank among the random sets, with the exact one-sided rank "
+        "p-value (1 + sets at least as damaging) / (S + 1)"
     )
     standard_error: str = "CRV1 clustered by shared context where the task records one (Miller 2024)"
     mde: str = "t quantiles with G - 1 degrees of freedom on the clustered standard error"
@@ -83,6 +89,8 @@ class Comparison:
     arm: Arm
     result: PairedResult
     in_family: bool  # in the multiple-testing family that Holm and Benjamini-Hochberg correct
+    null: str = ""  # the null hypothesis of its test, in words
+    rank: SetRank | None = None  # contrasts: the retrieval set among the random sets
     # Set once every model's comparisons are known (the family spans models):
     p_holm: float | None = None
     p_bh: float | None = None
@@ -296,6 +304,8 @@ def _comparison(c: Comparison) -> dict:
         "k": arm.k,
         "reference": arm.reference_label,
         **c.result.to_dict(),
+        "null": c.null,
+        "rank": None if c.rank is None else dataclasses.asdict(c.rank),
         "in_family": c.in_family,
         "p_holm": c.p_holm,
         "p_bh": c.p_bh,

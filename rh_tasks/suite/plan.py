@@ -1,8 +1,10 @@
 """Design check before any compute: can each task of a suite show an effect at all, and what would it take?
 
-The report tests at the unit of the design (clusters of items sharing a context, random head sets), so a task
-with few contexts, or a random control with few seeds, cannot reach significance after Holm correction
-however large the effect. This builds every task's documents (cheap: no model weights, only the tokenizer),
+The report tests one condition against another exactly at the unit of the design (clusters of items sharing a
+context), so a task with few contexts cannot reach significance after Holm correction however large the
+effect. Pooled random controls and contrasts are tested with t on the spread between seeds plus between
+contexts, which needs at least ``MIN_SEEDS`` seeds; the retrieval set's rank among the random sets needs more
+(19 for a one-sided 0.05). This builds every task's documents (cheap: no model weights, only the tokenizer),
 counts items and contexts, and compares them with the smallest p-value the exact tests could give.
 """
 
@@ -32,7 +34,7 @@ class TaskDesign:
 class TaskCheck:
     design: TaskDesign
     tests: int  # headline comparisons of this task (per filter: retrieval Ks, random Ks, contrasts)
-    min_p: float  # smallest p any of its tests could give
+    min_p: float  # smallest p its exact tests (a retrieval set against none) could give
     min_p_holm: float  # the same after Holm correction over the suite's family, in the best case
     clusters_for_floor: int  # fewest clusters whose exact test can reach alpha / family size
     clusters_for_effect: int  # fewest clusters for the planned effect at 80% power after Bonferroni
@@ -51,12 +53,13 @@ class Plan:
     checks: list[TaskCheck]
     family_size: int
     seeds: int
-    seeds_for_floor: int
+    seeds_for_rank: int  # fewest seeds whose rank test can give a one-sided p of alpha
     effect: float
 
     @property
     def seeds_ok(self) -> bool:
-        return self.seeds == 0 or self.seeds >= self.seeds_for_floor
+        """Enough seeds to estimate the spread between head sets, which the pooled test needs."""
+        return self.seeds == 0 or self.seeds >= stats.MIN_SEEDS
 
 
 def task_designs(config: SuiteConfig, tasks: TaskCache | None = None) -> list[TaskDesign]:
@@ -80,34 +83,39 @@ def task_designs(config: SuiteConfig, tasks: TaskCache | None = None) -> list[Ta
 
 
 def check_design(config: SuiteConfig, designs: list[TaskDesign], effect: float = 0.2) -> Plan:
-    """Smallest attainable p per task before and after Holm, and the clusters and seeds an effect needs."""
+    """Smallest attainable p per task before and after Holm, and the clusters and seeds an effect needs.
+
+    Only the exact tests have a floor; a pooled test with enough seeds has none, and enters Holm's best case
+    as a test that could give p = 0.
+    """
     retrieval = {c.k for c in config.conditions if c.kind == "retrieval"}
     random = {c.k for c in config.conditions if c.kind == "random"}
     seeds = len({c.seed for c in config.conditions if c.kind == "random"})
-    per_filter = len(retrieval) + len(random) + len(retrieval & random)
-    floors, owners = [], []
+    pooled = len(random) + len(retrieval & random)
+    floors, owners, exact = [], [], []
     for number, design in enumerate(designs):
         cluster_floor = stats.min_attainable_p(design.clusters)
-        sampled_floor = max(cluster_floor, stats.min_attainable_p(seeds)) if seeds >= stats.MIN_SEEDS else cluster_floor
+        sampled_floor = 0.0 if seeds >= stats.MIN_SEEDS else cluster_floor  # fewer seeds: exact, conditional
         for _ in range(design.filters):
-            floors += [cluster_floor] * len(retrieval) + [sampled_floor] * (len(random) + len(retrieval & random))
-            owners += [number] * per_filter
+            floors += [cluster_floor] * len(retrieval) + [sampled_floor] * pooled
+            exact += [True] * len(retrieval) + [seeds < stats.MIN_SEEDS] * pooled
+            owners += [number] * (len(retrieval) + pooled)
     family = len(floors)
     holm = stats.holm(floors) if floors else []
     checks = []
     for number, design in enumerate(designs):
-        mine = [(f, h) for f, h, owner in zip(floors, holm, owners) if owner == number]
+        mine = [(f, h) for f, h, owner, e in zip(floors, holm, owners, exact) if owner == number and e]
         checks.append(
             TaskCheck(
                 design=design,
-                tests=len(mine),
-                min_p=min((f for f, _ in mine), default=1.0),
-                min_p_holm=min((float(h) for _, h in mine), default=1.0),
+                tests=sum(owner == number for owner in owners),
+                min_p=min((f for f, _ in mine), default=0.0),
+                min_p_holm=min((float(h) for _, h in mine), default=0.0),
                 clusters_for_floor=stats.units_for_floor(max(family, 1)),
                 clusters_for_effect=stats.clusters_needed(effect, tests=max(family, 1)),
             )
         )
-    return Plan(checks, family, seeds, stats.units_for_floor(max(family, 1)), effect)
+    return Plan(checks, family, seeds, stats.seeds_for_rank(), effect)
 
 
 def _count(number: int, noun: str) -> str:
@@ -152,18 +160,24 @@ def describe(plan: Plan) -> list[tuple[bool, str]]:
                 )
             )
     if plan.seeds and not plan.seeds_ok:
-        spread = (
-            f"the spread between head sets cannot be estimated from fewer than {stats.MIN_SEEDS}, so pooled random "
-            "results will hold only for the drawn sets"
-            if plan.seeds < stats.MIN_SEEDS
-            else f"pooled random controls and contrasts cannot give p below {stats.min_attainable_p(plan.seeds):.3g} "
-            "between head sets"
-        )
         lines.append(
             (
                 True,
-                f"random: {plan.seeds} seed{'s' if plan.seeds != 1 else ''}; {spread}. At least "
-                f"{plan.seeds_for_floor} seeds are needed for them to reach significance after Holm correction.",
+                f"random: {_count(plan.seeds, 'seed')}; the spread between head sets cannot be estimated from "
+                f"fewer than {stats.MIN_SEEDS}, so pooled random results will hold only for the drawn sets. Use at "
+                f"least {stats.MIN_SEEDS} seeds.",
+            )
+        )
+    elif plan.seeds:
+        floor = 1 / (plan.seeds + 1)
+        lines.append(
+            (
+                False,
+                f"random: {_count(plan.seeds, 'seed')}; pooled random controls and contrasts are tested with t on "
+                "the spread between seeds plus between contexts, with min(seeds, contexts) - 1 degrees of "
+                f"freedom. Would a random set do as much damage as the retrieval set? Its rank among the "
+                f"{plan.seeds} random sets can give a one-sided p of {floor:.3g} at best"
+                + (f"; {plan.seeds_for_rank} seeds are needed for {stats.ALPHA}." if floor > stats.ALPHA else "."),
             )
         )
     return lines
