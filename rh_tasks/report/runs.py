@@ -146,10 +146,21 @@ def _load_run(path: Path, prompts: dict[str, str]) -> Run:
         hub_sha=config.get("model_sha") or None,
         condition=Condition.from_record(masking),
         audit=_audit(masking.get("audit")),
-        head_scores=masking.get("head_scores") or None,
+        head_scores=_shown(masking.get("head_scores")),
         tasks=tasks,
         groups={g: list(s) for g, s in (data.get("group_subtasks") or {}).items() if s},
     )
+
+
+def _shown(path: str | None) -> str | None:
+    """A recorded file path relative to the working directory when it lies inside it, so a report written in a
+    project folder names the project's files, not the machine's layout."""
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return path
 
 
 def _model_name(model_args) -> str | None:
