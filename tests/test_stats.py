@@ -220,6 +220,9 @@ def test_no_zero_width_interval_where_the_design_cannot_know_the_effect():
     # 10 seeds on 57 unchanged questions: min(9, 56) degrees of freedom
     mmlu = stats.compare_paired(np.ones(57), np.ones((10, 57)), sampled_sets=True)
     assert mmlu.ci_high == pytest.approx(scipy_stats.t.ppf(0.975, 9) / 59)
+    # unbounded scores that all move by exactly the same amount: no spread to scale an interval by, and no claim
+    same = stats.compare_paired(np.full(5, 2.0), np.full((4, 5), 2.5), sampled_sets=True)
+    assert math.isnan(same.ci_low) and math.isnan(same.ci_high) and same.p_value == 1.0
     # every cluster loses everything: not the single point [-1, -1]
     lost = stats.compare_paired(np.ones(26), np.zeros(26))
     assert lost.ci_low == -1.0 and -1.0 < lost.ci_high < -0.8

@@ -14,14 +14,14 @@ article) form a cluster, and random head sets (seeds) are a sample of sets. Two 
   sets, so both are samples and the differences are crossed random effects (set + context + interaction).
   No permutation of one factor is valid for that null, and the larger of two one-factor p-values is not
   either. The test is a t statistic on the two-way standard error, SE^2 = SE^2(between seeds) + SE^2(between
-  clusters), on min(S, G) - 1 degrees of freedom: each term also carries the interaction and noise, so the
+  clusters), with the degrees of freedom of the smaller sample: each term also carries the interaction, so the
   sum counts them twice and errs on the conservative side (Cameron, Gelbach & Miller 2011's two-way variance
   without the subtracted intersection, which can go negative). Its size, coverage and power over the designs
   rh-eval allows are measured by ``benchmarks/bench_calibration.py``.
 
 Every interval is a t interval on the same standard error and degrees of freedom as its test (G - 1 for G
-clusters when the sets are fixed), so it is valid with few clusters where the percentile bootstrap is too
-narrow. For scores in [0, 1] the variance gains (1 / (G + 2))^2, the Agresti & Min (2005) adjustment's value
+equal clusters when the sets are fixed), so it is valid with few clusters where the percentile bootstrap is
+too narrow. For scores in [0, 1] the variance gains (1 / (G + 2))^2, the Agresti & Min (2005) adjustment's value
 when nothing changed, so a design that cannot see any spread still gets an honest width.
 """
 
@@ -112,9 +112,8 @@ class TwoWay:
     def p_value(self) -> np.ndarray:
         """Two-sided t test of delta = 0; 1 where the design gives no standard error."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.abs(self.delta) / self.se
-            p = 2 * sps.t.sf(t, self.df)
-        return np.where(np.isfinite(p), p, np.where((self.se == 0) & (self.delta != 0), 0.0, 1.0))
+            p = 2 * sps.t.sf(np.abs(self.delta) / self.se, self.df)
+        return np.where(np.isfinite(p), p, 1.0)
 
     def interval(self, confidence: float = CONFIDENCE, bounded: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """t interval; clipped to [-1, 1] for scores in [0, 1], and all of it where no SE exists."""
@@ -183,7 +182,7 @@ def two_way(sums: np.ndarray, sizes: np.ndarray, *, bounded: bool) -> TwoWay:
     For scores in [0, 1] the variance gains (1 / (G + 2))^2, what Agresti & Min's (2005) pseudo-counts give when
     nothing changed: a t test on a few cluster means that are nearly all +-1 (one 0/1 item per context) is
     otherwise too liberal (7% at G = 8), and a design that saw no change still gets an honest width. With one
-    cluster there is no SE (NaN). With one set it is the clustered t.
+    cluster, or unbounded scores without any spread, there is no SE (NaN). With one set it is the clustered t.
     """
     s = np.asarray(sums, dtype=float)
     n = np.asarray(sizes, dtype=float)
@@ -200,6 +199,8 @@ def two_way(sums: np.ndarray, sizes: np.ndarray, *, bounded: bool) -> TwoWay:
     variance = v_seeds + v_clusters
     if bounded:  # Agresti & Min's pseudo-counts: half a pair lost and half gained, over G + 2 units
         variance = variance + (1 / (groups + 2)) ** 2
+    else:  # no spread at all in unbounded scores: nothing to scale an interval by
+        variance = np.where(variance > 0, variance, np.nan)
     df = np.full(delta.shape, min(float(sets - 1), cluster_df(n)) if sets > 1 else cluster_df(n))
     return TwoWay(delta, np.sqrt(variance), df, np.sqrt(v_seeds), np.sqrt(v_clusters))
 
