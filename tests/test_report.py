@@ -418,7 +418,7 @@ def test_holm_family_and_statements(built):
     assert (
         "Unit of analysis:" in markdown and "niah: 18 paired items in 6 shared contexts, 1, 3 random seeds" in markdown
     )
-    assert "| smallest attainable p |" in markdown
+    assert "| smallest attainable p (Holm) |" in markdown
 
 
 def test_heatmaps_and_failure_breakdown(built):
@@ -542,7 +542,7 @@ def test_cli_errors_leave_existing_report_untouched(tmp_path, capsys):
     assert run_cli([*folders, "-o", tmp_path / "out", "--n-resamples", "2000"]) == 0
     assert "Wrote" in capsys.readouterr().out
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
-    assert set(before) == {"report.md", "report.json", "report.html"}
+    assert set(before) == {"report.md", "report.json", "report.html", "forest.svg"}
 
     (tmp_path / "empty").mkdir()
     no_samples = tmp_path / "no_samples"
