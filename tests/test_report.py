@@ -766,6 +766,12 @@ def test_a_task_the_model_cannot_do_is_called_so(tmp_path):
     said = dict(sentence.split(": ", 1) for sentence in answers(files.report.models[0]))
     assert said["gsm8k_cot (flexible-extract)"].startswith("the model scores 0 on it unmasked, so it cannot tell")
     assert not said["mmlu"].startswith("the model scores 0")
+    labels = [row["label"] for row in written(files)["models"][0]["forest"]]
+    assert labels == [
+        "gsm8k_cot (flexible-extract) \u00b7 exact_match (no random control: retrieval@2 vs none; scores 0 unmasked: "
+        "cannot tell)",
+        "mmlu \u00b7 acc (no random control: retrieval@2 vs none)",
+    ]
 
 
 def _interval_text(brief: dict) -> str:

@@ -421,6 +421,10 @@ def _forest(model: ModelReport) -> list[ForestRow]:
         if effect is None:
             continue
         name = task.task + (f" ({f})" if len(task.filters) > 1 else "") + f" \u00b7 {task.primary_metric}"
+        baseline = task.filters[f].baseline
+        notes = [] if "contrast" in pick else [f"no random control: {effect.arm.label} vs none"]
+        if task.bounded and baseline == 0:  # nothing for masking to remove, as the answers say
+            notes.append("scores 0 unmasked: cannot tell")
         rows.append(
             ForestRow(
                 model=model.model,
@@ -428,9 +432,9 @@ def _forest(model: ModelReport) -> list[ForestRow]:
                 filter=f,
                 metric=task.primary_metric,
                 k=model.headline_k,
-                label=name if "contrast" in pick else f"{name} (no random control: {effect.arm.label} vs none)",
+                label=name + (f" ({'; '.join(notes)})" if notes else ""),
                 bounded=task.bounded,
-                baseline=task.filters[f].baseline,
+                baseline=baseline,
                 effect=_estimate(effect),
                 retrieval=_estimate(pick.get("retrieval")),
                 random=_estimate(pick.get("random")),

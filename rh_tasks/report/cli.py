@@ -70,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
     files = write_report(args.run_dirs, output, **settings)
     for paragraph in (p for model in files.report.models for p in model.statements):
         print(paragraph, end="\n\n")
-    print(f"Wrote {files.markdown}, {files.json} and {files.html}")
+    figure = f" (with {files.forest.name})" if files.forest else ""
+    print(f"Wrote {files.markdown}{figure}, {files.json} and {files.html}")
     return 0
 
 

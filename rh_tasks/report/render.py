@@ -161,7 +161,8 @@ def _task_name(task: TaskSummary, f: str) -> str:
 
 def headline_conditions(model: ModelReport) -> str:
     """The conditions behind the leaderboard's Δ columns, e.g. ``retrieval@5, random@5``."""
-    picked = {c.arm.label: c for t, f in _headline_columns(model) for c in headline_picks(model, t, f).values()}
+    picks = [c for t, f in _headline_columns(model) for c in headline_picks(model, t, f).values()]
+    picked = {c.arm.label: c for c in picks if c.arm.kind != "contrast"}
     return ", ".join(label for label, c in sorted(picked.items(), key=lambda item: listing_order(item[1])))
 
 
