@@ -13,7 +13,7 @@ from rh_tasks.plugin.command import main
 from rh_tasks.report import ReportInputError, write_report
 from rh_tasks.report.failures import classify, words
 from rh_tasks.report.narrative import answers, format_value
-from rh_tasks.report.render import cross_model_table
+from rh_tasks.report.render import cross_model_table, forest_rows
 from rh_tasks.report.schema import to_json
 from rh_tasks.suite.summary import summary
 
@@ -792,6 +792,8 @@ def test_cross_model_table_ranks_by_long_context_contrast_and_shows_its_interval
         assert niah["text"] == _interval_text(contrasts[row["model"]])
         assert [c["text"] for c in row["cells"][:2]] == ["\u2014", "\u2014"]  # no random control
     markdown = files.markdown.read_text()
+    assert markdown.index(f"**{MODEL}**") < markdown.index("**/models/robust**")  # the answers in rank order
+    assert [row.model for row in forest_rows(files.report)] == [MODEL] * 3 + ["/models/robust"] * 3
     rule = markdown.index("Ranked by dependence on retrieval heads: minus the mean causal contrast")
     first = markdown.index(f"| 1 | {MODEL} | 2 |")
     assert rule < first < markdown.index("| 2 | /models/robust | 2 |")

@@ -84,8 +84,14 @@ def write_report(
 
 
 def forest_rows(report: Report) -> list[ForestRow]:
-    """The headline figure's rows: every model's headline tasks, models in report order."""
-    return [row for model in report.models for row in model.forest]
+    """The headline figure's rows: every model's headline tasks, the most dependent model first."""
+    return [row for model in ranked_models(report) for row in model.forest]
+
+
+def ranked_models(report: Report) -> list[ModelReport]:
+    """Models in cross-model rank order (report order for one model), so the top of a report reads as one list."""
+    rank = {row.model: row.rank for row in report.cross_model}
+    return sorted(report.models, key=lambda model: rank.get(model.model, 0))
 
 
 # ---- tables shared by Markdown and HTML ---------------------------------------------------------------------
@@ -288,6 +294,7 @@ def render_html(report: Report) -> str:
     rows = forest_rows(report)
     return environment.get_template("report.html.j2").render(
         question=QUESTION,
+        answers=[(model.model, model.headline_k, answers(model)) for model in ranked_models(report)],
         forest_svg=plots.forest(rows, "forest") if rows else None,
         forest_caption=forest_caption(report),
         runs=report.runs,
@@ -330,7 +337,6 @@ def _html_model(model: ModelReport, number: int) -> dict:
         "headline_k": model.headline_k,
         "design": design_line(model),
         "runs": model.runs,
-        "answers": answers(model),
         "statements": model.statements,
         "leaderboard": leaderboard(model),
         "headline_conditions": headline_conditions(model),
@@ -367,7 +373,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render_markdown(report: Report) -> str:
     settings, methods = report.settings, report.methods
     lines = ["# Which abilities depend on retrieval heads?", "", QUESTION, ""]
-    for model in report.models:
+    for model in ranked_models(report):
         if len(report.models) > 1:
             lines += [f"**{_md(model.model)}** (K = {model.headline_k}):", ""]
         lines += [f"- {_md(sentence)}" for sentence in answers(model)] + [""]
