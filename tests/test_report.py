@@ -799,7 +799,7 @@ def test_cross_model_table_ranks_by_long_context_contrast_and_shows_its_interval
     assert rule < first < markdown.index("| 2 | /models/robust | 2 |")
     assert _interval_text(contrasts[MODEL]) in markdown[first:].splitlines()[0]
     html = files.html.read_text()
-    rule, table = html.index("Ranked by dependence on retrieval heads"), html.index("<td>" + MODEL + "</td>")
+    rule, table = html.index("Ranked by dependence on retrieval heads"), html.index(f'<td class="name">{MODEL}</td>')
     low, high = (format_value(contrasts[MODEL][key], True, signed=True) for key in ("ci_low", "ci_high"))
     assert rule < table < html.index(f'<span class="ci">[{low}, {high}]</span>', table)
 
