@@ -12,8 +12,10 @@ import pytest
 from rh_tasks.plugin.command import main
 from rh_tasks.report import ReportInputError, write_report
 from rh_tasks.report.failures import classify, words
-from rh_tasks.report.narrative import answers
+from rh_tasks.report.narrative import answers, format_value
+from rh_tasks.report.render import cross_model_table, forest_rows
 from rh_tasks.report.schema import to_json
+from rh_tasks.suite.summary import summary
 
 MODEL = "/models/tiny-llama"
 HAYSTACK = "The Time Traveller was expounding a recondite matter to us. His grey eyes shone and twinkled."
@@ -424,7 +426,7 @@ def test_holm_family_and_statements(built):
     assert (
         "Unit of analysis:" in markdown and "niah: 18 paired items in 6 shared contexts, 1, 3 random seeds" in markdown
     )
-    assert "| smallest attainable p |" in markdown
+    assert "| smallest attainable p (Holm) |" in markdown
 
 
 def test_heatmaps_and_failure_breakdown(built):
@@ -548,7 +550,7 @@ def test_cli_errors_leave_existing_report_untouched(tmp_path, capsys):
     assert run_cli([*folders, "-o", tmp_path / "out", "--n-resamples", "2000"]) == 0
     assert "Wrote" in capsys.readouterr().out
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
-    assert set(before) == {"report.md", "report.json", "report.html"}
+    assert set(before) == {"report.md", "report.json", "report.html", "forest.svg"}
 
     (tmp_path / "empty").mkdir()
     no_samples = tmp_path / "no_samples"
@@ -582,14 +584,18 @@ def test_help_explains_every_flag(capsys):
         assert flag in text
 
 
-def test_plain_hf_runs_and_cross_model_ranking(tmp_path):
-    """A plain hf baseline pairs with masked runs of the same model; two models are ranked, never cross-paired."""
+def two_models(tmp_path: Path):
+    """The suite for MODEL and for /models/robust, which barely notices retrieval masking at K = 2."""
     folders = suite(tmp_path / "m1", weights=None)  # baseline written as a plain hf run
     folders += suite(tmp_path / "m2", model="/models/robust")
-    for folder in (tmp_path / "m2").glob("retrieval2"):  # the second model barely notices retrieval masking
-        for path in folder.rglob("samples_niah_*.jsonl"):
-            path.write_text("".join(json.dumps(r) + "\n" for r in niah_rows(["c"] * 17 + ["h"])))
-    files = write_report(folders, tmp_path / "out", **FAST)
+    for path in (tmp_path / "m2" / "retrieval2").rglob("samples_niah_*.jsonl"):
+        path.write_text("".join(json.dumps(r) + "\n" for r in niah_rows(["c"] * 17 + ["h"])))
+    return write_report(folders, tmp_path / "out", **FAST)
+
+
+def test_plain_hf_runs_and_cross_model_ranking(tmp_path):
+    """A plain hf baseline pairs with masked runs of the same model; two models are ranked, never cross-paired."""
+    files = two_models(tmp_path)
     report = written(files)
     assert [row["model"] for row in report["cross_model"]] == [MODEL, "/models/robust"]
     first, second = report["cross_model"]
@@ -766,3 +772,135 @@ def test_a_task_the_model_cannot_do_is_called_so(tmp_path):
     said = dict(sentence.split(": ", 1) for sentence in answers(files.report.models[0]))
     assert said["gsm8k_cot (flexible-extract)"].startswith("the model scores 0 on it unmasked, so it cannot tell")
     assert not said["mmlu"].startswith("the model scores 0")
+    labels = [row["label"] for row in written(files)["models"][0]["forest"]]
+    assert labels == [
+        "gsm8k_cot (flexible-extract) \u00b7 exact_match (no random control: retrieval@2 vs none; scores 0 unmasked: "
+        "cannot tell)",
+        "mmlu \u00b7 acc (no random control: retrieval@2 vs none)",
+    ]
+
+
+def _interval_text(brief: dict) -> str:
+    values = [format_value(brief[key], True, signed=True) for key in ("delta", "ci_low", "ci_high")]
+    return f"{values[0]} [{values[1]}, {values[2]}]"
+
+
+def test_cross_model_table_ranks_by_long_context_contrast_and_shows_its_interval(tmp_path):
+    files = two_models(tmp_path)
+    report = written(files)
+    contrasts = {row["model"]: row["tasks"]["niah"]["contrast"] for row in report["cross_model"]}
+    assert contrasts[MODEL]["delta"] < contrasts["/models/robust"]["delta"]  # more dependent on retrieval heads
+    columns, rows = cross_model_table(files.report)
+    assert [r["model"] for r in rows] == [MODEL, "/models/robust"]  # not the alphabetical order
+    assert columns == ["gsm8k_cot", "mmlu", "niah (long context)"]
+    for row in rows:
+        niah = row["cells"][columns.index("niah (long context)")]
+        assert niah["text"] == _interval_text(contrasts[row["model"]])
+        assert [c["text"] for c in row["cells"][:2]] == ["\u2014", "\u2014"]  # no random control
+    markdown = files.markdown.read_text()
+    assert markdown.index(f"**{MODEL}**") < markdown.index("**/models/robust**")  # the answers in rank order
+    assert [row.model for row in forest_rows(files.report)] == [MODEL] * 3 + ["/models/robust"] * 3
+    rule = markdown.index("Ranked by dependence on retrieval heads: minus the mean causal contrast")
+    first = markdown.index(f"| 1 | {MODEL} | 2 |")
+    assert rule < first < markdown.index("| 2 | /models/robust | 2 |")
+    assert _interval_text(contrasts[MODEL]) in markdown[first:].splitlines()[0]
+    html = files.html.read_text()
+    rule, table = html.index("Ranked by dependence on retrieval heads"), html.index(f'<td class="name">{MODEL}</td>')
+    low, high = (format_value(contrasts[MODEL][key], True, signed=True) for key in ("ci_low", "ci_high"))
+    assert rule < table < html.index(f'<span class="ci">[{low}, {high}]</span>', table)
+
+
+def test_forest_rows_are_the_headline_comparisons(built):
+    _, files = built
+    report = written(files)
+    model = report["models"][0]
+    forest = {row["task"]: row for row in model["forest"]}
+    assert list(forest) == ["mmlu", "gsm8k_cot", "niah"]  # headline tasks in report order
+    assert forest["niah"]["label"] == "niah \u00b7 contains"
+    assert forest["mmlu"]["label"] == "mmlu \u00b7 acc (no random control: retrieval@2 vs none)"
+    expected = {
+        "niah": ("retrieval@2 \u2212 random@2", "retrieval@2", "random@2"),
+        "mmlu": ("retrieval@2", "retrieval@2", None),
+        "gsm8k_cot": ("retrieval@2", "retrieval@2", None),
+    }
+    for task, row in forest.items():
+        assert row["filter"] == next(iter(next(t for t in model["tasks"] if t["task"] == task)["filters"]))
+        for part, condition in zip(("effect", "retrieval", "random"), expected[task]):
+            if condition is None:
+                assert row[part] is None
+                continue
+            c = _find(report, task, condition, row["metric"], row["filter"])
+            assert c["in_family"] and c["k"] == model["headline_k"]
+            assert row[part] == {
+                "condition": condition,
+                "reference": c["reference"],
+                "delta": c["delta"],
+                "ci_low": c["ci_low"],
+                "ci_high": c["ci_high"],
+                "p_holm": c["p_holm"],
+            }
+        assert row["significant"] == (row["effect"]["p_holm"] < 0.05)
+        assert row["baseline"] == _find(report, task, "retrieval@2", row["metric"], row["filter"])["baseline"]
+    assert forest["niah"]["effect"]["reference"] == "random@2"
+
+
+def test_forest_figure_opens_the_report(built):
+    _, files = built
+    assert files.forest == files.markdown.parent / "forest.svg"
+    assert_well_formed(files.forest.read_text())
+    markdown = files.markdown.read_text()
+    sentences = answers(files.report.models[0])
+    assert markdown.index(f"- {sentences[-1]}") < markdown.index("](forest.svg)") < markdown.index("## Methods")
+    html = files.html.read_text()
+    figure = html.index("<svg")
+    assert html.index("<h1>") < html.index("<li>" + sentences[0].replace("'", "&#39;")) < figure
+    assert figure < html.index("Unit of analysis") and figure < html.index("<h3>Findings</h3>")
+
+
+def flat_rows(outcomes: list[str]) -> list[dict]:
+    """NIAH rows whose documents all sit at one context length and one depth."""
+    rows = niah_rows(outcomes)
+    for row in rows:
+        row["doc"] |= {"length": 256, "depth": 50}
+        row["doc_hash"] = _sha(json.dumps(row["doc"], sort_keys=True))
+    return rows
+
+
+def test_figures_with_one_cell_or_one_k_are_left_out_with_a_note(tmp_path):
+    runs = [
+        write_run(tmp_path / "none", {"niah": flat_rows(NONE)}, masking={"heads_kind": "none"}),
+        write_run(
+            tmp_path / "retrieval",
+            {"niah": flat_rows(RETRIEVAL[2])},
+            masking={"heads_kind": "retrieval", "k": 2, "heads": [[1, 0], [1, 1]]},
+        ),
+    ]
+    for seed in range(3):
+        masking = {"heads_kind": "random", "k": 2, "seed": seed, "heads": [[0, seed], [2, 2]]}
+        runs.append(write_run(tmp_path / f"random{seed}", {"niah": flat_rows(RANDOM[2, seed])}, masking=masking))
+    files = write_report(runs, tmp_path / "out", **FAST)
+    model = written(files)["models"][0]
+    notes = ["niah: one context length and one depth, so no heatmap.", "niah: one K, so no dose-response figure."]
+    assert model["skipped_figures"] == notes
+    assert model["heatmaps"] == [] and {r["k"] for r in model["k_sweep"]} == {2}  # the sweep's numbers stay
+    html, markdown = files.html.read_text(), files.markdown.read_text()
+    assert all(note in html and note in markdown for note in notes)
+    assert "Dose\u2013response" not in html and "score by depth and context length" not in html
+    assert html.count("<svg") == 2  # the forest plot and the failure breakdown
+
+
+def test_figures_with_several_cells_and_ks_are_drawn(built):
+    _, files = built
+    model = written(files)["models"][0]
+    assert model["skipped_figures"] == []
+    html = files.html.read_text()
+    assert "Dose\u2013response: \u0394 against K" in html and "niah: score by depth and context length" in html
+
+
+def test_suite_summary_shows_the_leaderboard_within_the_terminal(built):
+    _, files = built
+    text = summary(files, 100)
+    niah = next(row for row in written(files)["models"][0]["forest"] if row["task"] == "niah")
+    assert _interval_text(niah["effect"]) in text
+    leaderboard = text.split("Answers:")[0].splitlines()[3:]  # after the legend and the model's name
+    assert leaderboard[0].startswith("task \u00b7 metric") and all(len(line) <= 100 for line in leaderboard)

@@ -44,9 +44,11 @@ from .schema import (
     Comparison,
     CrossModelRow,
     CrossModelTask,
+    Estimate,
     FailureBreakdown,
     FailurePanel,
     FilterSummary,
+    ForestRow,
     HeadMap,
     Heatmap,
     HeatmapPanel,
@@ -78,6 +80,8 @@ def analyse(runs: list[Run], settings: Settings) -> Report:
         _design_reach(model)
         model.k_sweep = _k_sweep(model.comparisons)
         model.statements = narrative.statements(model, len(family), settings.confidence)
+        model.forest = _forest(model)
+        _skip_empty_figures(model)
     return Report(
         settings=settings,
         methods=Methods(),
@@ -406,16 +410,7 @@ def _cross_model(models: list[ModelReport]) -> list[CrossModelRow]:
         tasks = {}
         for task in (t for t in model.tasks if t.headline):
             f = next(iter(task.filters))
-            pick: dict[str, Comparison] = {}
-            for c in sorted(model.comparisons, key=lambda c: (c.arm.variants, c.arm.label)):
-                if (
-                    (c.task, c.filter) == (task.task, f)
-                    and c.in_family
-                    and c.arm.k == model.headline_k
-                    and c.arm.kind in ("retrieval", "random", "contrast")
-                    and not c.arm.layer_matched
-                ):
-                    pick.setdefault(c.arm.kind, c)  # the default unit, mode and phase first; variants never replace it
+            pick = headline_picks(model, task, f)
             tasks[task.task] = CrossModelTask(
                 metric=task.primary_metric,
                 filter=f,
@@ -435,3 +430,88 @@ def _cross_model(models: list[ModelReport]) -> list[CrossModelRow]:
         CrossModelRow(model.model, model.headline_k, tasks, dependence, basis, rank)
         for rank, (model, tasks, dependence, basis) in enumerate(rows, 1)
     ]
+
+
+def headline_picks(model: ModelReport, task: TaskSummary, f: str) -> dict[str, Comparison]:
+    """The retrieval, pooled random and contrast comparisons (by kind) that a task's answer rests on.
+
+    In the corrected family, at the headline K and not layer-matched; the default unit, mode and phase come first,
+    so a variant never replaces them.
+    """
+    pick: dict[str, Comparison] = {}
+    for c in sorted(model.comparisons, key=lambda c: (c.arm.variants, c.arm.label)):
+        if (
+            (c.task, c.filter) == (task.task, f)
+            and c.in_family
+            and c.arm.k == model.headline_k
+            and c.arm.kind in ("retrieval", "random", "contrast")
+            and not c.arm.layer_matched
+        ):
+            pick.setdefault(c.arm.kind, c)
+    return pick
+
+
+def _forest(model: ModelReport) -> list[ForestRow]:
+    """One row per headline task (its first filter, as the answers): the causal contrast, or retrieval against
+    none where no random control was run, with the retrieval and random deltas it is made of."""
+    rows = []
+    for task in (t for t in model.tasks if t.headline):
+        f = next(iter(task.filters))
+        pick = headline_picks(model, task, f)
+        effect = pick.get("contrast") or pick.get("retrieval")
+        if effect is None:
+            continue
+        name = task.task + (f" ({f})" if len(task.filters) > 1 else "") + f" \u00b7 {task.primary_metric}"
+        baseline = task.filters[f].baseline
+        notes = [] if "contrast" in pick else [f"no random control: {effect.arm.label} vs none"]
+        if task.bounded and baseline == 0:  # nothing for masking to remove, as the answers say
+            notes.append("scores 0 unmasked: cannot tell")
+        rows.append(
+            ForestRow(
+                model=model.model,
+                task=task.task,
+                filter=f,
+                metric=task.primary_metric,
+                k=model.headline_k,
+                label=name + (f" ({'; '.join(notes)})" if notes else ""),
+                bounded=task.bounded,
+                baseline=baseline,
+                effect=_estimate(effect),
+                retrieval=_estimate(pick.get("retrieval")),
+                random=_estimate(pick.get("random")),
+                significant=effect.p_holm is not None and effect.p_holm < stats.ALPHA,
+            )
+        )
+    return rows
+
+
+def _estimate(c: Comparison | None) -> Estimate | None:
+    if c is None:
+        return None
+    r = c.result
+    return Estimate(c.arm.label, c.arm.reference_label, r.delta, r.ci_low, r.ci_high, c.p_holm)
+
+
+def dose_response(points: list[SweepPoint]) -> list[SweepPoint]:
+    """The K-sweep points worth a dose-response panel: those of a (task, filter, metric) with a series over
+    more than one K; a single K shows no dose and its Δ is already in the leaderboard."""
+    ks: dict[tuple, set] = {}
+    for p in points:
+        ks.setdefault((p.task, p.filter, p.metric, p.series), set()).add(p.k)
+    swept = {key[:3] for key, series_ks in ks.items() if len(series_ks) > 1}
+    return [p for p in points if (p.task, p.filter, p.metric) in swept]
+
+
+def _skip_empty_figures(model: ModelReport) -> None:
+    """Drop one-cell heatmaps and note which figures the design has nothing to show in, so that report.md,
+    report.html and report.json agree."""
+    flat = [h.task for h in model.heatmaps if len(h.lengths) == 1 and len(h.depths) == 1]
+    model.heatmaps = [h for h in model.heatmaps if h.task not in flat]
+    drawn = {p.task for p in dose_response(model.k_sweep)}
+    single_k = list(dict.fromkeys(p.task for p in model.k_sweep if p.task not in drawn))
+    notes = []
+    if flat:
+        notes.append(f"{', '.join(flat)}: one context length and one depth, so no heatmap.")
+    if single_k:
+        notes.append(f"{', '.join(single_k)}: one K, so no dose-response figure.")
+    model.skipped_figures = notes

@@ -1,4 +1,5 @@
-"""``rh-eval report RUN_DIR...``: compare masked runs with the unmasked run and write report.{md,json,html}."""
+"""``rh-eval report RUN_DIR...``: compare masked runs with the unmasked run and write report.{md,json,html}
+with the headline figure forest.svg beside them."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from .schema import Settings
 HELP = "paired statistics, leaderboards and heatmaps from lm-eval output folders"
 DESCRIPTION = (
     "Compare every masked condition with the unmasked run of the same model, item by item, and "
-    "write report.md, report.json and a self-contained report.html. Works on any folders written by "
-    "lm_eval --output_path DIR --log_samples (rh-masked or plain hf runs); a run without masking is the "
-    "baseline. Runs of several models give a cross-model leaderboard."
+    "write report.md (with its headline figure forest.svg), report.json and a self-contained report.html. "
+    "Works on any folders written by lm_eval --output_path DIR --log_samples (rh-masked or plain hf runs); a "
+    "run without masking is the baseline. Runs of several models give a cross-model leaderboard."
 )
 
 # How each field of Settings is given on the command line (--n-resamples, ...); defaults are the fields'.
@@ -73,11 +74,12 @@ def main(args: argparse.Namespace) -> int:
     files = write_report(args.run_dirs, output, **settings)
     for paragraph in (p for model in files.report.models for p in model.statements):
         print(paragraph, end="\n\n")
-    print(f"Wrote {files.markdown}, {files.json} and {files.html}")
+    figure = f" (with {files.forest.name})" if files.forest else ""
+    print(f"Wrote {files.markdown}{figure}, {files.json} and {files.html}")
     return 0
 
 
-REPORT_FILES = ("report.md", "report.json", "report.html")
+REPORT_FILES = ("report.md", "report.json", "report.html", "forest.svg")
 
 
 def default_output_dir(run_dirs: list[str]) -> Path:

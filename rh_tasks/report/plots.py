@@ -9,15 +9,18 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 
 import matplotlib
 import numpy as np
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from .failures import OUTCOMES
-from .schema import FailureBreakdown, HeadMap, Heatmap, SweepPoint
+from .narrative import format_p, format_value, stars
+from .schema import Estimate, FailureBreakdown, ForestRow, HeadMap, Heatmap, SweepPoint
 
 # gkamradt/LLMTest_NeedleInAHaystack CreateVizFromLLMTesting.ipynb: red -> yellow -> green over 0-100.
 GKAMRADT = LinearSegmentedColormap.from_list("gkamradt", ["#F0496E", "#EBB839", "#0CD79F"])
@@ -35,6 +38,94 @@ def _svg(fig: Figure, salt: str) -> str:
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
     return _STRIPPED.sub("", text[text.index("<svg") :])
+
+
+def forest(rows: list[ForestRow], salt: str) -> str:
+    """The headline figure: per task (and model), the causal contrast with its interval, filled and starred when
+    significant after Holm, the retrieval and random deltas it is made of, and the unmasked score as text."""
+    several = len({r.model for r in rows}) > 1
+    ks = {r.k for r in rows}
+    positions = np.arange(len(rows))[::-1]  # the first row on top
+    fig = Figure(layout="constrained", figsize=(10.0, 1.3 + 0.5 * len(rows)))
+    ax, table = fig.subplots(1, 2, sharey=True, width_ratios=[3, 2.2])
+    ax.axvline(0, color="#555555", linewidth=0.8)
+    for y, row in zip(positions, rows):
+        for part, offset, kind in ((row.retrieval, 0.2, "retrieval"), (row.random, -0.2, "random")):
+            if part is not None and part != row.effect:
+                colour, marker = _SERIES_STYLE[kind]
+                _whisker(ax, part, y + offset, row.bounded, colour=colour, marker=marker, size=4, filled=True)
+        _whisker(ax, row.effect, y, row.bounded, colour="black", marker="D", size=7, filled=row.significant)
+    labels = [_forest_label(row, several) for row in rows]
+    ax.set_yticks(positions, labels, fontsize=9)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel("\u0394 score, masked \u2212 unmasked (points for scores in [0, 1])", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", color="#DDDDDD", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.set_title(
+        "\u0394 retrieval heads \u2212 \u0394 random heads" + (f" at K = {ks.pop()}" if len(ks) == 1 else ""),
+        fontsize=9,
+    )
+    _forest_table(table, rows, positions)
+    fig.legend(handles=_forest_legend(), loc="outside lower center", ncols=4, fontsize=7, frameon=False)
+    return _svg(fig, salt)
+
+
+def _whisker(ax, part: Estimate, y: float, bounded: bool, *, colour: str, marker: str, size: float, filled: bool):
+    scale = 100 if bounded else 1
+    if part.ci_low is not None and part.ci_high is not None:
+        ax.plot([part.ci_low * scale, part.ci_high * scale], [y, y], color=colour, linewidth=1.4 if size > 5 else 0.9)
+    ax.plot(
+        part.delta * scale,
+        y,
+        marker=marker,
+        markersize=size,
+        color=colour,
+        markerfacecolor=colour if filled else "white",
+        markeredgewidth=1.2,
+        linestyle="none",
+    )
+
+
+def _forest_label(row: ForestRow, several: bool) -> str:
+    name = textwrap.fill(row.label, 32)
+    return f"{row.model.rstrip('/').rsplit('/', 1)[-1]}, K = {row.k}\n{name}" if several else name
+
+
+def _forest_table(ax, rows: list[ForestRow], positions: np.ndarray) -> None:
+    """Text columns beside the forest: unmasked score, the plotted effect with its interval, Holm p."""
+    ax.axis("off")
+    columns = (0.0, 0.27, 0.84)
+    transform = ax.get_yaxis_transform()  # x in axes fractions, y in rows
+    top = len(rows) - 0.4
+    for x, header in zip(columns, ("unmasked", "\u0394 [CI]", "Holm p")):
+        ax.text(x, top, header, transform=transform, fontsize=9, fontweight="bold", va="bottom")
+    for y, row in zip(positions, rows):
+        e = row.effect
+        interval = (
+            f"{_signed(e.delta, row.bounded)} [{_signed(e.ci_low, row.bounded)}, {_signed(e.ci_high, row.bounded)}]"
+        )
+        cells = (format_value(row.baseline, row.bounded), interval + stars(e.p_holm), format_p(e.p_holm))
+        for x, text in zip(columns, cells):
+            weight = "bold" if row.significant and x == columns[1] else "normal"
+            ax.text(x, y, text, transform=transform, fontsize=9, va="center", fontweight=weight)
+
+
+def _signed(value: float | None, bounded: bool) -> str:
+    return format_value(value, bounded, signed=True)
+
+
+def _forest_legend() -> list[Line2D]:
+    def mark(label, marker, colour, filled, size):
+        face = colour if filled else "white"
+        return Line2D([], [], marker=marker, color=colour, markerfacecolor=face, markersize=size, label=label)
+
+    return [
+        mark("contrast, significant after Holm", "D", "black", True, 6),
+        mark("contrast, not significant", "D", "black", False, 6),
+        mark("\u0394 retrieval heads vs none", "o", _SERIES_STYLE["retrieval"][0], True, 4),
+        mark("\u0394 random heads vs none", "s", _SERIES_STYLE["random"][0], True, 4),
+    ]
 
 
 def heatmap(grid: Heatmap, salt: str) -> str:

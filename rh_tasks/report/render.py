@@ -1,5 +1,6 @@
-"""Writing a report: report.json (every number), report.md (findings and tables) and a self-contained
-report.html (jinja2 with autoescape, inline SVG figures, a few lines of inline JS to sort tables).
+"""Writing a report: report.json (every number), report.md (findings and tables) with forest.svg beside it,
+and a self-contained report.html (jinja2 with autoescape, inline SVG figures, a few lines of inline JS to sort
+tables).
 
 Everything is rendered in memory first and each file is then replaced atomically, so a failed report never
 leaves a half-written or clobbered file behind.
@@ -18,11 +19,11 @@ import jinja2
 from model_wrappers.files import atomic_write_text, writable_folder
 
 from . import plots
-from .analysis import analyse
+from .analysis import analyse, dose_response, headline_picks
 from .failures import OUTCOMES, classify_runs
-from .narrative import design, format_p, format_value, listing_order, stars
+from .narrative import answers, design, format_p, format_value, listing_order, stars
 from .runs import ReportInputError, load_runs, refuse_untrusted
-from .schema import Comparison, ModelReport, Report, Settings, TaskSummary, to_json
+from .schema import Comparison, ForestRow, ModelReport, Report, Settings, TaskSummary, to_json
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ UNIT_NOTE = (
     "the spread between clusters, with min(S, G) - 1 degrees of freedom. With fewer than 3 seeds the spread "
     "between head sets cannot be estimated and results hold only for the drawn sets."
 )
+QUESTION = "Does masking a model's retrieval heads lower a task's score more than masking as many random heads?"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class ReportFiles:
     markdown: Path
     json: Path
     html: Path
+    forest: Path | None  # the headline figure report.md shows; None when no task has a retrieval condition
     report: Report
 
 
@@ -74,10 +77,24 @@ def write_report(
         "report.md": render_markdown(report),
         "report.html": render_html(report),
     }
+    if rows := forest_rows(report):
+        texts["forest.svg"] = plots.forest(rows, "forest")
     output = writable_folder(output_dir)
     for name, text in texts.items():
         atomic_write_text(output / name, text)
-    return ReportFiles(output / "report.md", output / "report.json", output / "report.html", report)
+    forest = output / "forest.svg" if rows else None
+    return ReportFiles(output / "report.md", output / "report.json", output / "report.html", forest, report)
+
+
+def forest_rows(report: Report) -> list[ForestRow]:
+    """The headline figure's rows: every model's headline tasks, the most dependent model first."""
+    return [row for model in ranked_models(report) for row in model.forest]
+
+
+def ranked_models(report: Report) -> list[ModelReport]:
+    """Models in cross-model rank order (report order for one model), so the top of a report reads as one list."""
+    rank = {row.model: row.rank for row in report.cross_model}
+    return sorted(report.models, key=lambda model: rank.get(model.model, 0))
 
 
 # ---- tables shared by Markdown and HTML ---------------------------------------------------------------------
@@ -100,7 +117,13 @@ def _interval(c: Comparison, bounded: bool) -> str:
 
 
 def _significance_cell(c: Comparison | None, bounded: bool) -> dict:
-    return _cell("—", None) if c is None else _cell(_interval(c, bounded), c.result.delta, bool(stars(c.p_holm)))
+    """Δ [CI] with Holm marks; HTML puts the interval on a line of its own so narrow tables fit."""
+    if c is None:
+        return _cell("—", None)
+    r = c.result
+    ci = f"[{format_value(r.ci_low, bounded, signed=True)}, {format_value(r.ci_high, bounded, signed=True)}]"
+    cell = _cell(_interval(c, bounded), r.delta, bool(stars(c.p_holm)))
+    return cell | {"main": format_value(r.delta, bounded, signed=True) + stars(c.p_holm), "ci": ci}
 
 
 def _headline_columns(model: ModelReport) -> list[tuple[TaskSummary, str]]:
@@ -108,36 +131,63 @@ def _headline_columns(model: ModelReport) -> list[tuple[TaskSummary, str]]:
     return [(task, f) for task in model.tasks if task.headline for f in task.filters]
 
 
-def leaderboard(model: ModelReport) -> dict:
-    """Conditions x headline tasks: the unmasked score, then Δ [CI] with Holm significance marks."""
+LEADERBOARD_COLUMNS = [
+    "task · metric",
+    "unmasked",
+    "Δ retrieval",
+    "Δ random",
+    "contrast",
+    "items (contexts)",
+    "random seeds",
+    "smallest attainable p (Holm)",
+    "detectable Δ",
+]
+
+
+def leaderboard(model: ModelReport) -> list[dict]:
+    """One row per headline task (and filter): the unmasked score, Δ retrieval, Δ random and their contrast at the
+    headline K, then the design that bounds what the row can show."""
+    rows = []
+    for task, f in _headline_columns(model):
+        pick, summary = headline_picks(model, task, f), task.filters[f]
+        cells = [_cell(format_value(summary.baseline, task.bounded), summary.baseline)]
+        cells += [_significance_cell(pick.get(kind), task.bounded) for kind in ("retrieval", "random", "contrast")]
+        random = pick.get("random")
+        design_cells = [
+            f"{summary.n}" + (f" ({summary.n_clusters})" if summary.n_clusters < summary.n else ""),
+            "—" if random is None else str(random.result.n_seeds),
+            format_p(summary.min_attainable_p)
+            + (f" ({format_p(summary.min_attainable_p_holm)})" if summary.min_attainable_p_holm is not None else ""),
+            format_value(summary.mde, task.bounded),
+        ]
+        rows.append({"task": _task_name(task, f), "cells": cells + [_cell(text, text) for text in design_cells]})
+    return rows
+
+
+def _task_name(task: TaskSummary, f: str) -> str:
+    return f"{task.task}{f' ({f})' if len(task.filters) > 1 else ''} · {task.primary_metric}"
+
+
+def headline_conditions(model: ModelReport) -> str:
+    """The conditions behind the leaderboard's Δ columns, e.g. ``retrieval@5, random@5``."""
+    picks = [c for t, f in _headline_columns(model) for c in headline_picks(model, t, f).values()]
+    picked = {c.arm.label: c for c in picks if c.arm.kind != "contrast"}
+    return ", ".join(label for label, c in sorted(picked.items(), key=lambda item: listing_order(item[1])))
+
+
+def other_conditions(model: ModelReport) -> tuple[list[str], list[dict]]:
+    """The corrected family's other conditions (other Ks, variants, explicit sets) as rows, headline tasks as
+    columns, Δ [CI] in each cell."""
     columns = _headline_columns(model)
-    arms = sorted({c.arm.label: c for c in model.comparisons if c.in_family}.values(), key=listing_order)
-    labels = [c.arm.label for c in arms]
-    index = {(c.task, c.filter, c.metric, c.arm.label): c for c in model.comparisons}
+    picked = {id(c) for t, f in columns for c in headline_picks(model, t, f).values()}
+    others = [c for c in model.comparisons if c.in_family and id(c) not in picked]
+    index = {(c.task, c.filter, c.arm.label): c for c in others}
+    labels = [c.arm.label for c in sorted({c.arm.label: c for c in others}.values(), key=listing_order)]
     rows = [
-        {
-            "label": "none (score)",
-            "cells": [_cell(format_value(t.filters[f].baseline, t.bounded), t.filters[f].baseline) for t, f in columns],
-        }
+        {"label": label, "cells": [_significance_cell(index.get((t.task, f, label)), t.bounded) for t, f in columns]}
+        for label in labels
     ]
-    for label in labels:
-        cells = [_significance_cell(index.get((t.task, f, t.primary_metric, label)), t.bounded) for t, f in columns]
-        rows.append({"label": label, "cells": cells})
-    summaries = [(t, t.filters[f]) for t, f in columns]
-    return {
-        "columns": [f"{t.task}{f' ({f})' if len(t.filters) > 1 else ''} · {t.primary_metric}" for t, f in columns],
-        "rows": rows,
-        "counts": [f"{s.n}" + (f" ({s.n_clusters})" if s.n_clusters < s.n else "") for _, s in summaries],
-        "seeds": [_seeds(model, t.task) for t, _ in columns],
-        "min_p": [
-            format_p(s.min_attainable_p)
-            + (f" ({format_p(s.min_attainable_p_holm)} Holm)" if s.min_attainable_p_holm is not None else "")
-            for _, s in summaries
-        ],
-        "mde": [
-            format_value(s.mde, t.bounded) + (" pts" if t.bounded and s.mde is not None else "") for t, s in summaries
-        ],
-    }
+    return [_task_name(t, f) for t, f in columns], rows
 
 
 def _seeds(model: ModelReport, task: str) -> str:
@@ -187,17 +237,13 @@ def _comparison_cells(model: ModelReport) -> list[list[dict]]:
 
 
 def cross_model_table(report: Report) -> tuple[list[str], list[dict]]:
-    columns = sorted({task for row in report.cross_model for task in row.tasks})
+    """Models in rank order, each headline task's causal contrast with its interval beside the dependence."""
+    tasks = sorted({task for row in report.cross_model for task in row.tasks})
+    long_context = {task for row in report.cross_model for task, entry in row.tasks.items() if entry.long_context}
     rows = []
     for row in report.cross_model:
-        cells = []
-        for task in columns:
-            entry = row.tasks.get(task)
-            if entry is None:
-                cells.extend(_cell("—", None) for _ in range(4))
-                continue
-            cells.append(_cell(format_value(entry.baseline, entry.bounded), entry.baseline))
-            cells += [_significance_cell(c, entry.bounded) for c in (entry.retrieval, entry.random, entry.contrast)]
+        entries = [row.tasks.get(task) for task in tasks]
+        cells = [_cell("—", None) if e is None else _significance_cell(e.contrast, e.bounded) for e in entries]
         dependence = row.dependence
         rows.append(
             {
@@ -205,11 +251,23 @@ def cross_model_table(report: Report) -> tuple[list[str], list[dict]]:
                 "model": row.model,
                 "k": row.headline_k,
                 "cells": cells,
-                "dependence": "n/a" if dependence is None else f"{dependence * 100:.1f}",
+                "dependence": "n/a"
+                if dependence is None
+                else format_value(dependence, True) + (" (all tasks)" if row.dependence_basis == "all tasks" else ""),
                 "dependence_sort": "" if dependence is None else dependence,
             }
         )
-    return columns, rows
+    return [task + (" (long context)" if task in long_context else "") for task in tasks], rows
+
+
+def cross_model_rule(report: Report) -> str:
+    """The one line that says how the cross-model table is ranked and what its cells hold."""
+    return (
+        "Ranked by dependence on retrieval heads: minus the mean causal contrast Δ(retrieval) − "
+        "Δ(random) over the long-context tasks (over all tasks for a model with no long-context contrast), at "
+        "each model's headline K; the most dependent model first. Each task's cell is its contrast with its "
+        f"{report.settings.confidence:.0%} interval (— where the task has no random control)."
+    )
 
 
 def design_line(model: ModelReport) -> str:
@@ -241,7 +299,12 @@ def render_html(report: Report) -> str:
     )
     cross_columns, cross_rows = cross_model_table(report)
     models = [_html_model(model, number) for number, model in enumerate(report.models)]
+    rows = forest_rows(report)
     return environment.get_template("report.html.j2").render(
+        question=QUESTION,
+        answers=[(model.model, model.headline_k, answers(model)) for model in ranked_models(report)],
+        forest_svg=plots.forest(rows, "forest") if rows else None,
+        forest_caption=forest_caption(report),
         runs=report.runs,
         settings=report.settings,
         methods=report.methods,
@@ -251,7 +314,18 @@ def render_html(report: Report) -> str:
         cross_model=report.cross_model,
         cross_columns=cross_columns,
         cross_rows=cross_rows,
+        cross_rule=cross_model_rule(report) if report.cross_model else None,
+        leaderboard_columns=LEADERBOARD_COLUMNS,
         unit_note=UNIT_NOTE,
+    )
+
+
+def forest_caption(report: Report) -> str:
+    """How to read the headline figure, in one line."""
+    return (
+        f"Diamonds: Δ(retrieval) − Δ(random) with its {report.settings.confidence:.0%} interval, filled "
+        f"and starred when significant after Holm correction over {report.family_size} tests; circles and squares: "
+        "the retrieval and random deltas against the unmasked run. Scores in [0, 1] in points."
     )
 
 
@@ -264,6 +338,8 @@ def _html_model(model: ModelReport, number: int) -> dict:
         note = "No head-score file is recorded for these runs, so the layer × head map is left out."
     elif head_map.means is None:
         note = f"The head-score file {head_map.head_scores} could not be read, so the layer × head map is left out."
+    other_columns, other_rows = other_conditions(model)
+    swept = dose_response(model.k_sweep)
     return {
         "name": model.model,
         "headline_k": model.headline_k,
@@ -271,7 +347,11 @@ def _html_model(model: ModelReport, number: int) -> dict:
         "runs": model.runs,
         "statements": model.statements,
         "leaderboard": leaderboard(model),
-        "k_sweep_svg": plots.k_sweep(model.k_sweep, bounded, f"{salt}k") if model.k_sweep else None,
+        "headline_conditions": headline_conditions(model),
+        "other_columns": other_columns,
+        "other_rows": other_rows,
+        "skipped_figures": model.skipped_figures,
+        "k_sweep_svg": plots.k_sweep(swept, bounded, f"{salt}k") if swept else None,
         "heatmaps": [{"task": h.task, "svg": plots.heatmap(h, f"{salt}h{i}")} for i, h in enumerate(model.heatmaps)],
         "failures": [
             {"task": f.task, "panels": f.panels, "svg": plots.failure_bars(f, f"{salt}f{i}")}
@@ -300,8 +380,24 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def render_markdown(report: Report) -> str:
     settings, methods = report.settings, report.methods
-    lines = [
-        "# Which abilities depend on retrieval heads?",
+    lines = ["# Which abilities depend on retrieval heads?", "", QUESTION, ""]
+    for model in ranked_models(report):
+        if len(report.models) > 1:
+            lines += [f"**{_md(model.model)}** (K = {model.headline_k}):", ""]
+        lines += [f"- {_md(sentence)}" for sentence in answers(model)] + [""]
+    if forest_rows(report):
+        lines += ["![Δ retrieval − Δ random per task](forest.svg)", "", forest_caption(report), ""]
+    if report.cross_model:
+        columns, rows = cross_model_table(report)
+        lines += ["## Across models", "", cross_model_rule(report), ""] + _md_table(
+            ["rank", "model", "K", "dependence"] + columns,
+            [
+                [str(r["rank"]), r["model"], str(r["k"]), r["dependence"]] + [c["text"] for c in r["cells"]]
+                for r in rows
+            ],
+        )
+    lines += [
+        "## Methods",
         "",
         f"{len(report.runs)} runs. Δ = masked minus unmasked score on the same items; scores in [0, 1] in "
         f"points (×100). {settings.confidence:.0%} intervals: {methods.intervals}. Tests: {methods.tests} "
@@ -311,33 +407,20 @@ def render_markdown(report: Report) -> str:
         f"Unit of analysis: {UNIT_NOTE}",
         "",
     ]
-    if report.cross_model:
-        columns, rows = cross_model_table(report)
-        header = ["rank", "model", "K", "dependence"] + [
-            f"{c} {part}" for c in columns for part in ("baseline", "Δ retrieval", "Δ random", "contrast")
-        ]
-        lines += ["## Across models", ""] + _md_table(
-            header,
-            [
-                [str(r["rank"]), r["model"], str(r["k"]), r["dependence"]] + [c["text"] for c in r["cells"]]
-                for r in rows
-            ],
-        )
     for model in report.models:
-        board = leaderboard(model)
         lines += [f"## {_md(model.model)}", "", f"Headline K: {model.headline_k}. {design_line(model)}", ""]
         lines += ["### Findings", ""]
         lines += [f"- {_md(p)}" for p in model.statements] + [""]
-        lines += ["### Leaderboard", ""] + _md_table(
-            ["condition"] + board["columns"],
-            [[r["label"]] + [c["text"] for c in r["cells"]] for r in board["rows"]]
-            + [
-                ["paired items (contexts G)"] + board["counts"],
-                ["random head sets S"] + board["seeds"],
-                ["smallest attainable p"] + board["min_p"],
-                ["minimum detectable effect"] + board["mde"],
-            ],
+        lines += ["### Leaderboard", "", f"At K = {model.headline_k} ({_md(headline_conditions(model))}).", ""]
+        lines += _md_table(
+            LEADERBOARD_COLUMNS, [[r["task"]] + [c["text"] for c in r["cells"]] for r in leaderboard(model)]
         )
+        other_columns, other_rows = other_conditions(model)
+        if other_rows:
+            lines += ["Other conditions in the corrected family:", ""] + _md_table(
+                ["condition"] + other_columns, [[r["label"]] + [c["text"] for c in r["cells"]] for r in other_rows]
+            )
+        lines += [f"{_md(note)}" for note in model.skipped_figures] + ([""] if model.skipped_figures else [])
         for breakdown in model.failures:
             lines += [f"### {_md(breakdown.task)}: failure breakdown", ""] + _md_table(
                 ["condition", "n"] + list(OUTCOMES),

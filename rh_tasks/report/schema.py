@@ -19,7 +19,7 @@ from .pairing import UNMASKED
 from .runs import Run
 from .stats import PairedResult, SetRank
 
-SCHEMA = "rh-eval-report/3"  # 3: t intervals, the two-way test of pooled seeds, each comparison's null and rank
+SCHEMA = "rh-eval-report/3"  # 3: t intervals, the two-way test of pooled seeds, nulls and ranks, forest rows
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,40 @@ class HeadMap:
     means: list[list[float]] | None  # [layers][heads]; None when the file has no score per query head
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """One comparison's Δ, interval and Holm p, as the forest plot draws it."""
+
+    condition: str
+    reference: str
+    delta: float
+    ci_low: float | None
+    ci_high: float | None
+    p_holm: float | None
+
+
+@dataclass(frozen=True)
+class ForestRow:
+    """One headline task of one model at its headline K: the answer to "does it depend on retrieval heads?".
+
+    ``effect`` is the causal contrast retrieval − random, or retrieval against none when the suite has no random
+    control at that K (``label`` says so).
+    """
+
+    model: str
+    task: str
+    filter: str
+    metric: str
+    k: int | None
+    label: str
+    bounded: bool
+    baseline: float  # the unmasked score
+    effect: Estimate
+    retrieval: Estimate | None
+    random: Estimate | None
+    significant: bool  # effect's Holm p below alpha
+
+
 @dataclass
 class ModelReport:
     model: str
@@ -199,6 +233,8 @@ class ModelReport:
     failures: list[FailureBreakdown]
     head_map: HeadMap | None
     statements: list[str] = field(default_factory=list)  # written once the family's corrections are known
+    forest: list[ForestRow] = field(default_factory=list)  # set with the statements
+    skipped_figures: list[str] = field(default_factory=list)  # figures the design leaves nothing to show in
 
 
 @dataclass(frozen=True)

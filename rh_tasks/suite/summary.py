@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rh_tasks.report import ReportFiles
 from rh_tasks.report.narrative import answers
-from rh_tasks.report.render import leaderboard
+from rh_tasks.report.render import LEADERBOARD_COLUMNS, leaderboard
 from rh_tasks.report.schema import ModelReport
 
 GAP = "  "
@@ -28,7 +28,7 @@ def summary(files: ReportFiles, width: int = 100) -> str:
         lines += ["", f"{model.model} (headline K = {model.headline_k})", *_leaderboard(model, width), ""]
         lines += ["Answers:"]
         for sentence in answers(model):
-            lines += textwrap.wrap(sentence, width, initial_indent="- ", subsequent_indent="  ")
+            lines += textwrap.wrap(sentence, width, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
     lines += ["", f"Report: {files.html} (and report.md, report.json beside it)"]
     return "\n".join(lines)
 
@@ -43,17 +43,13 @@ def runs_only(out: Path) -> str:
 
 
 def _leaderboard(model: ModelReport, width: int) -> list[str]:
-    """Conditions x tasks as the report's leaderboard shows them, split into blocks of columns that fit."""
-    board = leaderboard(model)
-    labels = [row["label"] for row in board["rows"]] + ["paired items (contexts)"]
+    """Headline tasks x (unmasked, Δ retrieval, Δ random, contrast, items) as the report's leaderboard shows them,
+    split into blocks of columns that fit."""
+    rows = leaderboard(model)
+    labels = [LEADERBOARD_COLUMNS[0], *(row["task"] for row in rows)]
     columns = [
-        [*header.split(" · ", 1), *(row["cells"][i]["text"] for row in board["rows"]), board["counts"][i]]
-        for i, header in enumerate(board["columns"])
+        [header, *(row["cells"][i]["text"] for row in rows)] for i, header in enumerate(LEADERBOARD_COLUMNS[1:6])
     ]
-    for column in columns:
-        if len(column) == len(labels) + 1:  # a header without a metric
-            column.insert(1, "")
-        column[1] = f"· {column[1]}" if column[1] else ""
     label_width = max(map(len, labels))
     blocks, block, used = [], [], label_width
     for column in columns:
@@ -69,7 +65,7 @@ def _leaderboard(model: ModelReport, width: int) -> list[str]:
         if lines:
             lines.append("")
         widths = [max(map(len, column)) for column in block]
-        for index, label in enumerate(["condition", "", *labels]):
+        for index, label in enumerate(labels):
             cells = [column[index].ljust(w) for column, w in zip(block, widths)]
             lines.append(GAP.join([label.ljust(label_width), *cells]).rstrip())
     return lines
