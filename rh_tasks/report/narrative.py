@@ -9,12 +9,6 @@ from . import stats
 from .schema import Comparison, FilterSummary, ModelReport, TaskSummary
 
 ARM_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}  # how reports list comparisons
-_UNIT_WORDS = {
-    "item": "items",
-    "cluster": "contexts",
-    "seed and item": "seeds and items",
-    "seed and cluster": "seeds and contexts",
-}
 
 
 def format_value(value: float | None, bounded: bool, *, signed: bool = False) -> str:
@@ -59,45 +53,66 @@ def design(summary: FilterSummary) -> str:
 
 
 def statements(model: ModelReport, family_size: int, confidence: float) -> list[str]:
-    """One paragraph per headline task (and filter) at the model's headline K."""
-    paragraphs = []
+    """One short line per headline comparison at the model's headline K (estimate, interval, Holm p, what it
+    means), and one per task where the model or the design leaves nothing to test. The design itself (items,
+    contexts, seeds, floors, detectable effect) is in the leaderboard, not repeated here."""
+    lines = []
     for task in (t for t in model.tasks if t.headline):
-        metric, bounded = task.primary_metric, task.bounded
         for f, summary in task.filters.items():
-            chosen = _headline_comparisons(model, task, f)
-            where = f", filter {f}" if len(task.filters) > 1 else ""
-            unit = "context" if summary.n_clusters < summary.n else "item"
-            reach = summary.min_attainable_p_holm
-            lines = [
-                f"{task.task} ({metric}{where}): {design(summary)}; the {unit} is the unit of analysis, so no test "
-                f"can give p below {format_p(summary.min_attainable_p)}"
-                + (f" ({format_p(reach)} after Holm correction over {family_size} tests)" if reach is not None else "")
-                + f". Unmasked score {format_value(summary.baseline, bounded)}."
-            ]
-            if _cannot_tell(summary, bounded):
+            name = task.task + (f" ({f})" if len(task.filters) > 1 else "")
+            unit = "contexts" if summary.n_clusters < summary.n else "items"
+            if _cannot_tell(summary, task.bounded):
+                lines.append(f"{name}: the model scores 0 on it unmasked, so masking has nothing to remove here.")
+            elif summary.min_attainable_p_holm is not None and summary.min_attainable_p_holm >= stats.ALPHA:
                 lines.append(
-                    "The model scores 0 on these items unmasked, so there is no ability here for masking to remove: "
-                    "this task cannot tell whether the ability depends on retrieval heads in this model."
+                    f"{name}: with {summary.n_clusters} {unit} no exact test against the unmasked run can be "
+                    f"significant after Holm correction over {family_size} tests (rh-eval plan says how many "
+                    "are needed)."
                 )
-            if reach is not None and reach >= stats.ALPHA:
-                lines.append(
-                    f"With these {unit}s no masked condition's exact test against the unmasked run can be "
-                    f"significant after Holm correction; more {unit}s are needed (rh-eval plan says how many)."
-                )
-            lines += [_describe(c, bounded, family_size, confidence) for c in chosen]
-            points = " points" if bounded else ""
-            if summary.mde is not None:
-                lines.append(
-                    f"With {summary.n_clusters} {unit}s the smallest effect detectable with {stats.POWER:.0%} power "
-                    f"at \u03b1 = {stats.ALPHA} is about {format_value(summary.mde, bounded)}{points}"
-                    + ("; a smaller true effect could be missed." if any(includes_zero(c) for c in chosen) else ".")
-                )
-            else:
-                lines.append(
-                    f"With {summary.n_clusters} {unit}s no effect of any size is detectable at \u03b1 = {stats.ALPHA}."
-                )
-            paragraphs.append(" ".join(lines))
-    return paragraphs
+            lines += [f"{name} · {_line(c, task.bounded, confidence)}" for c in _headline_comparisons(model, task, f)]
+    return lines
+
+
+def _line(c: Comparison, bounded: bool, confidence: float) -> str:
+    """``retrieval@5 vs none: −73.1 points [−92.8, −53.4] (95% CI), Holm p = 5.7e-05***: lower than unmasked.``"""
+    r = c.result
+    name = c.arm.label if c.arm.kind == "contrast" else f"{c.arm.label} vs {c.arm.reference_label}"
+    estimate = (
+        f"{format_value(r.delta, bounded, signed=True)}{' points' if bounded else ''} "
+        f"[{format_value(r.ci_low, bounded, signed=True)}, {format_value(r.ci_high, bounded, signed=True)}] "
+        f"({confidence:.0%} CI), Holm p = {format_p(c.p_holm)}{stars(c.p_holm)}"
+    )
+    what = "than with random heads" if c.arm.kind == "contrast" else "than unmasked"
+    if includes_zero(c):
+        meaning = "no effect shown (the interval includes 0)"
+    elif c.p_holm is not None and c.p_holm < stats.ALPHA:
+        meaning = f"{'lower' if r.delta < 0 else 'higher'} {what}"
+    else:
+        direction = "lower" if r.delta < 0 else "higher"
+        meaning = f"{direction} {what} (p = {format_p(r.p_value)}), not significant after Holm"
+    if c.rank is not None:
+        meaning += f"; {rank_words(c)}"
+    if r.conditional:
+        plural = "s" if r.n_seeds != 1 else ""
+        meaning += f"; for the drawn random set{plural} only ({r.n_seeds} seed{plural}, fewer than {stats.MIN_SEEDS})"
+    return f"{name}: {estimate}: {meaning}."
+
+
+def nulls(model: ModelReport) -> list[tuple[str, str, str]]:
+    """(comparison, null hypothesis, test) for each headline comparison at the headline K, once per label."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    for task in (t for t in model.tasks if t.headline):
+        for f in task.filters:
+            for c in _headline_comparisons(model, task, f):
+                name = c.arm.label if c.arm.kind == "contrast" else f"{c.arm.label} vs {c.arm.reference_label}"
+                seen.setdefault(name, (name, c.null, _test_kind(c)))
+    return list(seen.values())
+
+
+def _test_kind(c: Comparison) -> str:
+    if c.result.p_exact is not None:
+        return "exact, over contexts (McNemar or sign-flip)"
+    return "t on the spread between seeds plus between contexts"
 
 
 def _cannot_tell(summary: FilterSummary, bounded: bool) -> bool:
@@ -178,59 +193,3 @@ def _answer(c: Comparison, bounded: bool) -> str:
             f"{format_p(c.min_attainable_p_holm)})."
         )
     return f"{effect} ({numbers}), not significant after Holm correction (Holm p = {format_p(c.p_holm)})."
-
-
-def _units(c: Comparison) -> str:
-    """``n = 18 items in 6 contexts, 5 seeds``."""
-    r = c.result
-    text = f"n = {r.n} items" + (f" in {r.n_clusters} contexts" if r.n_clusters < r.n else "")
-    return text + (f", {r.n_seeds} seeds" if r.n_seeds else "")
-
-
-def _describe(c: Comparison, bounded: bool, family_size: int, confidence: float) -> str:
-    r, label = c.result, c.arm.label
-    unit = " points" if bounded else ""
-    plural = "s" if r.n_seeds != 1 else ""
-    name = label + (f" (pooled over {r.n_seeds} seed{plural})" if c.arm.kind == "random" else "")
-    if c.arm.kind == "contrast":
-        name = f"Causal contrast {label} ({r.n_seeds} random seed{plural})"
-    estimate = (
-        f"{format_value(r.delta, bounded, signed=True)}{unit} ({confidence:.0%} CI "
-        f"{format_value(r.ci_low, bounded, signed=True)} to {format_value(r.ci_high, bounded, signed=True)}; "
-        f"p = {format_p(r.p_value)}, Holm p = {format_p(c.p_holm)}; {_units(c)})"
-    )
-    caveat = f" Null: {c.null}." if c.null else ""
-    if c.rank is not None:
-        floor = 1 / (c.rank.sets + 1)
-        caveat += f" Would a random set do as much damage? {c.arm.members[0].label} is {rank_words(c)}" + (
-            f"; with {c.rank.sets} sets the rank cannot give p below {format_p(floor)} "
-            f"({stats.seeds_for_rank()} sets are needed for {stats.ALPHA})."
-            if floor > stats.ALPHA
-            else "."
-        )
-    if r.conditional:
-        caveat += (
-            f" With {r.n_seeds} random head set{plural} the spread between sets cannot "
-            f"be estimated (it takes at least {stats.MIN_SEEDS}), so this holds only for the drawn set"
-            f"{plural}, not for random heads in general."
-        )
-    if includes_zero(c):
-        return f"{name}: no effect appears, {estimate}; the interval includes 0.{caveat}"
-    direction = "lower" if r.delta < 0 else "higher"
-    what = "than under random-head masking" if c.arm.kind == "contrast" else "than unmasked"
-    if c.p_holm is not None and c.p_holm < stats.ALPHA:
-        return (
-            f"{name}: the score is {direction} {what}, {estimate}, significant after Holm correction over "
-            f"{family_size} tests.{caveat}"
-        )
-    if c.min_attainable_p_holm is not None and c.min_attainable_p_holm >= stats.ALPHA:
-        return (
-            f"{name}: the score is {direction} {what}, {estimate}; the interval excludes 0, but with these "
-            f"{_UNIT_WORDS[r.unit]} no test could be significant after Holm correction over {family_size} tests "
-            f"(the smallest attainable Holm p is {format_p(c.min_attainable_p_holm)}), so this is not evidence "
-            f"of an effect.{caveat}"
-        )
-    return (
-        f"{name}: the score is {direction} {what}, {estimate}; the interval excludes 0 but the effect is not "
-        f"significant after Holm correction over {family_size} tests.{caveat}"
-    )

@@ -21,7 +21,7 @@ from model_wrappers.files import atomic_write_text, writable_folder
 from . import plots
 from .analysis import analyse, dose_response, headline_picks
 from .failures import OUTCOMES, classify_runs
-from .narrative import answers, design, format_p, format_value, listing_order, stars
+from .narrative import answers, format_p, format_value, listing_order, nulls, stars
 from .runs import ReportInputError, load_runs, refuse_untrusted
 from .schema import Comparison, ForestRow, ModelReport, Report, Settings, TaskSummary, to_json
 
@@ -270,24 +270,6 @@ def cross_model_rule(report: Report) -> str:
     )
 
 
-def design_line(model: ModelReport) -> str:
-    """One sentence per model: each headline task's items, clusters, seeds and smallest attainable p."""
-    parts = []
-    for task, f in _headline_columns(model):
-        summary, seeds = task.filters[f], _seeds(model, task.task)
-        parts.append(
-            f"{task.task}{f' ({f})' if len(task.filters) > 1 else ''}: {design(summary)}"
-            + (f", {seeds} random seeds" if seeds != "—" else "")
-            + f", smallest attainable p {format_p(summary.min_attainable_p)}"
-            + (
-                f" ({format_p(summary.min_attainable_p_holm)} after Holm)"
-                if summary.min_attainable_p_holm is not None
-                else ""
-            )
-        )
-    return ("Design: " + "; ".join(parts) + ".") if parts else ""
-
-
 # ---- HTML ---------------------------------------------------------------------------------------------------
 
 
@@ -343,7 +325,7 @@ def _html_model(model: ModelReport, number: int) -> dict:
     return {
         "name": model.model,
         "headline_k": model.headline_k,
-        "design": design_line(model),
+        "nulls": nulls(model),
         "runs": model.runs,
         "statements": model.statements,
         "leaderboard": leaderboard(model),
@@ -408,9 +390,11 @@ def render_markdown(report: Report) -> str:
         "",
     ]
     for model in report.models:
-        lines += [f"## {_md(model.model)}", "", f"Headline K: {model.headline_k}. {design_line(model)}", ""]
+        lines += [f"## {_md(model.model)}", "", f"Headline K: {model.headline_k}.", ""]
         lines += ["### Findings", ""]
         lines += [f"- {_md(p)}" for p in model.statements] + [""]
+        lines += ["What each comparison tests:", ""]
+        lines += _md_table(["comparison", "null hypothesis", "test"], nulls(model))
         lines += ["### Leaderboard", "", f"At K = {model.headline_k} ({_md(headline_conditions(model))}).", ""]
         lines += _md_table(
             LEADERBOARD_COLUMNS, [[r["task"]] + [c["text"] for c in r["cells"]] for r in leaderboard(model)]
