@@ -32,8 +32,8 @@ UNIT_NOTE = (
     "(seeds) are a sample of sets. One condition against another is tested exactly by flipping the signs of "
     "whole cluster sums, so G clusters cannot give p below 2/2^G. A pooled random control or contrast is "
     "about new head sets and new contexts alike, so its test and interval use the spread between seeds plus "
-    "the spread between clusters, with min(S, G) - 1 degrees of freedom. With fewer than 3 seeds the spread "
-    "between head sets cannot be estimated and results hold only for the drawn sets."
+    "the spread between clusters, with the degrees of freedom of the smaller sample. With fewer than 3 seeds "
+    "the spread between head sets cannot be estimated and results hold only for the drawn sets."
 )
 QUESTION = "Does masking a model's retrieval heads lower a task's score more than masking as many random heads?"
 
