@@ -8,6 +8,8 @@ the logits, and the audit of every forward pass goes into ``config.rh_masking.au
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -68,6 +70,7 @@ class RHMaskedLM(HFLM):
         unit: str = "head",
         **kwargs,
     ) -> None:
+        _refuse_misspelt(kwargs)
         self._source = _resolve_source(pretrained, kwargs)
         self._set_masking(
             heads=heads, k=k, head_scores=head_scores, mode=mode, phase=phase, seed=seed, match=match, unit=unit
@@ -324,6 +327,18 @@ class RHMaskedLM(HFLM):
 
 def _packaged_scores(name: str) -> str:
     return str(DATA.path(PACKAGED_SCORES[name]))
+
+
+def _refuse_misspelt(kwargs: dict) -> None:
+    """An argument that is neither HFLM's nor rh-masked's but is spelt like one of rh-masked's (``head=``) is a
+    typo: say so, rather than let HFLM hand it to transformers, which fails with a traceback about ``__init__``.
+    Anything else still goes through to HFLM and ``from_pretrained`` as usual."""
+    ours = [name for name in inspect.signature(RHMaskedLM.__init__).parameters if name not in ("self", "kwargs")]
+    hflm = set(inspect.signature(HFLM.__init__).parameters)
+    for key in kwargs:
+        near = difflib.get_close_matches(key, ours, n=1, cutoff=0.75)
+        if near and key not in hflm:
+            raise ValueError(f"rh-masked has no argument {key!r}; did you mean {near[0]!r}?")
 
 
 def _resolve_source(pretrained, kwargs: dict) -> dict:

@@ -57,6 +57,8 @@ def test_retrieval_heads_from_a_score_file(tiny_dir, tmp_path):
         (dict(heads="none", mode="noise"), "mode='noise' is unknown"),
         (dict(heads="none", phase="prefill"), "phase='prefill' is unknown"),
         (dict(heads="retrieval", k=3), "needs head scores"),
+        (dict(head="retrieval", k=5), "rh-masked has no argument 'head'; did you mean 'heads'\\?"),
+        (dict(heads="random", sead=3), "rh-masked has no argument 'sead'; did you mean 'seed'\\?"),
     ],
 )
 def test_bad_arguments_fail_before_weights_load(tiny_dir, kwargs, message, monkeypatch):
