@@ -240,6 +240,18 @@ CASES = {
         lambda ws, _: rh_masked(ws, heads="random", k=6, head_scores=str(ws.scores())),
         r"k=6 exceeds the 2 non-retrieval units.*use a smaller k",
     ),
+    "masking: misspelt argument (stock lm_eval)": (
+        lambda ws, _: lm_eval(
+            ws,
+            "--model",
+            "rh-masked",
+            "--model_args",
+            f"pretrained={ws.tiny},head=retrieval,k=5",
+            "--tasks",
+            "niah",
+        ),  # fmt: skip
+        r"rh-masked has no argument 'head'; did you mean 'heads'\?",
+    ),
     "masking: unknown mode": (
         lambda ws, _: rh_masked(ws, heads="[[0,1]]", mode="noise"),
         r"mode='noise' is unknown; choose one of uniform, zero, mean",
