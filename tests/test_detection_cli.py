@@ -86,6 +86,21 @@ def test_heads_compare_gives_top_k_jaccard_and_spearman(tmp_path, capsys):
     assert "K=20   Jaccard 1.00  (20 shared)" in same and "rho = 1.000" in same
 
 
+def test_heads_compare_applies_no_cut_off_to_a_scale_that_has_none(tmp_path, capsys):
+    """A query-focus file's sidecar records no retrieval-head threshold: 0.1 on its scale would count nothing."""
+    focus = tmp_path / "focus.json"
+    per_sample = np.random.default_rng(1).uniform(-0.05, 0.05, size=(3, 30, 9))
+    meta = {"num_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64}
+    write_retrieval_head_json(
+        focus, per_sample, meta | {"score": {"definition": "query_focus", "retrieval_threshold": None}}
+    )
+    assert main(["heads", "--compare", str(_scores_file(tmp_path)), str(focus)]) == 0
+    text = capsys.readouterr().out
+    assert "A: 3 of 270 (1.1%); B: no retrieval-head cut-off on its scale (270 heads ranked)" in text
+    assert "No retrieval-head overlap: B has no retrieval-head cut-off." in text and "heads >= 0.1" not in text
+    assert "K=5    Jaccard" in text and "rho = " in text  # the rankings still compare
+
+
 def test_heads_compare_across_models_shows_sparsity_and_depth_not_pairs(tmp_path, capsys):
     if not SHARED_LLAMA.is_file():
         pytest.skip(f"{SHARED_LLAMA} is absent (the shared reference data is not mounted)")

@@ -49,13 +49,17 @@ def compare(a: HeadScores, b: HeadScores, *, threshold: float, top: int) -> str:
     for k in ks:
         shared = top_k(a, k) & top_k(b, k)
         lines.append(f"  K={k:<3}  Jaccard {jaccard(top_k(a, k), top_k(b, k)):.2f}  ({len(shared)} shared)")
-    strong_a, strong_b = set(a.retrieval_heads(threshold)), set(b.retrieval_heads(threshold))
-    only_a, only_b = len(strong_a - strong_b), len(strong_b - strong_a)
-    label = f"retrieval heads (listed, or >= {threshold:g})" if lists else f"heads >= {threshold:g}"
-    lines.append(
-        f"  {label}: Jaccard {jaccard(strong_a, strong_b):.2f} "
-        f"({len(strong_a & strong_b)} shared, {only_a} only in A, {only_b} only in B)"
-    )
+    uncut = [name for name, s in (("A", a), ("B", b)) if not s.has_cutoff]
+    if uncut:  # a cut-off on a scale that has none would count nothing, or everything
+        lines.append(f"  No retrieval-head overlap: {' and '.join(uncut)} has no retrieval-head cut-off.")
+    else:
+        strong_a, strong_b = set(a.retrieval_heads(threshold)), set(b.retrieval_heads(threshold))
+        only_a, only_b = len(strong_a - strong_b), len(strong_b - strong_a)
+        label = f"retrieval heads (listed, or >= {threshold:g})" if lists else f"heads >= {threshold:g}"
+        lines.append(
+            f"  {label}: Jaccard {jaccard(strong_a, strong_b):.2f} "
+            f"({len(strong_a & strong_b)} shared, {only_a} only in A, {only_b} only in B)"
+        )
     if lists:
         who = (
             "A and B rank only the heads they list" if len(lists) == 2 else f"{lists[0]} ranks only the heads it lists"
@@ -128,6 +132,9 @@ def _sparsity(a: HeadScores, b: HeadScores, threshold: float) -> str:
         if s.ranked is not None:
             parts.append(f"{name}: a list of {len(s.ranked)} heads")
             continue
+        if not s.has_cutoff:
+            parts.append(f"{name}: no retrieval-head cut-off on its scale ({s.means.size} heads ranked)")
+            continue
         strong = int((s.means >= threshold).sum())
         parts.append(f"{name}: {strong} of {s.means.size} ({100 * strong / s.means.size:.1f}%)")
     return f"Retrieval heads (mean >= {threshold:g}): " + "; ".join(parts)
@@ -140,6 +147,9 @@ def _depth_profile(a: HeadScores, b: HeadScores, threshold: float) -> str:
     )
     rows = [header + "  mean depth"]
     for name, s in (("A", a), ("B", b)):
+        if not s.has_cutoff:
+            rows.append(f"  {name}    no retrieval-head cut-off on its scale")
+            continue
         layers = np.array([l for l, _ in s.retrieval_heads(threshold)])
         if layers.size == 0:
             rows.append(f"  {name}    no head reaches {threshold:g}")
