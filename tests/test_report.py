@@ -3,6 +3,7 @@
 import hashlib
 import itertools
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -579,9 +580,12 @@ def test_cli_without_output_dir_writes_a_new_report_folder_and_never_overwrites(
 def test_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         run_cli(["--help"])
-    text = capsys.readouterr().out
+    options = capsys.readouterr().out.split("options:")[1]  # the usage line lists every flag: read past it
+    entries = [e for e in re.split(r"\n  (?=-)", options) if e.strip()]
     for flag in ("--output-dir", "--seed", "--n-resamples", "--confidence", "--headline-k"):
-        assert flag in text
+        (entry,) = [e for e in entries if re.search(rf"(^|, ){flag}\b", e.splitlines()[0])]
+        words = re.sub(r"-[-\w]+( [A-Z]+)?,?", " ", entry).split()  # the flag and its metavar removed
+        assert len(words) >= 5, f"{flag} has no explanation: {entry!r}"
 
 
 def two_models(tmp_path: Path):
