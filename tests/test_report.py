@@ -804,7 +804,7 @@ def test_cross_model_table_ranks_by_long_context_contrast_and_shows_its_interval
         assert [c["text"] for c in row["cells"][:2]] == ["\u2014", "\u2014"]  # no random control
     markdown = files.markdown.read_text()
     assert markdown.index(f"**{MODEL}**") < markdown.index("**/models/robust**")  # the answers in rank order
-    assert [row.model for row in forest_rows(files.report)] == [MODEL] * 3 + ["/models/robust"] * 3
+    assert [row.model for row in forest_rows(files.report)] == [MODEL] * 6 + ["/models/robust"] * 6  # 3 tasks x K 2, 4
     rule = markdown.index("Ranked by dependence on retrieval heads: minus the mean causal contrast")
     first = markdown.index(f"| 1 | {MODEL} | 2 |")
     assert rule < first < markdown.index("| 2 | /models/robust | 2 |")
@@ -819,10 +819,13 @@ def test_forest_rows_are_the_headline_comparisons(built):
     _, files = built
     report = written(files)
     model = report["models"][0]
-    forest = {row["task"]: row for row in model["forest"]}
-    assert list(forest) == ["mmlu", "gsm8k_cot", "niah"]  # headline tasks in report order
-    assert forest["niah"]["label"] == "niah \u00b7 contains"
-    assert forest["mmlu"]["label"] == "mmlu \u00b7 acc (no random control: retrieval@2 vs none)"
+    rows = {(row["task"], row["k"]): row for row in model["forest"]}
+    # headline tasks in report order, each at both Ks of the sweep
+    assert list(rows) == [(t, k) for t in ("mmlu", "gsm8k_cot", "niah") for k in (2, 4)]
+    forest = {task: row for (task, k), row in rows.items() if k == model["headline_k"]}
+    assert forest["niah"]["label"] == "niah \u00b7 contains, K = 2"
+    assert forest["mmlu"]["label"] == "mmlu \u00b7 acc, K = 2 (no random control: retrieval@2 vs none)"
+    assert rows[("niah", 4)]["effect"]["condition"] == "retrieval@4 \u2212 random@4"
     expected = {
         "niah": ("retrieval@2 \u2212 random@2", "retrieval@2", "random@2"),
         "mmlu": ("retrieval@2", "retrieval@2", None),

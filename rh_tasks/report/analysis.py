@@ -432,18 +432,19 @@ def _cross_model(models: list[ModelReport]) -> list[CrossModelRow]:
     ]
 
 
-def headline_picks(model: ModelReport, task: TaskSummary, f: str) -> dict[str, Comparison]:
+def headline_picks(model: ModelReport, task: TaskSummary, f: str, k: int | None = None) -> dict[str, Comparison]:
     """The retrieval, pooled random and contrast comparisons (by kind) that a task's answer rests on.
 
-    In the corrected family, at the headline K and not layer-matched; the default unit, mode and phase come first,
-    so a variant never replaces them.
+    In the corrected family, at the headline K (or the K given) and not layer-matched; the default unit, mode and
+    phase come first, so a variant never replaces them.
     """
+    k = model.headline_k if k is None else k
     pick: dict[str, Comparison] = {}
     for c in sorted(model.comparisons, key=lambda c: (c.arm.variants, c.arm.label)):
         if (
             (c.task, c.filter) == (task.task, f)
             and c.in_family
-            and c.arm.k == model.headline_k
+            and c.arm.k == k
             and c.arm.kind in ("retrieval", "random", "contrast")
             and not c.arm.layer_matched
         ):
@@ -452,36 +453,41 @@ def headline_picks(model: ModelReport, task: TaskSummary, f: str) -> dict[str, C
 
 
 def _forest(model: ModelReport) -> list[ForestRow]:
-    """One row per headline task (its first filter, as the answers): the causal contrast, or retrieval against
-    none where no random control was run, with the retrieval and random deltas it is made of."""
+    """One row per headline task (its first filter, as the answers) and K: the causal contrast, or retrieval
+    against none where no random control was run, with the retrieval and random deltas it is made of. A K sweep
+    gets a row per K, so the headline figure shows the dose rather than one point of it."""
+    swept = sorted({c.arm.k for c in model.comparisons if c.in_family and c.arm.kind == "retrieval" and c.arm.k})
+    ks = swept if len(swept) > 1 else [model.headline_k]
     rows = []
     for task in (t for t in model.tasks if t.headline):
         f = next(iter(task.filters))
-        pick = headline_picks(model, task, f)
-        effect = pick.get("contrast") or pick.get("retrieval")
-        if effect is None:
-            continue
-        name = task.task + (f" ({f})" if len(task.filters) > 1 else "") + f" \u00b7 {task.primary_metric}"
-        baseline = task.filters[f].baseline
-        notes = [] if "contrast" in pick else [f"no random control: {effect.arm.label} vs none"]
-        if task.bounded and baseline == 0:  # nothing for masking to remove, as the answers say
-            notes.append("scores 0 unmasked: cannot tell")
-        rows.append(
-            ForestRow(
-                model=model.model,
-                task=task.task,
-                filter=f,
-                metric=task.primary_metric,
-                k=model.headline_k,
-                label=name + (f" ({'; '.join(notes)})" if notes else ""),
-                bounded=task.bounded,
-                baseline=baseline,
-                effect=_estimate(effect),
-                retrieval=_estimate(pick.get("retrieval")),
-                random=_estimate(pick.get("random")),
-                significant=effect.p_holm is not None and effect.p_holm < stats.ALPHA,
+        for k in ks:
+            pick = headline_picks(model, task, f, k)
+            effect = pick.get("contrast") or pick.get("retrieval")
+            if effect is None:
+                continue
+            name = task.task + (f" ({f})" if len(task.filters) > 1 else "") + f" \u00b7 {task.primary_metric}"
+            name += f", K = {k}" if len(ks) > 1 else ""
+            baseline = task.filters[f].baseline
+            notes = [] if "contrast" in pick else [f"no random control: {effect.arm.label} vs none"]
+            if task.bounded and baseline == 0:  # nothing for masking to remove, as the answers say
+                notes.append("scores 0 unmasked: cannot tell")
+            rows.append(
+                ForestRow(
+                    model=model.model,
+                    task=task.task,
+                    filter=f,
+                    metric=task.primary_metric,
+                    k=k,
+                    label=name + (f" ({'; '.join(notes)})" if notes else ""),
+                    bounded=task.bounded,
+                    baseline=baseline,
+                    effect=_estimate(effect),
+                    retrieval=_estimate(pick.get("retrieval")),
+                    random=_estimate(pick.get("random")),
+                    significant=effect.p_holm is not None and effect.p_holm < stats.ALPHA,
+                )
             )
-        )
     return rows
 
 

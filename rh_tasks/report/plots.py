@@ -55,7 +55,8 @@ def forest(rows: list[ForestRow], salt: str) -> str:
                 colour, marker = _SERIES_STYLE[kind]
                 _whisker(ax, part, y + offset, row.bounded, colour=colour, marker=marker, size=4, filled=True)
         _whisker(ax, row.effect, y, row.bounded, colour="black", marker="D", size=7, filled=row.significant)
-    labels = [_forest_label(row, several) for row in rows]
+    swept = {r.model for r in rows if sum(o.model == r.model and o.task == r.task for o in rows) > 1}
+    labels = [_forest_label(row, several, row.model in swept) for row in rows]
     ax.set_yticks(positions, labels, fontsize=9)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlabel("\u0394 score, masked \u2212 unmasked (points for scores in [0, 1])", fontsize=8)
@@ -87,9 +88,12 @@ def _whisker(ax, part: Estimate, y: float, bounded: bool, *, colour: str, marker
     )
 
 
-def _forest_label(row: ForestRow, several: bool) -> str:
+def _forest_label(row: ForestRow, several: bool, swept: bool) -> str:
+    """The row's label; with several models, the model's name (and its K, unless its rows name one K each)."""
     name = textwrap.fill(row.label, 32)
-    return f"{row.model.rstrip('/').rsplit('/', 1)[-1]}, K = {row.k}\n{name}" if several else name
+    if not several:
+        return name
+    return f"{row.model.rstrip('/').rsplit('/', 1)[-1]}" + ("" if swept else f", K = {row.k}") + f"\n{name}"
 
 
 def _forest_table(ax, rows: list[ForestRow], positions: np.ndarray) -> None:
