@@ -194,6 +194,13 @@ def test_cluster_degrees_of_freedom():
     lopsided = stats.cluster_df(np.array([5.0, 1.0, 1.0]))
     assert 1 <= lopsided < 1.5
     assert stats.cluster_df(np.array([1.0, 2, 3, 4, 5, 1, 2, 3])) < 7
+    # the O(G) traces equal tr(A)^2 / tr(A^2) of the explicit G x G matrix
+    for sizes in np.random.default_rng(0).integers(1, 6, size=(5, 12)).astype(float):
+        w = sizes / sizes.sum()
+        residual = np.eye(12) - np.outer(np.ones(12), w)
+        a = residual.T @ np.diag(w**2 / (1 - w)) @ residual
+        assert stats.cluster_df(sizes) == pytest.approx(np.trace(a) ** 2 / np.trace(a @ a))
+    assert stats.cluster_df(np.ones(14_042)) == 14_041  # a full MMLU run, without a 14k x 14k matrix
 
 
 def test_single_seed_is_conditional_on_the_drawn_set():

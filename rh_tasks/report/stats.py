@@ -107,7 +107,6 @@ class TwoWay:
     se: np.ndarray
     df: np.ndarray
     se_seeds: np.ndarray  # 0 with one set
-    se_clusters: np.ndarray
 
     def p_value(self) -> np.ndarray:
         """Two-sided t test of delta = 0; 1 where the design gives no standard error."""
@@ -193,7 +192,7 @@ def two_way(sums: np.ndarray, sizes: np.ndarray, *, bounded: bool) -> TwoWay:
     residual = s.mean(axis=-2) - delta[..., None] * n  # [..., G]
     if groups < 2:
         nan = np.full(delta.shape, np.nan)
-        return TwoWay(delta, nan, nan, nan, nan)
+        return TwoWay(delta, nan, nan, nan)
     v_clusters = np.sum(residual**2 / (1 - n / total), axis=-1) / total**2  # CR2: each cluster's leverage
     v_seeds = per_set.var(axis=-1, ddof=1) / sets if sets > 1 else np.zeros(delta.shape)
     variance = v_seeds + v_clusters
@@ -202,7 +201,7 @@ def two_way(sums: np.ndarray, sizes: np.ndarray, *, bounded: bool) -> TwoWay:
     else:  # no spread at all in unbounded scores: nothing to scale an interval by
         variance = np.where(variance > 0, variance, np.nan)
     df = np.full(delta.shape, min(float(sets - 1), cluster_df(n)) if sets > 1 else cluster_df(n))
-    return TwoWay(delta, np.sqrt(variance), df, np.sqrt(v_seeds), np.sqrt(v_clusters))
+    return TwoWay(delta, np.sqrt(variance), df, np.sqrt(v_seeds))
 
 
 def cluster_df(sizes: np.ndarray) -> float:
@@ -210,14 +209,21 @@ def cluster_df(sizes: np.ndarray) -> float:
 
     With cluster means iid, the variance estimate is a quadratic form y'Ay in them, so Satterthwaite's match of
     its first two moments gives tr(A)^2 / tr(A^2): G - 1 for equal clusters, fewer when sizes are unequal and a
-    few clusters carry most of the weight (Imbens & Kolesár 2016).
+    few clusters carry most of the weight (Imbens & Kolesár 2016). A = (I - w1')D(I - 1w') with D = diag(d),
+    d_g = w_g^2 / (1 - w_g), is D plus a rank-2 term U C U' (U = [w, d]), so both traces cost O(G), not the
+    O(G^2) memory of the matrix itself (a full MMLU run has 14,042 independent items).
     """
     w = np.asarray(sizes, dtype=float) / float(np.sum(sizes))
     if w.size < 2:
         return float("nan")
-    residual = np.eye(w.size) - np.outer(np.ones(w.size), w)  # cluster mean minus the weighted mean
-    a = residual.T @ np.diag(w**2 / (1 - w)) @ residual
-    return round(float(np.trace(a) ** 2 / np.trace(a @ a)), 9)  # G - 1 exactly for equal clusters
+    d = w**2 / (1 - w)
+    u = np.stack([w, d], axis=1)  # [G, 2]
+    c = np.array([[d.sum(), -1.0], [-1.0, 0.0]])
+    trace = d.sum() + np.trace(c @ (u.T @ u))
+    trace_sq = (
+        np.sum(d**2) + 2 * np.trace(c @ (u.T @ (d[:, None] * u))) + np.trace(np.linalg.matrix_power(c @ (u.T @ u), 2))
+    )
+    return round(float(trace**2 / trace_sq), 9)  # G - 1 exactly for equal clusters
 
 
 def rank_among_sets(fixed_minus_sampled: Sequence[float]) -> SetRank:
