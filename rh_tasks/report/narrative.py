@@ -45,13 +45,6 @@ def listing_order(comparison: Comparison) -> tuple:
     return ARM_ORDER[comparison.arm.kind], comparison.arm.k or 0, comparison.arm.label
 
 
-def design(summary: FilterSummary) -> str:
-    """``18 items in 6 contexts`` or ``57 independent items``: the unit the statistics work at."""
-    if summary.n_clusters < summary.n:
-        return f"{summary.n} paired items in {summary.n_clusters} shared contexts"
-    return f"{summary.n} independent paired items"
-
-
 def statements(model: ModelReport, family_size: int, confidence: float) -> list[str]:
     """One short line per headline comparison at the model's headline K (estimate, interval, Holm p, what it
     means), and one per task where the model or the design leaves nothing to test. The design itself (items,
@@ -76,7 +69,6 @@ def statements(model: ModelReport, family_size: int, confidence: float) -> list[
 def _line(c: Comparison, bounded: bool, confidence: float) -> str:
     """``retrieval@5 vs none: −73.1 points [−92.8, −53.4] (95% CI), Holm p = 5.7e-05***: lower than unmasked.``"""
     r = c.result
-    name = c.arm.label if c.arm.kind == "contrast" else f"{c.arm.label} vs {c.arm.reference_label}"
     estimate = (
         f"{format_value(r.delta, bounded, signed=True)}{' points' if bounded else ''} "
         f"[{format_value(r.ci_low, bounded, signed=True)}, {format_value(r.ci_high, bounded, signed=True)}] "
@@ -95,7 +87,7 @@ def _line(c: Comparison, bounded: bool, confidence: float) -> str:
     if r.conditional:
         plural = "s" if r.n_seeds != 1 else ""
         meaning += f"; for the drawn random set{plural} only ({r.n_seeds} seed{plural}, fewer than {stats.MIN_SEEDS})"
-    return f"{name}: {estimate}: {meaning}."
+    return f"{_name(c)}: {estimate}: {meaning}."
 
 
 def nulls(model: ModelReport) -> list[tuple[str, str, str]]:
@@ -104,9 +96,13 @@ def nulls(model: ModelReport) -> list[tuple[str, str, str]]:
     for task in (t for t in model.tasks if t.headline):
         for f in task.filters:
             for c in _headline_comparisons(model, task, f):
-                name = c.arm.label if c.arm.kind == "contrast" else f"{c.arm.label} vs {c.arm.reference_label}"
-                seen.setdefault(name, (name, c.null, _test_kind(c)))
+                seen.setdefault(_name(c), (_name(c), c.null, _test_kind(c)))
     return list(seen.values())
+
+
+def _name(c: Comparison) -> str:
+    """``retrieval@5 vs none``; a contrast's label already names both sides."""
+    return c.arm.label if c.arm.kind == "contrast" else f"{c.arm.label} vs {c.arm.reference_label}"
 
 
 def _test_kind(c: Comparison) -> str:
@@ -164,9 +160,7 @@ def _numbers(c: Comparison, bounded: bool) -> str:
 
 
 def rank_words(c: Comparison) -> str:
-    """``more damaging than 10 of 10 random sets (rank p = 0.091, one-sided)``, or "" without a rank."""
-    if c.rank is None:
-        return ""
+    """``more damaging than 10 of 10 random sets (rank p = 0.091, one-sided)``, for a contrast with a rank."""
     return (
         f"more damaging than {c.rank.beaten} of {c.rank.sets} random sets "
         f"(rank p = {format_p(c.rank.p_value)}, one-sided)"
