@@ -72,18 +72,25 @@ def write_report(
     refuse_untrusted(runs)
     classify_runs(runs)
     report = analyse(runs, settings)
+    forest_svg = forest_figure(report)  # drawn once: report.html inlines it, report.md links it
     texts = {
         "report.json": json.dumps(to_json(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
         "report.md": render_markdown(report),
-        "report.html": render_html(report),
+        "report.html": render_html(report, forest_svg),
     }
-    if rows := forest_rows(report):
-        texts["forest.svg"] = plots.forest(rows, "forest")
+    if forest_svg:
+        texts["forest.svg"] = forest_svg
     output = writable_folder(output_dir)
     for name, text in texts.items():
         atomic_write_text(output / name, text)
-    forest = output / "forest.svg" if rows else None
+    forest = output / "forest.svg" if forest_svg else None
     return ReportFiles(output / "report.md", output / "report.json", output / "report.html", forest, report)
+
+
+def forest_figure(report: Report) -> str | None:
+    """The headline figure as SVG; None when no task has a retrieval condition to plot."""
+    rows = forest_rows(report)
+    return plots.forest(rows, "forest") if rows else None
 
 
 def forest_rows(report: Report) -> list[ForestRow]:
@@ -273,7 +280,7 @@ def cross_model_rule(report: Report) -> str:
 # ---- HTML ---------------------------------------------------------------------------------------------------
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Report, forest_svg: str | None) -> str:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("rh_tasks.report", "templates"),
         autoescape=True,
@@ -281,11 +288,10 @@ def render_html(report: Report) -> str:
     )
     cross_columns, cross_rows = cross_model_table(report)
     models = [_html_model(model, number) for number, model in enumerate(report.models)]
-    rows = forest_rows(report)
     return environment.get_template("report.html.j2").render(
         question=QUESTION,
         answers=[(model.model, model.headline_k, answers(model)) for model in ranked_models(report)],
-        forest_svg=plots.forest(rows, "forest") if rows else None,
+        forest_svg=forest_svg,
         forest_caption=forest_caption(report),
         runs=report.runs,
         settings=report.settings,
