@@ -35,7 +35,7 @@ def test_a_few_cells_hold_their_size_and_find_effects():
         ("fixed", bench.Cell(1, 26, "1-5", "0/1", "contexts dominate")),
     ]:
         row = bench.measure(kind, cell, 0.2, 400, rng)
-        assert row.size <= bench._limit(400) or not row.mark.endswith("SIZE")
+        assert not row.mark.endswith("SIZE"), row  # at most 5% + 2 MC SEs, after its rerun when above
         assert row.cover >= 0.9
         assert row.power_double > row.power > row.size and row.power_double > 0.25
 
