@@ -45,7 +45,7 @@ COMPONENTS = {
     "contexts dominate": (0.25, 1.0, 0.25, 0.5),
     "equal": (0.7, 0.7, 0.3, 0.5),
 }
-BINARY_SCALE = 0.2 / 1.0  # the largest component's half-width for 0/1 scores
+BINARY_SPREAD = 0.3  # for 0/1 scores the components' half-widths add up to this, around a probability of 0.5
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def simulate(cell: Cell, kind: str, effect: float, reps: int, rng: np.random.Gen
         if kind == "contrast":
             other = -other
         return Draw(np.zeros((reps, 1, n_items)), other, sizes, index, False, effect * total_sd)
-    scale = BINARY_SCALE * 1.5 / max(sd_set + sd_ctx + sd_inter, 1e-9)  # widths add up to 0.3
+    scale = BINARY_SPREAD / (sd_set + sd_ctx + sd_inter)
 
     def shift(width, size):
         return rng.uniform(-width * scale, width * scale, size=size)
