@@ -40,7 +40,7 @@ from torch.utils._pytree import tree_leaves
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig
 
 from model_wrappers import HeadGeometry
-from model_wrappers.gguf_cache import embedded_model_dir
+from model_wrappers.sources.gguf_cache import embedded_model_dir
 from rh_tasks.detection.attention_probe import attention_probe
 
 MIB = 2**20

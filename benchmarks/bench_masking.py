@@ -19,7 +19,7 @@ from masking_variants import random_heads, wrappers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from model_wrappers import HeadGeometry
-from model_wrappers.gguf_cache import embedded_model_dir
+from model_wrappers.sources.gguf_cache import embedded_model_dir
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from transformers import AutoTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from whole_text import count, reference_insert_needle, reference_passages  # noqa: E402
 
-from model_wrappers.gguf_cache import embedded_model_dir
+from model_wrappers.sources.gguf_cache import embedded_model_dir
 from rh_tasks.extractive_qa import task as extractive_qa
 from rh_tasks.niah import task as niah
 from rh_tasks.niah.haystack import HAYSTACKS, NeedleContext

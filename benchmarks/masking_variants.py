@@ -10,7 +10,7 @@ import random
 from lm_eval.models.huggingface import HFLM
 
 from model_wrappers import HeadGeometry
-from model_wrappers.rh_masked import RHMaskedLM
+from model_wrappers.lm.rh_masked import RHMaskedLM
 
 
 def random_heads(model, k: int, seed: int = 0) -> list[list[int]]:

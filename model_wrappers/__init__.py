@@ -1,5 +1,9 @@
 """Head masking for Hugging Face causal LMs, and the ``rh-masked`` lm-eval model built on it.
 
+Four concerns, one subpackage each: :mod:`.masking` (architectures, hooks, audit, canary), :mod:`.heads`
+(score files and head selection), :mod:`.sources` (where weights come from) and :mod:`.lm` (the lm-eval model
+and its multi-condition engine). :mod:`.condition` names a condition for all of them.
+
 The intervention layer: it depends on no other rh-eval package. Names load on first use, so that code which only
 reads head-score files (the report, ``rh-eval heads``) does not import torch.
 """
@@ -9,24 +13,24 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "MODES": "masking",
-    "PHASES": "masking",
-    "SUPPORTED_MODEL_TYPES": "architectures",
+    "MODES": "masking.hooks",
+    "PHASES": "masking.hooks",
+    "SUPPORTED_MODEL_TYPES": "masking.architectures",
     "Condition": "condition",
-    "ConditionBatch": "shared_prefill",
-    "HeadGeometry": "architectures",
-    "HeadScoreFileError": "head_scores",
-    "HeadScores": "head_scores",
-    "HeadSelection": "head_selection",
-    "MaskingAudit": "audit",
-    "MaskingError": "audit",
-    "UnsupportedArchitectureError": "architectures",
-    "head_output_means": "masking",
-    "load_head_scores": "head_scores",
-    "mask_heads": "masking",
-    "mask_rows": "masking",
-    "model_source": "model_source",
-    "select_heads": "head_selection",
+    "ConditionBatch": "lm.engine",
+    "HeadGeometry": "masking.architectures",
+    "HeadScoreFileError": "heads.scores",
+    "HeadScores": "heads.scores",
+    "HeadSelection": "heads.selection",
+    "MaskingAudit": "masking.audit",
+    "MaskingError": "masking.audit",
+    "UnsupportedArchitectureError": "masking.architectures",
+    "head_output_means": "masking.hooks",
+    "load_head_scores": "heads.scores",
+    "mask_heads": "masking.hooks",
+    "mask_rows": "masking.hooks",
+    "model_source": "sources.resolve",
+    "select_heads": "heads.selection",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -86,7 +86,7 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     """A tiny random Llama saved like any local checkpoint, with the embedded model's tokenizer."""
     import shutil
 
-    from model_wrappers.gguf_cache import embedded_model_dir
+    from model_wrappers.sources.gguf_cache import embedded_model_dir
 
     path = tmp_path_factory.mktemp("tiny-llama")
     source = embedded_model_dir()
@@ -103,7 +103,7 @@ def data_copy(tmp_path, monkeypatch):
     """A private copy of the packaged task data that a test may damage."""
     import shutil
 
-    from rh_tasks.shared.packaged_data import TASK_DATA
+    from rh_tasks.shared.task_data import TASK_DATA
 
     copy = tmp_path / "data"
     shutil.copytree(TASK_DATA.folder, copy)

@@ -15,7 +15,7 @@ def embedded_tokenizer():
     import pytest
     from transformers import AutoTokenizer
 
-    from model_wrappers.gguf_cache import ModelCacheError, embedded_model_dir
+    from model_wrappers.sources.gguf_cache import ModelCacheError, embedded_model_dir
 
     try:
         return AutoTokenizer.from_pretrained(embedded_model_dir())

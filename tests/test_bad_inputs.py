@@ -22,7 +22,7 @@ import pytest
 import yaml
 from test_report import NONE, RETRIEVAL, niah_rows, write_run
 
-from model_wrappers.rh_masked import RHMaskedLM
+from model_wrappers.lm.rh_masked import RHMaskedLM
 from rh_tasks.niah import task as niah
 from rh_tasks.plugin.command import main
 from rh_tasks.suite import runner

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from model_wrappers.architectures import HeadGeometry
 from model_wrappers.condition import Condition
-from model_wrappers.head_selection import select_heads
+from model_wrappers.heads.selection import select_heads
+from model_wrappers.masking.architectures import HeadGeometry
 
 GEOMETRY = HeadGeometry(num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
 

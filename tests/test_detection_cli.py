@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_wrappers.architectures import HeadGeometry
-from model_wrappers.head_scores import load_head_scores, metadata_path, write_retrieval_head_json
+from model_wrappers.heads.scores import load_head_scores, metadata_path, write_retrieval_head_json
+from model_wrappers.masking.architectures import HeadGeometry
 from rh_tasks.plugin.command import build_parser, main
 
 SHARED_LLAMA = (
@@ -138,7 +138,7 @@ def test_detect_refuses_to_overwrite_without_force(tmp_path, caplog):
 
 
 def test_packaged_scores_of_the_embedded_model_are_sparse_and_documented():
-    from model_wrappers.packaged_data import DATA
+    from model_wrappers.packaged import DATA
     from rh_tasks.shared import packaged_data
 
     path = DATA.path("head_scores/smollm2-135m-instruct.json")

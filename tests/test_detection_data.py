@@ -31,7 +31,7 @@ def test_detection_needles_and_haystack_are_disjoint_from_niah():
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from model_wrappers.gguf_cache import ModelCacheError, embedded_model_dir
+    from model_wrappers.sources.gguf_cache import ModelCacheError, embedded_model_dir
 
     try:
         return AutoTokenizer.from_pretrained(embedded_model_dir())

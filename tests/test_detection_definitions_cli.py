@@ -8,9 +8,9 @@ import logging
 import numpy as np
 import pytest
 
-from model_wrappers.architectures import HeadGeometry
-from model_wrappers.head_scores import load_head_scores, metadata_path, write_retrieval_head_json
-from model_wrappers.head_selection import select_heads
+from model_wrappers.heads.scores import load_head_scores, metadata_path, write_retrieval_head_json
+from model_wrappers.heads.selection import select_heads
+from model_wrappers.masking.architectures import HeadGeometry
 from rh_tasks.detection import detect as detect_module
 from rh_tasks.plugin.command import build_parser, main
 

@@ -251,7 +251,7 @@ def test_runs_through_lm_eval_on_the_embedded_model():
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from model_wrappers.gguf_cache import embedded_model_dir
+    from model_wrappers.sources.gguf_cache import embedded_model_dir
     from rh_tasks.plugin.registration import task_configs_dir
 
     model_dir = str(embedded_model_dir())

@@ -160,7 +160,7 @@ def test_runs_through_lm_eval_on_the_embedded_model():
     """One problem per task: both filters score every sample, on packaged data, with no hub access."""
     import lm_eval
 
-    from model_wrappers.gguf_cache import embedded_model_dir
+    from model_wrappers.sources.gguf_cache import embedded_model_dir
 
     model_dir = str(embedded_model_dir())
     manager = TaskManager(

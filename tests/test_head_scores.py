@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_wrappers.architectures import HeadGeometry
-from model_wrappers.head_scores import (
+from model_wrappers.heads.scores import (
     HeadScoreFileError,
     load_head_scores,
     metadata_path,
     write_duo_tsv,
     write_retrieval_head_json,
 )
+from model_wrappers.masking.architectures import HeadGeometry
 
 SHARED_SCORES = Path(__file__).parents[1].parent / "shared" / "data" / "head_scores"
 GEOMETRY = HeadGeometry(num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8)  # groups of 2 query heads

@@ -10,7 +10,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.masking_utils import eager_mask
 
 from model_wrappers import HeadGeometry, MaskingError, UnsupportedArchitectureError, head_output_means, mask_heads
-from model_wrappers.architectures import attention_sites
+from model_wrappers.masking.architectures import attention_sites
 
 HEADS = [(0, 1), (1, 0), (1, 3)]
 REFERENCE = "rh_test_uniform_reference"

@@ -189,7 +189,7 @@ def test_runs_through_lm_eval_on_the_embedded_model():
     """Two 5-shot questions of one subject: per-sample ``acc`` on packaged data, with no hub access."""
     import lm_eval
 
-    from model_wrappers.gguf_cache import embedded_model_dir
+    from model_wrappers.sources.gguf_cache import embedded_model_dir
 
     model_dir = str(embedded_model_dir())
     manager = TaskManager(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from model_wrappers.gguf_cache import embedded_model_dir
+from model_wrappers.sources.gguf_cache import embedded_model_dir
 from rh_tasks.niah.haystack import HAYSTACKS, insert_needle
 from rh_tasks.niah.task import DEFAULTS, build, build_grid, doc_to_text, mean_present, score
 from rh_tasks.shared import packaged_data

@@ -15,7 +15,7 @@ from lm_eval.utils import handle_non_serializable, hash_string
 from transformers import AutoTokenizer
 from whole_text import count, reference_insert_needle, reference_passages
 
-from model_wrappers.gguf_cache import embedded_model_dir
+from model_wrappers.sources.gguf_cache import embedded_model_dir
 from rh_tasks.detection import prompts
 from rh_tasks.extractive_qa import task as extractive_qa
 from rh_tasks.niah import task as niah

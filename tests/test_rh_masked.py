@@ -8,7 +8,7 @@ import pytest
 import torch
 from lm_eval.models.huggingface import HFLM
 
-from model_wrappers.rh_masked import PromptTooLongError, RHMaskedLM
+from model_wrappers.lm.rh_masked import PromptTooLongError, RHMaskedLM
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from model_wrappers import head_output_means, mask_heads
-from model_wrappers.architectures import decoder
-from model_wrappers.rh_masked import RHMaskedLM
+from model_wrappers.lm.rh_masked import RHMaskedLM
+from model_wrappers.masking.architectures import decoder
 
 HEADS = [(0, 1), (1, 0), (1, 3)]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -142,7 +142,7 @@ class LargestTensor(TorchDispatchMode):
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from model_wrappers.gguf_cache import embedded_model_dir
+    from model_wrappers.sources.gguf_cache import embedded_model_dir
 
     return AutoTokenizer.from_pretrained(embedded_model_dir())
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_wrappers.architectures import HeadGeometry
-from model_wrappers.head_scores import HeadScoreFileError, load_head_scores
-from model_wrappers.head_selection import select_heads
+from model_wrappers.heads.scores import HeadScoreFileError, load_head_scores
+from model_wrappers.heads.selection import select_heads
+from model_wrappers.masking.architectures import HeadGeometry
 
 DATA = Path(__file__).parent / "data" / "head_score_formats"
 LLAMA_1B = HeadGeometry(num_layers=16, num_heads=32, num_kv_heads=8, head_dim=64)

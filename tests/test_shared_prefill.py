@@ -9,9 +9,9 @@ import torch
 from conftest import TINY_CONFIGS, cache_keyword, kv_cache_in, tiny_model
 
 from model_wrappers import ConditionBatch, MaskingAudit, MaskingError, mask_heads, mask_rows
-from model_wrappers.masking import head_output_means
-from model_wrappers.rh_masked import RHMaskedLM
-from model_wrappers.shared_prefill import FIRST_STAGE
+from model_wrappers.lm.engine import FIRST_STAGE
+from model_wrappers.lm.rh_masked import RHMaskedLM
+from model_wrappers.masking.hooks import head_output_means
 
 ROWS = [[], [(0, 1), (1, 2)], [(1, 0)], [(0, 3), (1, 1), (1, 3)]]  # one head set per condition; [] is unmasked
 

@@ -358,7 +358,7 @@ def test_progress_bar_counts_condition_items_as_they_are_computed(
 def test_item_progress_adds_up_to_whole_items():
     from types import SimpleNamespace
 
-    from model_wrappers.progress import ItemProgress
+    from model_wrappers.lm.progress import ItemProgress
 
     counted = []
     progress = ItemProgress(counted.append)

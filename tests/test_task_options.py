@@ -8,7 +8,7 @@ import pytest
 import yaml
 from lm_eval.models.huggingface import HFLM
 
-from model_wrappers.rh_masked import RHMaskedLM
+from model_wrappers.lm.rh_masked import RHMaskedLM
 from rh_tasks.extractive_qa import task as extractive_qa
 from rh_tasks.niah import task as niah
 from rh_tasks.shared.options import check_option_names, task_options

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_wrappers.head_scores import write_retrieval_head_json
+from model_wrappers.heads.scores import write_retrieval_head_json
 
 from .definitions import DEFINITIONS
 from .detect import ACCEPT_ROUGE, SampleResult

@@ -153,7 +153,7 @@ def output_paths(output: Path, definitions: list[str]) -> dict[str, Path]:
 def _claim_output(args, identity: dict) -> tuple[dict[str, Path], Path]:
     """The score files and the checkpoint, refused before any work if a file exists or cannot be written."""
     from model_wrappers.files import OutputFolderError, writable_folder
-    from model_wrappers.head_scores import metadata_path
+    from model_wrappers.heads.scores import metadata_path
 
     output = args.output or _default_output(identity)
     outputs = output_paths(output, args.score)
@@ -196,7 +196,7 @@ def _settings(args, identity: dict, needles: list[dict], chat_template: bool) ->
 def main(args) -> int:
     import torch
 
-    from model_wrappers.head_scores import RETRIEVAL_THRESHOLD
+    from model_wrappers.heads.scores import RETRIEVAL_THRESHOLD
 
     from .aggregate import write_scores
     from .detect import CheckpointMismatchError, detect

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from model_wrappers.head_scores import HeadScores
+from model_wrappers.heads.scores import HeadScores
 
 TOP_KS = (5, 10, 20)
 DEPTH_BINS = 4  # quarters of the network

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model_wrappers.head_scores import RETRIEVAL_THRESHOLD
+from model_wrappers.heads.scores import RETRIEVAL_THRESHOLD
 
 NULL_QUESTION = "N/A"  # QRHead's default null query
 

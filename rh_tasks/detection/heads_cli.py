@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from model_wrappers.head_scores import (
+from model_wrappers.heads.formats import FORMATS
+from model_wrappers.heads.scores import (
     RETRIEVAL_THRESHOLD,
     HeadScoreFileError,
     load_head_scores,
     metadata_path,
     write_duo_tsv,
 )
-from model_wrappers.score_formats import FORMATS
 from rh_tasks.plugin.errors import CommandError, command
 
 from .compare import compare, compare_many
@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _geometry(args, file: Path):
-    from model_wrappers.architectures import HeadGeometry
+    from model_wrappers.masking.architectures import HeadGeometry
 
     if args.model_args is not None:
         from .source import load_geometry, parse_model_args

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rh_tasks.niah.haystack import PROMPT, insert_needle, load_haystack
 from rh_tasks.shared import token_splice
-from rh_tasks.shared.packaged_data import TASK_DATA
+from rh_tasks.shared.task_data import TASK_DATA
 
 from .definitions import NULL_QUESTION
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from model_wrappers.head_scores import HeadScores
-from model_wrappers.score_formats import FORMATS
+from model_wrappers.heads.formats import FORMATS
+from model_wrappers.heads.scores import HeadScores
 
 
 def summarise_ranked(scores: HeadScores, geometry, *, top: int) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from model_wrappers.architectures import HeadGeometry, check_supported
 from model_wrappers.files import sha256_file
-from model_wrappers.model_source import model_source
+from model_wrappers.masking.architectures import HeadGeometry, check_supported
+from model_wrappers.sources.resolve import model_source
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from functools import cache
 
-from rh_tasks.shared.packaged_data import TASK_DATA
+from rh_tasks.shared.task_data import TASK_DATA
 
 PACKAGED_DEV = "squad/dev-v1.1.json.gz"
 

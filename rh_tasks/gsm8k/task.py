@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from rh_tasks.shared.options import check_option_names
-from rh_tasks.shared.packaged_data import TASK_DATA
+from rh_tasks.shared.task_data import TASK_DATA
 
 logger = logging.getLogger(__name__)
 

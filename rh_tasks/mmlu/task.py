@@ -14,7 +14,7 @@ import random
 from functools import cache
 
 from rh_tasks.shared.options import check_option_names
-from rh_tasks.shared.packaged_data import TASK_DATA
+from rh_tasks.shared.task_data import TASK_DATA
 
 logger = logging.getLogger(__name__)
 

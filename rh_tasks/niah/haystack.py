@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rh_tasks.shared import token_splice
-from rh_tasks.shared.packaged_data import TASK_DATA
+from rh_tasks.shared.task_data import TASK_DATA
 
 HAYSTACKS = {"time_machine": "haystack/time_machine_ch01-08.txt.gz"}
 # The question follows the context as in Retrieval_Head's NIAH prompt.

@@ -14,8 +14,8 @@ from lm_eval.api.task import ConfigurableTask
 
 from rh_tasks.shared import samples, token_splice
 from rh_tasks.shared.options import as_list, check_grid, task_options
-from rh_tasks.shared.packaged_data import TASK_DATA
 from rh_tasks.shared.scoring import contains_answer, rouge1_recall
+from rh_tasks.shared.task_data import TASK_DATA
 from rh_tasks.shared.tokenizer import context_limit, resolve_tokenizer
 
 from .haystack import PROMPT, insert_needle, load_haystack

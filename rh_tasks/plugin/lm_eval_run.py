@@ -13,7 +13,7 @@ def main(argv: list[str]) -> int:
     register()
     from lm_eval.__main__ import cli_evaluate
 
-    from model_wrappers.head_scores import HeadScoreFileError
+    from model_wrappers.heads.scores import HeadScoreFileError
 
     saved = sys.argv
     sys.argv = ["rh-eval run", "run", *argv]

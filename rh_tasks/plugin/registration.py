@@ -11,7 +11,7 @@ import inspect
 from pathlib import Path
 
 MODEL_NAME = "rh-masked"
-MODEL_TARGET = "model_wrappers.rh_masked:RHMaskedLM"
+MODEL_TARGET = "model_wrappers.lm.rh_masked:RHMaskedLM"
 
 
 def task_configs_dir() -> Path:

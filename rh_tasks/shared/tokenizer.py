@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from model_wrappers.model_source import model_source
+from model_wrappers.sources.resolve import model_source
 
 
 def _loadable(metadata: dict) -> tuple[str, str | None]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from model_wrappers.condition import Condition
-from model_wrappers.head_selection import MATCHES, UNITS
-from model_wrappers.masking import MODES, PHASES
+from model_wrappers.heads.selection import MATCHES, UNITS
+from model_wrappers.masking.hooks import MODES, PHASES
 
 
 class SuiteConfigError(ValueError):

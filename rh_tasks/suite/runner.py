@@ -193,7 +193,7 @@ def _run_pending(
     config: SuiteConfig, pending: list[Condition], conditions_dir: Path, *, one_by_one: bool, memory_gb: float
 ) -> dict:
     """Evaluate the pending conditions under one progress bar; return their timing."""
-    from model_wrappers.rh_masked import RHMaskedLM
+    from model_wrappers.lm.rh_masked import RHMaskedLM
 
     from .plan import task_designs
 

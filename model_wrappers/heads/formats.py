@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .architectures import HeadGeometry
-from .head_scores import HeadScoreFileError, HeadScores, _parse_retrieval_head_json
+from ..masking.architectures import HeadGeometry
+from .scores import HeadScoreFileError, HeadScores, _parse_retrieval_head_json
 
 # name -> what it is, in the order of the refusal message
 FORMATS = {

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .files import sha256_file
+from ..files import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .architectures import HeadGeometry
-from .head_scores import RETRIEVAL_THRESHOLD, HeadScores
-from .masking import Head, validate_heads
+from ..masking.architectures import HeadGeometry
+from ..masking.hooks import Head, validate_heads
+from .scores import RETRIEVAL_THRESHOLD, HeadScores
 
 HEAD_KINDS = ("none", "retrieval", "random")
 MATCHES = (None, "layer")

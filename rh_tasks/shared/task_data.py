@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model_wrappers.packaged_data import PackagedData, PackagedDataError
+from model_wrappers.packaged import PackagedData, PackagedDataError
 
 TASK_DATA = PackagedData(Path(__file__).resolve().parents[1] / "data")
 

@@ -7,7 +7,7 @@ import transformers
 from torch import nn
 
 from .audit import MaskingAudit, MaskingError
-from .masking import Head, mask_heads
+from .hooks import Head, mask_heads
 
 PROBE_TEXT = "The canary sings in the mine until the air goes bad, and then it stops."
 

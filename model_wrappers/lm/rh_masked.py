@@ -21,18 +21,18 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
-from .architectures import HeadGeometry, check_supported
-from .audit import MaskingAudit
-from .canary import PROBE_TEXT, check_masking_changes_logits
-from .condition import MEMORY_GB
-from .gguf_cache import EMBEDDED_NAME, GEMMA_NAME
-from .head_scores import load_head_scores
-from .head_selection import HeadSelection, select_heads
-from .masking import MODES, PHASES, head_output_means, mask_heads
-from .model_source import cached_gguf_sha256, model_source
-from .packaged_data import DATA
+from ..condition import MEMORY_GB
+from ..heads.scores import load_head_scores
+from ..heads.selection import HeadSelection, select_heads
+from ..masking.architectures import HeadGeometry, check_supported
+from ..masking.audit import MaskingAudit
+from ..masking.canary import PROBE_TEXT, check_masking_changes_logits
+from ..masking.hooks import MODES, PHASES, head_output_means, mask_heads
+from ..packaged import DATA
+from ..sources.gguf_cache import EMBEDDED_NAME, GEMMA_NAME
+from ..sources.resolve import cached_gguf_sha256, model_source
+from .engine import ConditionBatch, Timing
 from .progress import AnsweredHook, ItemProgress
-from .shared_prefill import ConditionBatch, Timing
 
 logger = logging.getLogger(__name__)
 

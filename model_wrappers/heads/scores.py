@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .architectures import HeadGeometry
-from .files import atomic_write_text
+from ..files import atomic_write_text
+from ..masking.architectures import HeadGeometry
 
 RETRIEVAL_THRESHOLD = 0.1  # Wu et al.: heads whose mean score exceeds 0.1 are retrieval heads
 
@@ -140,7 +140,7 @@ def load_head_scores(path: str | Path, geometry: HeadGeometry | None = None) -> 
         raise HeadScoreFileError(f"Cannot read head-score file {path}: {err.strerror}.") from err
     if not raw.strip():
         raise HeadScoreFileError(f"{path} is empty; regenerate it with rh-eval detect, or pass another file.")
-    from .score_formats import read_head_score_file  # it builds on this module's types
+    from .formats import read_head_score_file  # it builds on this module's types
 
     scores = read_head_score_file(raw, path, geometry)
     sidecar = metadata_path(path)

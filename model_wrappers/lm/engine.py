@@ -22,10 +22,10 @@ import torch
 import transformers
 from torch import nn
 
-from .architectures import HeadGeometry
-from .audit import MaskingAudit, MaskingError
-from .condition import MEMORY_GB
-from .masking import Head, mask_rows
+from ..condition import MEMORY_GB
+from ..masking.architectures import HeadGeometry
+from ..masking.audit import MaskingAudit, MaskingError
+from ..masking.hooks import Head, mask_rows
 
 FIRST_STAGE = 8  # tokens every condition row generates before rows with a complete answer leave the batch
 

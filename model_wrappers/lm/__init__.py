@@ -1,0 +1,1 @@
+"""The ``rh-masked`` lm-eval model and the engine that evaluates several conditions from one prefill."""
