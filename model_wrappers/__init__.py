@@ -13,23 +13,24 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "MODES": "masking.hooks",
-    "PHASES": "masking.hooks",
+    "MODES": "condition",
+    "PHASES": "condition",
+    "MaskMode": "masking.modes",
     "SUPPORTED_MODEL_TYPES": "masking.architectures",
     "Condition": "condition",
     "ConditionBatch": "lm.engine",
     "HeadGeometry": "masking.architectures",
     "HeadScoreFileError": "heads.scores",
     "HeadScores": "heads.scores",
-    "HeadSelection": "heads.selection",
     "MaskingAudit": "masking.audit",
     "MaskingError": "masking.audit",
     "UnsupportedArchitectureError": "masking.architectures",
-    "head_output_means": "masking.hooks",
+    "head_output_means": "masking.modes",
     "load_head_scores": "heads.scores",
     "mask_heads": "masking.hooks",
     "mask_rows": "masking.hooks",
     "model_source": "sources.resolve",
+    "resolve_heads": "heads.selection",
     "select_heads": "heads.selection",
 }
 __all__ = sorted(_EXPORTS)

@@ -32,7 +32,7 @@ def test_label_folder_name_and_series(condition, label, name, series):
 
 def test_the_recorded_head_set_reads_back_as_its_condition():
     selection = select_heads([[1, 3], [0, 2]], GEOMETRY)
-    record = selection.describe() | {"mode": "zero", "phase": "decode"}
+    record = selection.record() | {"mode": "zero", "phase": "decode"}
     condition = Condition.from_record(record)
     assert condition == Condition("explicit", heads=((0, 2), (1, 3)), mode="zero", phase="decode")
     assert condition.label == "explicit[0.2,1.3] [zero, decode]"

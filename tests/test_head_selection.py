@@ -91,8 +91,8 @@ def test_explicit_list_and_none():
         (dict(heads="retrieval", k=0), "positive integer"),
         (dict(heads="none", k=3), "meaningless"),
         (dict(heads="retrieval", match="layer"), "only to heads=random"),
-        (dict(heads="random", match="depth"), "Unknown match"),
-        (dict(heads="random", unit="layer"), "Unknown unit"),
+        (dict(heads="random", match="depth"), "match='depth' is unknown"),
+        (dict(heads="random", unit="layer"), "unit='layer' is unknown"),
     ],
 )
 def test_bad_arguments_fail_with_a_clear_message(args, message, scores):

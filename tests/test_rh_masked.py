@@ -8,6 +8,7 @@ import pytest
 import torch
 from lm_eval.models.huggingface import HFLM
 
+from model_wrappers.condition import Condition
 from model_wrappers.lm.rh_masked import PromptTooLongError, RHMaskedLM
 
 
@@ -140,7 +141,7 @@ def test_generation_is_audited_per_condition(tiny_dir):
     audit = lm.get_model_info()["rh_masking"]["audit"]
     assert audit["clean"] and audit["forward_passes"] == 4
     assert audit["layers"]["1"] == {"forward_passes": 4, "masked_positions": 4, "unmasked_positions": 29}
-    lm.remask(heads=[[0, 0]], phase="all")  # a new condition starts a new audit
+    lm.remask(Condition.parse(heads=[[0, 0]], phase="all"))  # a new condition starts a new audit
     audit = lm.get_model_info()["rh_masking"]["audit"]
     assert audit["forward_passes"] == 0 and not audit["clean"] and audit["layers"] == {}
 
@@ -153,7 +154,7 @@ def test_arguments_as_lm_eval_parses_them(tiny_dir, tmp_path):
     scores.write_text(json.dumps({f"{l}-{h}": [0.5 if (l, h) == (1, 3) else 0.01] for l in range(2) for h in range(4)}))
     cls = get_model("rh-masked")
     common = f"pretrained={tiny_dir},dtype=float32,device=cpu"
-    assert cls.create_from_arg_string(f"{common},heads=none").selection.kind == "none"
+    assert cls.create_from_arg_string(f"{common},heads=none").condition.kind == "none"
     lm = cls.create_from_arg_string(
         f"{common},heads=random,k=2,seed=7,match=none,mode=none,phase=decode,unit=head,head_scores={scores}"
     )
@@ -170,9 +171,9 @@ def test_arguments_as_lm_eval_parses_them(tiny_dir, tmp_path):
     )
     assert from_dict.get_model_info()["rh_masking"]["heads"] == [[1, 3]]
     as_cli_hands_them = {"heads": "none", "k": "none", "seed": "0", "match": "none", "head_scores": "none"}
-    assert cls.create_from_arg_obj({"pretrained": tiny_dir, "device": "cpu", **as_cli_hands_them}).selection.heads == ()
+    assert cls.create_from_arg_obj({"pretrained": tiny_dir, "device": "cpu", **as_cli_hands_them}).condition.heads == ()
     unmasked = cls.create_from_arg_obj({"pretrained": tiny_dir, "device": "cpu", "heads": None, "k": None, "seed": 3.0})
-    assert unmasked.selection.heads == ()
+    assert unmasked.condition.heads == ()
     with pytest.raises(ValueError, match="k=True must be a positive integer"):
         cls.create_from_arg_string(f"{common},heads=retrieval,k=true,head_scores={scores}")
     with pytest.raises(ValueError, match="k=2.5 must be a positive integer"):
@@ -190,4 +191,4 @@ def test_masking_without_effect_stops_the_run(tiny_dir):
         model.model.layers[1].self_attn.v_proj.weight.zero_()
     with pytest.raises(MaskingError, match="masking had no effect"):
         RHMaskedLM(pretrained=model, tokenizer=tiny_dir, heads=[[1, 0]], batch_size=1)
-    assert RHMaskedLM(pretrained=model, tokenizer=tiny_dir, heads=[[0, 0]], batch_size=1).selection.heads
+    assert RHMaskedLM(pretrained=model, tokenizer=tiny_dir, heads=[[0, 0]], batch_size=1).condition.heads

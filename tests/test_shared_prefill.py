@@ -9,9 +9,10 @@ import torch
 from conftest import TINY_CONFIGS, cache_keyword, kv_cache_in, tiny_model
 
 from model_wrappers import ConditionBatch, MaskingAudit, MaskingError, mask_heads, mask_rows
+from model_wrappers.condition import Condition
 from model_wrappers.lm.engine import FIRST_STAGE
 from model_wrappers.lm.rh_masked import RHMaskedLM
-from model_wrappers.masking.hooks import head_output_means
+from model_wrappers.masking.modes import Uniform, as_mode, head_output_means
 
 ROWS = [[], [(0, 1), (1, 2)], [(1, 0)], [(0, 3), (1, 1), (1, 3)]]  # one head set per condition; [] is unmasked
 
@@ -34,7 +35,7 @@ def test_rows_over_a_shared_prefix_equal_the_reference_loop_per_condition(model_
         rows = copy.deepcopy(prefix)
         rows.batch_repeat_interleave(len(ROWS))
         audits = [MaskingAudit() for _ in ROWS]
-        with mask_rows(model, ROWS, mode, means, fresh=3, audits=audits):
+        with mask_rows(model, ROWS, as_mode(mode, means), fresh=3, audits=audits):
             together = model(ids[:, -3:].repeat(len(ROWS), 1), use_cache=True, **{keyword: rows}).logits
         for row, heads in enumerate(ROWS):
             cache = copy.deepcopy(prefix)
@@ -53,7 +54,7 @@ def test_a_pass_that_ignores_the_prefix_cache_is_refused():
     model = tiny_model("llama")
     ids = torch.randint(3, 96, (2, 12), generator=torch.Generator().manual_seed(0))
     with pytest.raises(MaskingError, match="prefix's KV cache was not used"):
-        with mask_rows(model, ROWS[1:3], fresh=1, audits=[MaskingAudit(), MaskingAudit()]):
+        with mask_rows(model, ROWS[1:3], Uniform(), fresh=1, audits=[MaskingAudit(), MaskingAudit()]):
             model(ids)  # the whole prompt, as if the cache had been dropped: its prefix would be read masked
 
 
@@ -82,13 +83,15 @@ def _requests(seed: int = 3) -> list:
 def _one_by_one(lm, masking: dict, evaluate) -> dict:
     results = {}
     for name, arguments in CONDITIONS.items():
-        lm.remask(**arguments, **masking)
+        lm.remask(Condition.parse(**arguments, **masking))
         results[name] = (evaluate(lm), lm.get_model_info()["rh_masking"]["audit"])
     return results
 
 
 def _together(lm, masking: dict, evaluate, memory_gb: float = 2.0) -> dict:
-    lm.plan_conditions({name: dict(arguments, **masking) for name, arguments in CONDITIONS.items()}, memory_gb)
+    lm.plan_conditions(
+        {name: Condition.parse(**arguments, **masking) for name, arguments in CONDITIONS.items()}, memory_gb
+    )
     results = {}
     for name in CONDITIONS:
         lm.use_condition(name)
@@ -186,7 +189,7 @@ def test_a_small_memory_budget_splits_rows_without_changing_results(tiny_checkpo
 
 
 def test_rows_split_into_even_batches_within_the_budget():
-    batch = ConditionBatch(tiny_model("llama"), mode="uniform", phase="decode")
+    batch = ConditionBatch(tiny_model("llama"))
     rows = list(range(12))
     counts = []
     for memory_gb in torch.logspace(-6, 1, 60).tolist():
@@ -209,9 +212,11 @@ def test_each_prompt_is_prefilled_once_for_all_conditions(tiny_checkpoint):
 def test_planning_refuses_mixed_phases_and_unknown_names(tiny_checkpoint):
     lm = _lm(tiny_checkpoint)
     with pytest.raises(ValueError, match="share mode and phase"):
-        lm.plan_conditions({"a": dict(heads=[[0, 1]], phase="decode"), "b": dict(heads=[[1, 1]], phase="all")})
-    lm.plan_conditions({"a": dict(heads=[[0, 1]])})
+        lm.plan_conditions(
+            {"a": Condition.parse(heads=[[0, 1]], phase="decode"), "b": Condition.parse(heads=[[1, 1]], phase="all")}
+        )
+    lm.plan_conditions({"a": Condition.parse(heads=[[0, 1]])})
     with pytest.raises(KeyError, match="not a planned condition"):
         lm.use_condition("b")
-    lm.remask(heads="none")  # switching by hand leaves the shared mode
+    lm.remask(Condition())  # switching by hand leaves the shared mode
     assert lm._batch is None

@@ -67,9 +67,9 @@ def test_conditions_expand_from_k_and_seeds(suite):
         ({"tasks": [{"task": "niah", "limt": 3}]}, r"Unknown key\(s\) \['limt'\] in suite: tasks\[0\]"),
         ({"conditions": {"retrieval": [0]}}, "positive integer"),
         ({"conditions": {"random": {"k": [2], "seeds": "abc"}}}, "list of integers"),
-        ({"conditions": {"random": {"k": [2], "match": "depth"}}}, "match='depth' is not one of"),
-        ({"masking": {"mode": "noise"}}, "mode='noise' is not one of"),
-        ({"masking": {"phase": "prefill"}}, "phase='prefill' is not one of"),
+        ({"conditions": {"random": {"k": [2], "match": "depth"}}}, "match='depth' is unknown"),
+        ({"masking": {"mode": "noise"}}, "mode='noise' is unknown"),
+        ({"masking": {"phase": "prefill"}}, "phase='prefill' is unknown"),
         ({"model": {"args": {"heads": "retrieval"}}}, "may not set"),
     ],
 )

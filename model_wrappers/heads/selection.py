@@ -8,61 +8,26 @@ the model's real layer x head grid, and it really excludes the retrieval heads (
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..condition import Condition, Head
 from ..masking.architectures import HeadGeometry
-from ..masking.hooks import Head, validate_heads
+from ..masking.hooks import validate_heads
 from .scores import RETRIEVAL_THRESHOLD, HeadScores
 
-HEAD_KINDS = ("none", "retrieval", "random")
-MATCHES = (None, "layer")
-UNITS = ("head", "kv_group")
 
-
-@dataclass(frozen=True)
-class HeadSelection:
-    """The resolved head set of one condition, with everything needed to reproduce it."""
-
-    kind: str  # one of condition.KINDS; recorded as ``heads_kind``, read back by Condition.from_record
-    heads: tuple[Head, ...]
-    k: int | None = None
-    seed: int | None = None
-    match: str | None = None
-    unit: str = "head"
-
-    def describe(self) -> dict:
-        return {
-            "heads_kind": self.kind,
-            "k": self.k,
-            "seed": self.seed,
-            "match": self.match,
-            "unit": self.unit,
-            "num_masked": len(self.heads),
-            "heads": [list(h) for h in self.heads],
-        }
-
-
-def parse_heads_arg(value) -> str | list[list[int]]:
-    """``heads=`` as lm-eval hands it over: a keyword, or a list (already parsed, or still a string)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() in HEAD_KINDS:
-            return text.lower()
-        if text.startswith("["):
-            import ast
-
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                raise ValueError(f"heads={value!r} is not a valid list such as [[3,5],[7,1]].") from None
-        else:
-            raise ValueError(
-                f"heads={value!r} is not understood; use none, retrieval, random, or a list of "
-                "[layer, query_head] pairs such as [[3,5],[7,1]]."
-            )
-    if isinstance(value, (list, tuple)) and all(isinstance(h, (list, tuple)) for h in value):
-        return [list(h) for h in value]
-    raise ValueError(f"heads={value!r} must be none, retrieval, random, or a list of [layer, query_head] pairs.")
+def select_heads(
+    heads,
+    geometry: HeadGeometry,
+    *,
+    k: int | None = None,
+    scores: HeadScores | None = None,
+    seed: int = 0,
+    match: str | None = None,
+    unit: str = "head",
+) -> Condition:
+    """The heads a ``heads=`` argument names on a model of ``geometry``: :func:`resolve_heads` of its condition."""
+    return resolve_heads(Condition.parse(heads=heads, k=k, seed=seed, match=match, unit=unit), geometry, scores)
 
 
 def _units(geometry: HeadGeometry, unit: str) -> list[tuple[Head, ...]]:
@@ -85,55 +50,29 @@ def _ranked_units(scores: HeadScores, geometry: HeadGeometry, unit: str) -> list
     return sorted(_units(geometry, unit), key=lambda u: (-strength(u), u[0]))
 
 
-def select_heads(
-    heads,
-    geometry: HeadGeometry,
-    *,
-    k: int | None = None,
-    scores: HeadScores | None = None,
-    seed: int = 0,
-    match: str | None = None,
-    unit: str = "head",
-) -> HeadSelection:
-    """Resolve a ``heads=`` argument into concrete heads, validating everything before any compute.
+def resolve_heads(condition: Condition, geometry: HeadGeometry, scores: HeadScores | None = None) -> Condition:
+    """``condition`` with the heads it masks on a model of ``geometry``, validated before any compute.
 
     ``k`` counts units: single query heads, or whole KV groups with ``unit="kv_group"``. For ``retrieval`` and
     ``random`` it defaults to the number of retrieval units (mean score >= 0.1).
     """
-    spec = parse_heads_arg(heads)
-    if unit not in UNITS:
-        raise ValueError(f"Unknown unit {unit!r}; choose one of {', '.join(UNITS)}.")
-    if match not in MATCHES:
-        raise ValueError(f"Unknown match {match!r}; the only option is match=layer.")
-    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
-        raise ValueError(f"k={k!r} must be a positive integer.")
-    if match is not None and spec != "random":
-        raise ValueError("match=layer applies only to heads=random.")
-    if spec == "none":
-        return _no_heads(k)
-    if isinstance(spec, list):
-        return _explicit_heads(spec, geometry, k, unit)
-    ranking = _Ranking.of(spec, scores, geometry, k, unit)
-    if spec == "retrieval":
-        return HeadSelection(kind="retrieval", heads=_flatten(ranking.top), k=ranking.k, unit=unit)
-    return _random_heads(ranking, geometry, seed, match, unit)
+    if condition.kind == "none":
+        return condition
+    if condition.kind == "explicit":
+        return replace(condition, heads=_explicit_heads(condition.heads, geometry, condition.unit))
+    ranking = _Ranking.of(condition.kind, scores, geometry, condition.k, condition.unit)
+    if condition.kind == "retrieval":
+        return replace(condition, heads=_flatten(ranking.top), k=ranking.k)
+    return replace(condition, heads=_random_heads(ranking, geometry, condition), k=ranking.k)
 
 
-def _no_heads(k: int | None) -> HeadSelection:
-    if k is not None:
-        raise ValueError("k is meaningless with heads=none; drop it or choose heads=retrieval/random.")
-    return HeadSelection(kind="none", heads=())
-
-
-def _explicit_heads(spec: list, geometry: HeadGeometry, k: int | None, unit: str) -> HeadSelection:
+def _explicit_heads(listed, geometry: HeadGeometry, unit: str) -> tuple[Head, ...]:
     """The listed heads; with ``unit=kv_group``, every query head of each listed head's KV group."""
-    if k is not None:
-        raise ValueError("k is meaningless with an explicit head list.")
-    listed = validate_heads(spec, geometry)
+    listed = validate_heads(listed, geometry)
     if unit == "kv_group":
         size = geometry.group_size
         listed = sorted({(l, geometry.kv_group(h) * size + i) for l, h in listed for i in range(size)})
-    return HeadSelection(kind="explicit", heads=tuple(listed), unit=unit)
+    return tuple(listed)
 
 
 @dataclass(frozen=True)
@@ -175,13 +114,14 @@ class _Ranking:
         return cls(k=k, top=ranked[:k], strong=strong)
 
 
-def _random_heads(ranking: _Ranking, geometry: HeadGeometry, seed: int, match: str | None, unit: str) -> HeadSelection:
+def _random_heads(ranking: _Ranking, geometry: HeadGeometry, condition: Condition) -> tuple[Head, ...]:
     """A seeded draw of ``k`` units that excludes every retrieval unit and the top ``k``."""
     excluded = set(ranking.strong) | set(ranking.top)
-    pool = [u for u in _units(geometry, unit) if u not in excluded]
-    rng = random.Random(seed)
-    drawn = _draw_per_layer(ranking.top, pool, rng) if match == "layer" else _draw_anywhere(ranking.k, pool, rng)
-    return HeadSelection(kind="random", heads=_flatten(drawn), k=ranking.k, seed=seed, match=match, unit=unit)
+    pool = [u for u in _units(geometry, condition.unit) if u not in excluded]
+    rng = random.Random(condition.seed)
+    if condition.match == "layer":
+        return _flatten(_draw_per_layer(ranking.top, pool, rng))
+    return _flatten(_draw_anywhere(ranking.k, pool, rng))
 
 
 def _draw_anywhere(k: int, pool: list, rng: random.Random) -> list:

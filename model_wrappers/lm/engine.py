@@ -12,6 +12,7 @@ that has not run yet; the others find their answers waiting.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import time
@@ -24,16 +25,11 @@ from torch import nn
 
 from ..condition import MEMORY_GB
 from ..masking.architectures import HeadGeometry
-from ..masking.audit import MaskingAudit, MaskingError
-from ..masking.hooks import Head, mask_rows
+from ..masking.audit import MaskingError
+from ..masking.hooks import mask_rows
+from .state import ConditionState
 
 FIRST_STAGE = 8  # tokens every condition row generates before rows with a complete answer leave the batch
-
-
-@dataclass
-class _Condition:
-    heads: tuple[Head, ...]
-    audit: MaskingAudit
 
 
 @dataclass
@@ -52,9 +48,6 @@ class ConditionBatch:
 
     Args:
         model: the causal LM (hooks go on it only while a batch runs).
-        mode: the masking mode every condition uses.
-        phase: ``decode`` shares each prompt's unmasked prefix; ``all`` batches the conditions without sharing.
-        means: per-layer mean head outputs for ``mode="mean"``.
         memory_gb: how much memory the condition rows' KV caches may take at once; more conditions than fit
             run in several batches.
         on_rows: called with the number of rows (one condition's answer to one request each) as they are
@@ -62,13 +55,10 @@ class ConditionBatch:
     """
 
     model: nn.Module
-    mode: str
-    phase: str
-    means: dict[int, torch.Tensor] | None = None
     memory_gb: float = MEMORY_GB
     on_rows: Callable[[int], None] | None = None
     timing: Timing = field(default_factory=Timing)
-    _conditions: dict[str, _Condition] = field(default_factory=dict)
+    _states: dict[str, ConditionState] = field(default_factory=dict)
     _waiting: list[str] = field(default_factory=list)  # registered, not evaluated yet
     _current: str | None = None
     _ready: dict[tuple[str, Hashable], object] = field(default_factory=dict)
@@ -80,26 +70,35 @@ class ConditionBatch:
         parameters = inspect.signature(self.model.forward).parameters
         self._prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}  # only the cache
 
-    def add(self, name: str, heads: Sequence[Head], audit: MaskingAudit) -> None:
-        """Register a condition; its masking is counted in ``audit``."""
-        if name in self._conditions:
+    def add(self, name: str, state: ConditionState) -> None:
+        """Register a condition; its masking is counted in ``state.audit``. Masked conditions share mode and phase."""
+        if name in self._states:
             raise ValueError(f"Condition {name!r} is registered twice.")
-        self._conditions[name] = _Condition(tuple(heads), audit)
+        settings = {(s.condition.mode, s.condition.phase) for s in (*self._states.values(), state) if s.heads}
+        if len(settings) > 1:
+            raise ValueError(f"Conditions evaluated together must share mode and phase; got {sorted(settings)}.")
+        self._states[name] = state
         self._waiting.append(name)
 
-    def start(self, name: str) -> None:
+    def start(self, name: str) -> ConditionState:
         """Make ``name`` the condition being evaluated; results kept for finished conditions are dropped."""
-        if name not in self._conditions:
-            raise KeyError(f"Condition {name!r} was not registered; registered: {', '.join(self._conditions)}.")
+        if name not in self._states:
+            raise KeyError(f"{name!r} is not a planned condition; planned: {', '.join(self._states) or 'none'}.")
         if name in self._waiting:
             self._waiting.remove(name)
         self._current = name
         live = {name, *self._waiting}
         self._ready = {key: value for key, value in self._ready.items() if key[0] in live}
+        return self._states[name]
 
     @property
     def current(self) -> str | None:
         return self._current
+
+    @property
+    def phase(self) -> str:
+        """``decode`` shares each prompt's unmasked prefix; ``all`` batches the conditions without sharing."""
+        return next((s.condition.phase for s in self._states.values() if s.heads), "all")
 
     def generate(
         self,
@@ -261,15 +260,11 @@ class ConditionBatch:
         return cache
 
     def _rows(self, names: Sequence[str], fresh: int):
-        conditions = [self._conditions[name] for name in names]
-        return mask_rows(
-            self.model,
-            [c.heads for c in conditions],
-            self.mode,
-            self.means,
-            fresh=fresh,
-            audits=[c.audit for c in conditions],
-        )
+        states = [self._states[name] for name in names]
+        mode = next((s.mode for s in states if s.heads), None)
+        if mode is None:  # no row masks anything
+            return contextlib.nullcontext()
+        return mask_rows(self.model, [s.heads for s in states], mode, fresh=fresh, audits=[s.audit for s in states])
 
     def _chunks(self, rows: list, length: int, fresh: int) -> list[list]:
         """``rows`` in batches that fit in the memory budget, for ``fresh`` new positions over ``length`` in all."""

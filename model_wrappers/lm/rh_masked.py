@@ -8,12 +8,12 @@ the logits, and the audit of every forward pass goes into ``config.rh_masking.au
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,18 +21,19 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
-from ..condition import MEMORY_GB
-from ..heads.scores import load_head_scores
-from ..heads.selection import HeadSelection, select_heads
+from ..condition import ARGUMENTS, MEMORY_GB, Condition, ConditionError, refuse_misspelt
+from ..heads.scores import HeadScores, load_head_scores
+from ..heads.selection import resolve_heads
 from ..masking.architectures import HeadGeometry, check_supported
-from ..masking.audit import MaskingAudit
 from ..masking.canary import PROBE_TEXT, check_masking_changes_logits
-from ..masking.hooks import MODES, PHASES, head_output_means, mask_heads
+from ..masking.hooks import mask_heads
+from ..masking.modes import MASK_MODES, MaskMode
 from ..packaged import DATA
 from ..sources.gguf_cache import EMBEDDED_NAME, GEMMA_NAME
 from ..sources.resolve import cached_gguf_sha256, model_source
 from .engine import ConditionBatch, Timing
 from .progress import AnsweredHook, ItemProgress
+from .state import ConditionState
 
 logger = logging.getLogger(__name__)
 
@@ -53,85 +54,63 @@ class PromptTooLongError(ValueError):
 class RHMaskedLM(HFLM):
     """HFLM with retrieval-head masking.
 
-    Omit ``pretrained`` to evaluate the embedded SmolLM2-135M-Instruct; ``pretrained=gemma-3-270m`` names the
-    optional packaged Gemma-3-270M. Both default ``heads=retrieval`` to their packaged scores.
+    The condition comes as ``--model_args`` (``heads``, ``k``, ``head_scores``, ``mode``, ``phase``, ``seed``,
+    ``match``, ``unit``: see :data:`~model_wrappers.condition.ARGUMENTS`) or as one
+    :class:`~model_wrappers.condition.Condition`. Omit ``pretrained`` to evaluate the embedded
+    SmolLM2-135M-Instruct; ``pretrained=gemma-3-270m`` names the optional packaged Gemma-3-270M. Both default
+    ``heads=retrieval`` to their packaged scores.
     """
 
-    def __init__(
-        self,
-        pretrained=None,
-        heads="none",
-        k: int | None = None,
-        head_scores: str | None = None,
-        mode: str = "uniform",
-        phase: str = "all",
-        seed: int = 0,
-        match: str | None = None,
-        unit: str = "head",
-        **kwargs,
-    ) -> None:
-        _refuse_misspelt(kwargs)
+    def __init__(self, pretrained=None, condition: Condition | None = None, **kwargs) -> None:
+        refuse_misspelt(kwargs, known=inspect.signature(HFLM.__init__).parameters)
+        arguments = {name: kwargs.pop(name) for name in ARGUMENTS if name in kwargs}
+        if condition is not None and arguments:
+            raise ConditionError(f"Pass a condition or its arguments ({', '.join(arguments)}), not both.")
         self._source = _resolve_source(pretrained, kwargs)
-        self._set_masking(
-            heads=heads, k=k, head_scores=head_scores, mode=mode, phase=phase, seed=seed, match=match, unit=unit
-        )
-        self._means = None
+        self._requested = condition or Condition.parse(**arguments)
+        self._modes: dict[str, MaskMode] = {}  # bound once per model: mean mode's reference pass runs once
         self._tail = 1
         self._batch: ConditionBatch | None = None
-        self._planned: dict[str, dict] = {}
         self._items: ItemProgress | None = None
+        self._resolved = None  # set as soon as the config is known (not at all for a model object)
 
         start = time.perf_counter()
         super().__init__(pretrained=self._source["path"], **kwargs)
         logger.info("rh-masked: loaded %s in %.1f s", self._source["name"], time.perf_counter() - start)
-        if not hasattr(self, "selection"):  # a model object was passed, so no config was loaded first
-            self._select_heads(self._model.config)
-        self._prepare_masking()
+        self.state = self._prepare(self._requested, self._resolved)
 
-    def remask(self, **masking) -> None:
-        """Switch to another masking condition (same arguments as the constructor) without reloading weights.
+    @property
+    def condition(self) -> Condition:
+        """The condition being evaluated, every masked head listed."""
+        return self.state.condition
+
+    def remask(self, condition: Condition) -> None:
+        """Switch to another condition without reloading weights.
 
         A suite of conditions loads a model once and calls this between runs. This also leaves the shared mode of
         :meth:`plan_conditions`: from here on every condition computes its own forward passes.
         """
-        self._batch, self._planned = None, {}
-        self._set_masking(**masking)
-        self._select_heads(self._model.config)
-        self._prepare_masking()
+        self._batch = None
+        self.state = self._prepare(condition)
 
-    def plan_conditions(self, conditions: dict[str, dict], memory_gb: float = MEMORY_GB) -> None:
-        """Evaluate these conditions (name -> :meth:`remask` arguments) together, one prefill per prompt.
+    def plan_conditions(self, conditions: dict[str, Condition], memory_gb: float = MEMORY_GB) -> None:
+        """Evaluate these conditions (by name) together, one prefill per prompt.
 
         Every condition is resolved and checked (canary) now. Then :meth:`use_condition` switches between them,
         and the first condition to meet a prompt computes it for every condition not evaluated yet: under
         ``phase=decode`` from one shared prefill, as rows of one batch. Greedy outputs and scores are those of
-        evaluating the conditions one by one. All conditions must share ``mode`` and ``phase``.
+        evaluating the conditions one by one. Masked conditions must share ``mode`` and ``phase``.
         """
-        planned = {}
-        for name, masking in conditions.items():
-            self.remask(**masking)
-            planned[name] = self._masking_state()
-        modes = {(state["_mode"], state["_phase"]) for state in planned.values()}
-        if len(modes) > 1:
-            raise ValueError(f"Conditions evaluated together must share mode and phase; got {sorted(modes)}.")
-        batch = ConditionBatch(
-            self.model,
-            mode=self._mode,
-            phase=self._phase,
-            means=self._means,
-            memory_gb=memory_gb,
-            on_rows=self._rows_answered,
-        )
-        for name, state in planned.items():
-            batch.add(name, state["selection"].heads, state["_audit"])
-        self._batch, self._planned = batch, planned
+        batch = ConditionBatch(self.model, memory_gb=memory_gb, on_rows=self._rows_answered)
+        for name, condition in conditions.items():
+            batch.add(name, self._prepare(condition))
+        self._batch = batch
 
     def use_condition(self, name: str) -> None:
         """Switch to a condition of :meth:`plan_conditions`; its results file describes it as ``remask`` would."""
-        if name not in self._planned:
-            raise KeyError(f"{name!r} is not a planned condition; planned: {', '.join(self._planned) or 'none'}.")
-        vars(self).update(self._planned[name])
-        self._batch.start(name)
+        if self._batch is None:
+            raise KeyError(f"{name!r} is not a planned condition; call plan_conditions first.")
+        self.state = self._batch.start(name)
 
     @contextmanager
     def progress(self, callback: Callable[[int], None]) -> Iterator[None]:
@@ -170,70 +149,48 @@ class RHMaskedLM(HFLM):
             raise RuntimeError("No conditions are planned: call plan_conditions first.")
         return self._batch.timing
 
-    def _masking_state(self) -> dict:
-        names = ("selection", "_scores", "_head_scores_path", "_selection_args", "_mode", "_phase", "_audit")
-        return {key: getattr(self, key) for key in names}
-
-    def _set_masking(
-        self, heads="none", k=None, head_scores=None, mode="uniform", phase="all", seed=0, match=None, unit="head"
-    ) -> None:
-        heads, k, seed = _as_heads(heads), _as_count("k", k), _as_count("seed", seed, minimum=0) or 0
-        mode, phase = _as_word("mode", mode, "uniform"), _as_word("phase", phase, "all")
-        unit, match = _as_word("unit", unit, "head"), _as_word("match", match, None)
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is unknown; choose one of {', '.join(MODES)}.")
-        if phase not in PHASES:
-            raise ValueError(f"phase={phase!r} is unknown; choose one of {', '.join(PHASES)}.")
-        needs_scores = isinstance(heads, str) and heads.strip().lower() in ("retrieval", "random")
-        if needs_scores and _is_none(head_scores) and self._source["name"] in PACKAGED_SCORES:
-            head_scores = _packaged_scores(self._source["name"])
-        self._head_scores_path = None if _is_none(head_scores) else str(head_scores)
-        self._selection_args = dict(heads=heads, k=k, seed=seed, match=match, unit=unit)
-        self._mode, self._phase = mode, phase
-        self._audit = MaskingAudit()
-
-    def _prepare_masking(self) -> None:
-        if self._mode == "mean" and self.selection.heads and self._means is None:
-            self._means = self._reference_means()
-        probe = self.tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"]
-        check_masking_changes_logits(
-            self.model,
-            list(self.selection.heads),
-            probe,
-            mode=self._mode,
-            phase=self._phase,
-            means=self._means,
-            audit=self._audit,
-        )
-        logger.info(
-            "rh-masked: masking %d heads (%s, mode=%s, phase=%s)",
-            len(self.selection.heads),
-            self.selection.kind,
-            self._mode,
-            self._phase,
-        )
-
     def _get_config(self, pretrained, **kwargs) -> None:
         """Resolve and validate the head set as soon as the config is known, before any weights load."""
         super()._get_config(pretrained, **kwargs)
-        self._select_heads(self._config)
+        self._resolved = self._resolve(self._requested, self._config)
 
-    def _select_heads(self, config) -> None:
+    def _resolve(self, condition: Condition, config) -> tuple[Condition, HeadScores | None]:
+        """The condition's heads on this model, and the scores they were ranked by."""
         check_supported(config)
+        if condition.kind in ("retrieval", "random") and condition.head_scores is None:
+            if self._source["name"] in PACKAGED_SCORES:
+                condition = replace(condition, head_scores=_packaged_scores(self._source["name"]))
         geometry = HeadGeometry.from_config(config)
-        path = self._head_scores_path
-        self._scores = load_head_scores(path, geometry) if path is not None else None
-        self.selection: HeadSelection = select_heads(geometry=geometry, scores=self._scores, **self._selection_args)
+        scores = None if condition.head_scores is None else load_head_scores(condition.head_scores, geometry)
+        return resolve_heads(condition, geometry, scores), scores
+
+    def _prepare(self, condition: Condition, resolved=None) -> ConditionState:
+        """The condition resolved on the loaded model, its mode bound, and proven by the canary."""
+        resolved, scores = resolved or self._resolve(condition, self._model.config)
+        if resolved.mode not in self._modes and resolved.heads:
+            self._modes[resolved.mode] = MASK_MODES[resolved.mode]().bind(self.model, self._reference_ids)
+        state = ConditionState(resolved, self._modes.get(resolved.mode) or MASK_MODES["uniform"](), scores)
+        probe = self.tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"]
+        check_masking_changes_logits(
+            self.model, list(state.heads), probe, mode=state.mode, phase=resolved.phase, audit=state.audit
+        )
+        logger.info(
+            "rh-masked: masking %d heads (%s, mode=%s, phase=%s)",
+            len(state.heads),
+            resolved.kind,
+            resolved.mode,
+            resolved.phase,
+        )
+        return state
 
     def _masked(self):
         return mask_heads(
             self.model,
-            self.selection.heads,
-            mode=self._mode,
-            phase=self._phase,
-            means=self._means,
+            self.state.heads,
+            mode=self.state.mode,
+            phase=self.condition.phase,
             tail=self._tail,
-            audit=self._audit,
+            audit=self.state.audit,
         )
 
     def _model_call(self, inps, attn_mask=None, labels=None):
@@ -273,7 +230,7 @@ class RHMaskedLM(HFLM):
                 if request is not None:
                     self.cache_hook.add_partial("loglikelihood", request, answer)
             return results
-        if self._phase != "decode" or not self.selection.heads:
+        if self.condition.phase != "decode" or not self.state.heads:
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, (_, context, continuation) in enumerate(requests):
@@ -305,20 +262,14 @@ class RHMaskedLM(HFLM):
             )
         return input_ids, attention_mask
 
-    def _reference_means(self) -> dict[int, torch.Tensor]:
+    def _reference_ids(self) -> torch.Tensor:
         text = DATA.read_text(MEAN_REFERENCE_TEXT)
-        ids = self.tokenizer(text, return_tensors="pt")["input_ids"][:, :MEAN_REFERENCE_TOKENS]
-        return head_output_means(self.model, ids)
+        return self.tokenizer(text, return_tensors="pt")["input_ids"][:, :MEAN_REFERENCE_TOKENS]
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()
         info["rh_masking"] = {
-            **self.selection.describe(),
-            "audit": self._audit.describe({layer for layer, _ in self.selection.heads}),
-            "mode": self._mode,
-            "phase": self._phase,
-            "head_scores": self._scores.path if self._scores else None,
-            "head_scores_sha256": self._scores.sha256 if self._scores else None,
+            **self.state.record(),
             "model": self._source["name"],
             "model_sha256": self._source["sha256"],
         }
@@ -327,18 +278,6 @@ class RHMaskedLM(HFLM):
 
 def _packaged_scores(name: str) -> str:
     return str(DATA.path(PACKAGED_SCORES[name]))
-
-
-def _refuse_misspelt(kwargs: dict) -> None:
-    """An argument that is neither HFLM's nor rh-masked's but is spelt like one of rh-masked's (``head=``) is a
-    typo: say so, rather than let HFLM hand it to transformers, which fails with a traceback about ``__init__``.
-    Anything else still goes through to HFLM and ``from_pretrained`` as usual."""
-    ours = [name for name in inspect.signature(RHMaskedLM.__init__).parameters if name not in ("self", "kwargs")]
-    hflm = set(inspect.signature(HFLM.__init__).parameters)
-    for key in kwargs:
-        near = difflib.get_close_matches(key, ours, n=1, cutoff=0.75)
-        if near and key not in hflm:
-            raise ValueError(f"rh-masked has no argument {key!r}; did you mean {near[0]!r}?")
 
 
 def _resolve_source(pretrained, kwargs: dict) -> dict:
@@ -351,35 +290,3 @@ def _resolve_source(pretrained, kwargs: dict) -> dict:
         kwargs.pop("gguf_file")  # the converted cache loads without it
         return {"path": path, "name": source.name, "sha256": cached_gguf_sha256(path)}
     return {"path": path, "name": source.name, "sha256": source.known_sha256}
-
-
-def _is_none(value) -> bool:
-    """``none`` as lm-eval hands it over: ``None`` from its argument parser, the string from its CLI."""
-    return value is None or (isinstance(value, str) and value.strip().lower() == "none")
-
-
-def _as_heads(value):
-    return "none" if _is_none(value) else value
-
-
-def _as_count(name: str, value, minimum: int = 1):
-    """An integer argument as lm-eval hands it over: int, integral float, or digit string (``none`` stays)."""
-    if _is_none(value):
-        return None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name}={value!r} must be {kind}.")
-    return value
-
-
-def _as_word(name: str, value, default: str | None):
-    """A keyword argument: ``none`` means the default."""
-    if _is_none(value):
-        return default
-    if not isinstance(value, str):
-        raise ValueError(f"{name}={value!r} must be a word such as {name}={default or 'layer'}.")
-    return value.strip().lower()

@@ -1,13 +1,6 @@
 """Attention-head masking as a context manager that always removes its hooks.
 
-Three ways to take a head out (Wu et al. 2024, arXiv 2404.15574, use the first):
-
-* ``uniform``: the head's query is zeroed, so every score is equal and the head attends uniformly over the
-  positions it may see (its causal prefix, or its sliding window). Its output becomes the mean of the values.
-  Zeroing the query before RoPE and before a bias-free q-norm keeps it zero, so this is exact under eager,
-  SDPA and flash attention alike.
-* ``zero``: the head's output is zeroed before the output projection.
-* ``mean``: the head's output is replaced by its mean output over a reference text (see :func:`head_output_means`).
+What a masked head becomes is its mode (:mod:`.modes`); this module decides where and when the modes write.
 
 ``phase="decode"`` is the paper's decode phase (``needle_in_haystack_with_mask.py``): the prompt is read
 unmasked up to its last token, and the last prompt token and every generated token are masked, so the first
@@ -27,13 +20,10 @@ import torch
 import transformers
 from torch import nn
 
+from ..condition import Head, check_choice
 from .architectures import HeadGeometry, attention_sites, decoder
 from .audit import MaskingAudit, MaskingError
-
-MODES = ("uniform", "zero", "mean")
-PHASES = ("all", "decode")
-
-Head = tuple[int, int]
+from .modes import MaskMode, as_mode
 
 
 class _Gate:
@@ -162,7 +152,7 @@ def validate_heads(heads: Iterable[Sequence[int]], geometry: HeadGeometry) -> li
 def mask_heads(
     model: nn.Module,
     heads: Iterable[Sequence[int]],
-    mode: str = "uniform",
+    mode: str | MaskMode = "uniform",
     phase: str = "all",
     means: dict[int, torch.Tensor] | None = None,
     *,
@@ -174,11 +164,11 @@ def mask_heads(
     Args:
         model: a causal LM of a supported architecture (see ``SUPPORTED_MODEL_TYPES``).
         heads: query heads to mask; under GQA, list every query head of a group to mask the group.
-        mode: ``uniform`` (paper), ``zero`` or ``mean``.
+        mode: ``uniform`` (paper), ``zero`` or ``mean``, or a :class:`~.modes.MaskMode` (see :mod:`.modes`).
         phase: ``all`` (every position of every pass) or ``decode`` (the paper's: see the module docstring).
             Under ``decode``, open one context per prompt: one ``generate`` call, or one forward pass.
-        means: for ``mode="mean"``, per-layer mean head outputs ``[num_heads, head_dim]`` from
-            :func:`head_output_means`.
+        means: for ``mode="mean"`` by name, per-layer mean head outputs ``[num_heads, head_dim]`` from
+            :func:`~.modes.head_output_means`.
         tail: under ``decode``, how many trailing positions of the prompt's pass are masked: 1 for generation
             (the last prompt token), the continuation's length when the pass scores a continuation.
         audit: counts to add to (a condition keeps one across calls); a new one by default.
@@ -187,10 +177,8 @@ def mask_heads(
         The :class:`MaskingAudit` of this context. With no heads, no hook is installed at all, so the model is
         untouched.
     """
-    if mode not in MODES:
-        raise ValueError(f"Unknown mask mode {mode!r}; choose one of {', '.join(MODES)}.")
-    if phase not in PHASES:
-        raise ValueError(f"Unknown mask phase {phase!r}; choose one of {', '.join(PHASES)}.")
+    mode = as_mode(mode, means)
+    check_choice("phase", phase)
     if not isinstance(tail, int) or tail < 1:
         raise ValueError(f"tail={tail!r} must be a positive integer.")
     geometry = HeadGeometry.from_config(model.config)
@@ -199,13 +187,11 @@ def mask_heads(
     if not masked:
         yield audit
         return
-    if mode == "mean" and means is None:
-        raise ValueError("mode='mean' needs the per-head mean outputs: pass means=head_output_means(model, ids).")
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, head in masked:
         by_layer[layer].append(head)
     gate = _PhaseGate(phase, tail, sorted(by_layer), audit)
-    with _hooks(model, gate, {layer: [layer_heads] for layer, layer_heads in by_layer.items()}, mode, means):
+    with _hooks(model, gate, {layer: [layer_heads] for layer, layer_heads in by_layer.items()}, mode):
         yield audit
 
 
@@ -213,8 +199,7 @@ def mask_heads(
 def mask_rows(
     model: nn.Module,
     rows: Sequence[Iterable[Sequence[int]]],
-    mode: str = "uniform",
-    means: dict[int, torch.Tensor] | None = None,
+    mode: MaskMode,
     *,
     fresh: int,
     audits: Sequence[MaskingAudit],
@@ -225,16 +210,12 @@ def mask_rows(
     KV cache and masks ``rows[i]``. The first pass must feed exactly the ``fresh`` positions the cache does not
     hold, and every later pass one decoded token; any other shape means the cache was not used and the prefix
     would be read masked, so it raises :class:`MaskingError`. ``audits[i]`` counts row ``i``'s masking (rows of
-    one condition share an audit).
+    one condition share an audit). ``mode`` is a :class:`~.modes.MaskMode` every row shares.
     """
-    if mode not in MODES:
-        raise ValueError(f"Unknown mask mode {mode!r}; choose one of {', '.join(MODES)}.")
     if len(audits) != len(rows):
         raise ValueError(f"{len(rows)} rows need {len(rows)} audits, got {len(audits)}.")
     geometry = HeadGeometry.from_config(model.config)
     checked = [validate_heads(heads, geometry) for heads in rows]
-    if mode == "mean" and means is None and any(checked):
-        raise ValueError("mode='mean' needs the per-head mean outputs: pass means=head_output_means(model, ids).")
     by_layer: dict[int, list[list[int]]] = {}
     for index, heads in enumerate(checked):
         for layer, head in heads:
@@ -243,12 +224,12 @@ def mask_rows(
         yield
         return
     gate = _RowGate(fresh, sorted(by_layer), checked, audits)
-    with _hooks(model, gate, by_layer, mode, means):
+    with _hooks(model, gate, by_layer, mode):
         yield
 
 
 @contextmanager
-def _hooks(model: nn.Module, gate, by_layer: dict[int, list[list[int]]], mode: str, means) -> Iterator[None]:
+def _hooks(model: nn.Module, gate, by_layer: dict[int, list[list[int]]], mode: MaskMode) -> Iterator[None]:
     """Install the hooks that mask ``by_layer[layer][row]`` (one head list for all rows, or one per row)."""
     geometry = HeadGeometry.from_config(model.config)
     sites = attention_sites(model)
@@ -256,125 +237,8 @@ def _hooks(model: nn.Module, gate, by_layer: dict[int, list[list[int]]], mode: s
     handles = [stack.register_forward_pre_hook(gate.begin), stack.register_forward_hook(gate.end)]
     try:
         for layer, per_row in by_layer.items():
-            site = sites[layer]
-            if mode == "uniform":
-                keep = _keep(per_row, geometry.head_dim, _out_features(site.query))
-                handles.append(site.query.register_forward_hook(_query_hook(gate, layer, keep)))
-            else:
-                width = geometry.num_heads * geometry.head_dim
-                keep = _keep(per_row, geometry.head_dim, width)
-                fill = _fill(per_row, geometry.head_dim, width, means[layer]) if mode == "mean" else None
-                handles.append(site.out_proj.register_forward_pre_hook(_output_hook(gate, layer, keep, fill)))
+            handles.append(mode.install(sites[layer], layer, per_row, geometry, gate))
         yield
     finally:
         for handle in handles:
             handle.remove()
-
-
-def _out_features(module: nn.Module) -> int:
-    # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out].
-    return module.nf if hasattr(module, "nf") else module.out_features
-
-
-def _head_columns(heads: list[int], head_dim: int) -> torch.Tensor:
-    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads]) if heads else torch.arange(0)
-
-
-def _keep(per_row: list[list[int]], head_dim: int, width: int) -> _DeviceCache:
-    """Ones except zeros at the masked heads' columns, ``[width]`` or ``[rows, 1, width]``.
-
-    One multiply masks them and leaves every other column bit-exact.
-    """
-
-    def build():
-        keep = torch.ones(len(per_row), 1, width)
-        for row, heads in enumerate(per_row):
-            keep[row, :, _head_columns(heads, head_dim)] = 0.0
-        return keep[0, 0] if len(per_row) == 1 else keep
-
-    return _DeviceCache(build)
-
-
-def _fill(per_row: list[list[int]], head_dim: int, width: int, means: torch.Tensor) -> _DeviceCache:
-    """The masked heads' mean outputs at their columns and zeros elsewhere, shaped as :func:`_keep`."""
-
-    def build():
-        flat = means.reshape(-1).float().cpu()
-        fill = torch.zeros(len(per_row), 1, width)
-        for row, heads in enumerate(per_row):
-            columns = _head_columns(heads, head_dim)
-            fill[row, :, columns] = flat[columns]
-        return fill[0, 0] if len(per_row) == 1 else fill
-
-    return _DeviceCache(build)
-
-
-class _DeviceCache:
-    """Builds a small constant once per (device, dtype): hooks stay allocation-free on the hot path."""
-
-    def __init__(self, build):
-        self.build = build
-        self.cache = {}
-
-    def get(self, like: torch.Tensor) -> torch.Tensor:
-        key = (like.device, like.dtype)
-        if key not in self.cache:
-            self.cache[key] = self.build().to(device=like.device, dtype=like.dtype)
-        return self.cache[key]
-
-
-def _query_hook(gate, layer: int, keep: _DeviceCache):
-    def hook(module, args, output):  # output: [B, T, width], queries first
-        first = gate.masked_from(layer, output)
-        if first == 0:
-            return output * keep.get(output)
-        output[:, first:] *= keep.get(output)  # the prompt before `first` stays bit-exact
-        return output
-
-    return hook
-
-
-def _output_hook(gate, layer: int, keep: _DeviceCache, fill: _DeviceCache | None):
-    def hook(module, args):  # args[0]: [B, T, H*D]
-        x = args[0]
-        first = gate.masked_from(layer, x)
-        masked = x[:, first:] * keep.get(x)
-        if fill is not None:
-            masked = masked + fill.get(x)
-        if first == 0:
-            return (masked, *args[1:])
-        x = x.clone()
-        x[:, first:] = masked
-        return (x, *args[1:])
-
-    return hook
-
-
-@torch.no_grad()
-def head_output_means(model: nn.Module, input_ids: torch.Tensor) -> dict[int, torch.Tensor]:
-    """Mean output of every head over the tokens of ``input_ids`` ``[B, T]``: ``{layer: [num_heads, head_dim]}``.
-
-    Used by ``mode="mean"`` (mean ablation), which keeps the head's average contribution and removes only its
-    token-specific information.
-    """
-    geometry = HeadGeometry.from_config(model.config)
-    sums: dict[int, torch.Tensor] = {}
-    handles = []
-
-    def recorder(layer):
-        def hook(module, args):
-            x = args[0].detach().float()  # [B, T, H*D]
-            sums[layer] = x.reshape(-1, x.shape[-1]).mean(dim=0).reshape(geometry.num_heads, geometry.head_dim)
-
-        return hook
-
-    try:
-        for layer, site in enumerate(attention_sites(model)):
-            handles.append(site.out_proj.register_forward_pre_hook(recorder(layer)))
-        # With weights offloaded by accelerate (device_map with "cpu"/"disk"), model.device is "meta" and
-        # accelerate's own hooks move the inputs to where each module runs.
-        model(input_ids if model.device.type == "meta" else input_ids.to(model.device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {layer: mean.cpu() for layer, mean in sums.items()}

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from model_wrappers.condition import Condition
-from model_wrappers.heads.selection import MATCHES, UNITS
-from model_wrappers.masking.hooks import MODES, PHASES
+from model_wrappers.condition import ARGUMENTS, Condition, ConditionError, check_choice
 
 
 class SuiteConfigError(ValueError):
@@ -84,9 +82,11 @@ def _positive_ints(where: str, values) -> list[int]:
     return values
 
 
-def _choice(where: str, value, choices) -> None:
-    if value not in choices:
-        raise SuiteConfigError(f"{where}={value!r} is not one of {', '.join(map(str, choices))}.")
+def _check_choice(where: str, name: str, value) -> None:
+    try:
+        check_choice(name, value)
+    except ConditionError as err:
+        raise SuiteConfigError(f"{where}: {err}") from None
 
 
 def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
@@ -110,14 +110,13 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
             raise SuiteConfigError(f"{source}: tasks[{i}].metadata must be a mapping.")
         tasks.append(TaskSpec(**entry))
 
-    expanded = [Condition("none")]
-    for k in (
-        _positive_ints(f"{source}: conditions.retrieval", conditions["retrieval"]) if "retrieval" in conditions else []
-    ):
-        expanded.append(Condition("retrieval", k=k))
     random_spec = _check_keys(f"{source}: conditions.random", conditions.get("random"), _RANDOM_KEYS)
+    retrieval_ks = (
+        _positive_ints(f"{source}: conditions.retrieval", conditions["retrieval"]) if "retrieval" in conditions else []
+    )
+    random_ks, seeds = [], []
     if random_spec:
-        ks = _positive_ints(f"{source}: conditions.random.k", random_spec.get("k"))
+        random_ks = _positive_ints(f"{source}: conditions.random.k", random_spec.get("k"))
         seeds = random_spec.get("seeds", [0])
         if (
             not isinstance(seeds, list)
@@ -125,11 +124,10 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
         ):
             raise SuiteConfigError(f"{source}: conditions.random.seeds must be a list of integers, got {seeds!r}.")
-        expanded += [Condition("random", k=k, seed=seed) for k in ks for seed in seeds]
 
     config = SuiteConfig(
         tasks=tuple(tasks),
-        conditions=tuple(expanded),
+        conditions=(),
         pretrained=model.get("pretrained"),
         model_args=dict(model.get("args") or {}),
         head_scores=model.get("head_scores"),
@@ -142,16 +140,22 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
         batch_size=data.get("batch_size", 1),
         device=data.get("device", "cpu"),
     )
-    _choice(f"{source}: masking.mode", config.mode, MODES)
-    _choice(f"{source}: masking.phase", config.phase, PHASES)
-    _choice(f"{source}: masking.unit", config.unit, UNITS)
-    _choice(f"{source}: conditions.random.match", config.match, MATCHES)
+    for where, name in (("masking.mode", "mode"), ("masking.phase", "phase"), ("masking.unit", "unit")):
+        _check_choice(f"{source}: {where}", name, getattr(config, name))
+    _check_choice(f"{source}: conditions.random.match", "match", config.match)
+    shared = dict(head_scores=config.head_scores, mode=config.mode, phase=config.phase, unit=config.unit)
+    expanded = [Condition()]
+    expanded += [Condition.parse(heads="retrieval", k=k, **shared) for k in retrieval_ks]
+    expanded += [
+        Condition.parse(heads="random", k=k, seed=seed, match=config.match, **shared)
+        for k in random_ks
+        for seed in seeds
+    ]
+    config = replace(config, conditions=tuple(expanded))
     if not isinstance(config.apply_chat_template, bool):
         raise SuiteConfigError(f"{source}: apply_chat_template must be true or false.")
     _positive_ints(f"{source}: batch_size", config.batch_size)
-    reserved = {"heads", "k", "seed", "match", "unit", "mode", "phase", "head_scores", "pretrained"} & set(
-        config.model_args
-    )
+    reserved = {*ARGUMENTS, "pretrained"} & set(config.model_args)
     if reserved:
         raise SuiteConfigError(
             f"{source}: model.args may not set {sorted(reserved)}; the suite sets them per condition."

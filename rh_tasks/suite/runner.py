@@ -203,25 +203,18 @@ def _run_pending(
     lm = RHMaskedLM(
         pretrained=config.pretrained, batch_size=config.batch_size, device=config.device, **config.model_args
     )
-    masking = dict(head_scores=config.head_scores, mode=config.mode, phase=config.phase, unit=config.unit)
-    arguments = {
-        c.name: dict(
-            heads=c.kind, k=c.k, seed=c.seed or 0, match=config.match if c.kind == "random" else None, **masking
-        )
-        for c in pending
-    }
     if one_by_one:
         for condition in pending:  # every head set is resolved, and so validated, before any evaluation
-            lm.remask(**arguments[condition.name])
+            lm.remask(condition)
     else:
-        lm.plan_conditions(arguments, memory_gb)
+        lm.plan_conditions({condition.name: condition for condition in pending}, memory_gb)
     start = time.perf_counter()
     total = len(pending) * sum(design.items for design in designs)
     with tqdm(total=total, desc=f"{len(pending)} conditions", unit="item", dynamic_ncols=True) as bar:
         with lm.progress(bar.update), _environment_read_once():
             for condition in pending:
                 if one_by_one:
-                    lm.remask(**arguments[condition.name])
+                    lm.remask(condition)
                 else:
                     lm.use_condition(condition.name)
                 _run_condition(lm, config, condition, conditions_dir / condition.name, tasks, bar)
