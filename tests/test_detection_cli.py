@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_wrappers.heads.scores import load_head_scores, metadata_path, write_retrieval_head_json
+from model_wrappers.heads.load import load_head_scores
+from model_wrappers.heads.scores import metadata_path, write_retrieval_head_json
 from model_wrappers.masking.architectures import HeadGeometry
 from rh_tasks.plugin.command import build_parser, main
 

@@ -22,7 +22,7 @@ from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from ..condition import MEMORY_GB
-from ..heads.scores import load_head_scores
+from ..heads.load import load_head_scores
 from ..heads.selection import HeadSelection, select_heads
 from ..masking.architectures import HeadGeometry, check_supported
 from ..masking.audit import MaskingAudit
