@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -61,14 +60,6 @@ def tiny_model(model_type: str, attn_implementation: str = "sdpa", seed: int = 0
 def kv_cache_in(values) -> transformers.Cache | None:
     """The KV cache among a call's arguments or outputs, found by type: releases rename its keyword."""
     return next((v for v in values if isinstance(v, transformers.Cache)), None)
-
-
-def cache_keyword(model: torch.nn.Module) -> str:
-    """The keyword under which this transformers release's ``forward`` takes the KV cache."""
-    parameters = inspect.signature(model.forward).parameters
-    names = [name for name in ("cache", "past_key_values") if name in parameters]
-    assert names, f"transformers {transformers.__version__}: no KV cache argument in {list(parameters)}"
-    return names[0]
 
 
 @pytest.fixture(params=sorted(TINY_CONFIGS))
