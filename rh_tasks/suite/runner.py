@@ -54,7 +54,7 @@ def _write_json(path: Path, content: dict) -> None:
     atomic_write_text(path, json.dumps(content, indent=2, default=str))
 
 
-def _claim_output(config: SuiteConfig, out: Path, force: bool) -> None:
+def _claim_suite_folder(config: SuiteConfig, out: Path, force: bool) -> None:
     """Refuse to mix two experiments in one folder unless forced."""
     writable_folder(out)
     state = out / "suite.json"
@@ -167,7 +167,7 @@ def run_suite(
     ``verbose``, lm-eval's INFO lines are held back and each of its warnings shows once (:mod:`.terminal`).
     """
     out = Path(config.output_dir)
-    _claim_output(config, out, force)
+    _claim_suite_folder(config, out, force)
     conditions_dir = out / "conditions"
     pending = [c for c in config.conditions if not _is_complete(conditions_dir / c.name, config)]
     done = len(config.conditions) - len(pending)
