@@ -105,3 +105,16 @@ def data_copy(tmp_path, monkeypatch):
     yield copy
     TASK_DATA.manifest.cache_clear()
     TASK_DATA.path.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The report of report_runs.suite, written once for the tests that only read it: (runs folder, files)."""
+    from report_runs import FAST, suite
+
+    from rh_tasks.report import write_report
+
+    root = tmp_path_factory.mktemp("suite")
+    folders = suite(root)
+    files = write_report(folders, root / "report", **FAST)
+    return root, files
