@@ -48,9 +48,11 @@ def test_cli_without_output_dir_writes_a_new_report_folder_and_never_overwrites(
 def test_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         run_cli(["--help"])
-    options = capsys.readouterr().out.split("options:")[1]  # the usage line lists every flag: read past it
-    entries = [e for e in re.split(r"\n  (?=-)", options) if e.strip()]
-    for flag in ("--output-dir", "--seed", "--n-resamples", "--confidence", "--headline-k"):
-        (entry,) = [e for e in entries if re.search(rf"(^|, ){flag}\b", e.splitlines()[0])]
-        words = re.sub(r"-[-\w]+( [A-Z]+)?,?", " ", entry).split()  # the flag and its metavar removed
-        assert len(words) >= 5, f"{flag} has no explanation: {entry!r}"
+    usage, options = capsys.readouterr().out.split("options:")
+    flags = [flag for flag in re.findall(r"\[(-[-\w]+)", usage) if flag != "-h"]  # the usage line names them all
+    entries = [entry.strip() for entry in re.split(r"\n  (?=-)", options) if entry.strip()]
+    assert flags and len(entries) == len(flags) + 1  # and --help
+    for flag in flags:
+        (entry,) = [e for e in entries if re.search(rf"(^|, ){flag}\b", re.split(r"\s{2,}", e)[0])]
+        invocation, *explanation = re.split(r"\s{2,}", entry, maxsplit=1)  # the flags and metavars, then the text
+        assert len(" ".join(explanation).split()) >= 5, f"{flag} has no explanation in --help: {entry!r}"
