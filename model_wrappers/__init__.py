@@ -26,7 +26,7 @@ _EXPORTS = {
     "MaskingError": "masking.audit",
     "UnsupportedArchitectureError": "masking.architectures",
     "head_output_means": "masking.modes",
-    "load_head_scores": "heads.scores",
+    "load_head_scores": "heads.load",
     "mask_heads": "masking.hooks",
     "mask_rows": "masking.hooks",
     "model_source": "sources.resolve",

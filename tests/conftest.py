@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -63,14 +62,6 @@ def kv_cache_in(values) -> transformers.Cache | None:
     return next((v for v in values if isinstance(v, transformers.Cache)), None)
 
 
-def cache_keyword(model: torch.nn.Module) -> str:
-    """The keyword under which this transformers release's ``forward`` takes the KV cache."""
-    parameters = inspect.signature(model.forward).parameters
-    names = [name for name in ("cache", "past_key_values") if name in parameters]
-    assert names, f"transformers {transformers.__version__}: no KV cache argument in {list(parameters)}"
-    return names[0]
-
-
 @pytest.fixture(params=sorted(TINY_CONFIGS))
 def model_type(request) -> str:
     return request.param
@@ -114,3 +105,16 @@ def data_copy(tmp_path, monkeypatch):
     yield copy
     TASK_DATA.manifest.cache_clear()
     TASK_DATA.path.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The report of report_runs.suite, written once for the tests that only read it: (runs folder, files)."""
+    from report_runs import FAST, suite
+
+    from rh_tasks.report import write_report
+
+    root = tmp_path_factory.mktemp("suite")
+    folders = suite(root)
+    files = write_report(folders, root / "report", **FAST)
+    return root, files

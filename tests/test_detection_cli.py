@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_wrappers.heads.scores import load_head_scores, metadata_path, write_retrieval_head_json
+from model_wrappers.heads.load import load_head_scores
+from model_wrappers.heads.scores import metadata_path, write_retrieval_head_json
 from model_wrappers.masking.architectures import HeadGeometry
 from rh_tasks.plugin.command import build_parser, main
 
@@ -139,7 +140,7 @@ def test_detect_refuses_to_overwrite_without_force(tmp_path, caplog):
 
 def test_packaged_scores_of_the_embedded_model_are_sparse_and_documented():
     from model_wrappers.packaged import DATA
-    from rh_tasks.shared import packaged_data
+    from rh_tasks.shared import task_data
 
     path = DATA.path("head_scores/smollm2-135m-instruct.json")
     scores = load_head_scores(path, SMOLLM2)
@@ -147,7 +148,7 @@ def test_packaged_scores_of_the_embedded_model_are_sparse_and_documented():
     assert meta is not None and DATA.path("head_scores/smollm2-135m-instruct.meta.json") == metadata_path(path)
     assert meta["score"]["definition"] == "set" and meta["model"]["model"] == "SmolLM2-135M-Instruct"
     assert meta["acceptance"]["accepted"] == scores.num_samples == len(meta["accepted_samples"])
-    assert not set(meta["needles"]) & {t["id"] for t in packaged_data.TASK_DATA.read_jsonl("needles/niah.jsonl")}
+    assert not set(meta["needles"]) & {t["id"] for t in task_data.TASK_DATA.read_jsonl("needles/niah.jsonl")}
     share = (scores.means >= 0.1).mean()
     assert 0 < share < 0.1  # sparse, as Wu et al. report (< 5%) and the prototype found (~4%)
     assert all(layer >= 12 for layer, _ in scores.ranking()[:5])  # upper-middle layers

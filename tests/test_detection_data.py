@@ -5,7 +5,7 @@ import pytest
 from rh_tasks.detection.prompts import DETECT_HAYSTACK, build_samples, load_needles
 from rh_tasks.niah import task as niah
 from rh_tasks.niah.haystack import HAYSTACKS
-from rh_tasks.shared import packaged_data
+from rh_tasks.shared import task_data
 
 
 def _paragraphs(text: str) -> set[str]:
@@ -14,11 +14,11 @@ def _paragraphs(text: str) -> set[str]:
 
 def test_detection_needles_and_haystack_are_disjoint_from_niah():
     detect_needles = load_needles(None)
-    niah_needles = packaged_data.TASK_DATA.read_jsonl(niah.NEEDLES)
+    niah_needles = task_data.TASK_DATA.read_jsonl(niah.NEEDLES)
     for key in ("id", "needle", "answer", "question"):
         assert not {t[key] for t in detect_needles} & {t[key] for t in niah_needles}, key
-    detect_text = packaged_data.TASK_DATA.read_text(DETECT_HAYSTACK)
-    niah_text = packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
+    detect_text = task_data.TASK_DATA.read_text(DETECT_HAYSTACK)
+    niah_text = task_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
     assert DETECT_HAYSTACK not in HAYSTACKS.values()
     assert not _paragraphs(detect_text) & _paragraphs(niah_text)
     for triple in niah_needles:

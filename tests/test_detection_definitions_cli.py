@@ -8,7 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from model_wrappers.heads.scores import load_head_scores, metadata_path, write_retrieval_head_json
+from model_wrappers.heads.load import load_head_scores
+from model_wrappers.heads.scores import metadata_path, write_retrieval_head_json
 from model_wrappers.heads.selection import select_heads
 from model_wrappers.masking.architectures import HeadGeometry
 from rh_tasks.detection import detect as detect_module

@@ -11,7 +11,7 @@ from rh_tasks.extractive_qa import squad_data
 from rh_tasks.extractive_qa import task as extractive_qa
 from rh_tasks.extractive_qa.distractor_context import build_context
 from rh_tasks.extractive_qa.squad_metrics import contains_words, exact_match, normalize_answer, squad_scores, token_f1
-from rh_tasks.shared import packaged_data, token_splice
+from rh_tasks.shared import task_data, token_splice
 from rh_tasks.shared.tokenizer import resolve_tokenizer
 
 SMALL = {"lengths": [512, 1024], "depths": [0, 25, 50, 75, 100], "questions_per_cell": 3, "question_seed": 1234}
@@ -234,11 +234,11 @@ def squad_copy(data_copy):
 def test_modified_or_missing_data_is_an_error(squad_copy):
     path = squad_copy / squad_data.PACKAGED_DEV
     path.write_bytes(b"tampered" + path.read_bytes())
-    with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
+    with pytest.raises(task_data.PackagedDataError, match="was modified"):
         squad_data.load_dev()
     path.unlink()
-    packaged_data.TASK_DATA.path.cache_clear()
-    with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
+    task_data.TASK_DATA.path.cache_clear()
+    with pytest.raises(task_data.PackagedDataError, match="is missing"):
         squad_data.load_dev()
 
 

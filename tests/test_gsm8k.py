@@ -13,7 +13,7 @@ from lm_eval.tasks import TaskManager
 
 from rh_tasks.gsm8k import task as gsm8k
 from rh_tasks.plugin.registration import task_configs_dir
-from rh_tasks.shared import packaged_data
+from rh_tasks.shared import task_data
 
 BUILTIN_DIR = Path(lm_eval.tasks.__file__).parent / "gsm8k"
 N_DOCS = 20
@@ -145,13 +145,13 @@ def test_name_clash_is_logged(caplog):
 def test_modified_data_is_an_error(data_copy):
     path = data_copy / gsm8k.PACKAGED_TEST
     path.write_bytes(path.read_bytes() + b"\0")
-    with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
+    with pytest.raises(task_data.PackagedDataError, match="was modified"):
         gsm8k.load_test()
 
 
 def test_missing_data_is_an_error(data_copy):
     (data_copy / gsm8k.PACKAGED_TEST).unlink()
-    with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
+    with pytest.raises(task_data.PackagedDataError, match="is missing"):
         gsm8k.load_test()
 
 

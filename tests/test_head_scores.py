@@ -8,13 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_wrappers.heads.scores import (
-    HeadScoreFileError,
-    load_head_scores,
-    metadata_path,
-    write_duo_tsv,
-    write_retrieval_head_json,
-)
+from model_wrappers.heads.load import load_head_scores
+from model_wrappers.heads.scores import HeadScoreFileError, metadata_path, write_duo_tsv, write_retrieval_head_json
 from model_wrappers.masking.architectures import HeadGeometry
 
 SHARED_SCORES = Path(__file__).parents[1].parent / "shared" / "data" / "head_scores"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from conftest import cache_keyword, kv_cache_in, tiny_model
+from conftest import kv_cache_in, tiny_model
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.masking_utils import eager_mask
 
 from model_wrappers import HeadGeometry, MaskingError, UnsupportedArchitectureError, head_output_means, mask_heads
-from model_wrappers.masking.architectures import attention_sites
+from model_wrappers.masking.architectures import attention_sites, cache_keyword
 
 HEADS = [(0, 1), (1, 0), (1, 3)]
 REFERENCE = "rh_test_uniform_reference"
@@ -299,3 +299,13 @@ def test_unsupported_architecture_names_the_supported_ones():
     with pytest.raises(UnsupportedArchitectureError, match="gpt_neox.*Supported model types: .*llama"):
         with mask_heads(model, [(0, 0)]):
             pass
+
+
+def test_a_forward_without_a_cache_argument_is_refused_naming_the_transformers_release():
+    class NoCache(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None):
+            return input_ids
+
+    with pytest.raises(UnsupportedArchitectureError, match=rf"transformers {transformers.__version__}: NoCache"):
+        cache_keyword(NoCache())
+    assert cache_keyword(tiny_model("llama")) in ("cache", "past_key_values")

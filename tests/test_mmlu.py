@@ -13,7 +13,7 @@ from lm_eval.utils import handle_non_serializable, hash_string
 
 from rh_tasks.mmlu import task as mmlu
 from rh_tasks.plugin.registration import task_configs_dir
-from rh_tasks.shared import packaged_data
+from rh_tasks.shared import task_data
 
 BUILTIN_DIR = Path(lm_eval.tasks.__file__).parent / "mmlu" / "default"
 N_DOCS = 20
@@ -177,10 +177,10 @@ def test_name_clash_is_logged_once(caplog):
 def test_modified_or_missing_data_is_an_error(data_copy):
     modified = data_copy / mmlu.packaged_file("anatomy", "test")
     modified.write_bytes(modified.read_bytes()[:-1])
-    with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
+    with pytest.raises(task_data.PackagedDataError, match="was modified"):
         mmlu.subject_dataset("anatomy")
     (data_copy / mmlu.packaged_file("virology", "dev")).unlink()
-    with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
+    with pytest.raises(task_data.PackagedDataError, match="is missing"):
         mmlu.subject_dataset("virology")
 
 

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 from model_wrappers.sources.gguf_cache import embedded_model_dir
 from rh_tasks.niah.haystack import HAYSTACKS, insert_needle
 from rh_tasks.niah.task import DEFAULTS, build, build_grid, doc_to_text, mean_present, score
-from rh_tasks.shared import packaged_data
+from rh_tasks.shared import task_data
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def haystack():
-    return packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
+    return task_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
 
 
 def _grid(tokenizer, **overrides):
@@ -117,12 +117,12 @@ def test_builder_reads_metadata_and_model_args(tokenizer):
 def test_modified_or_missing_packaged_file_is_refused(data_copy):
     (data_copy / "needles" / "niah.jsonl").write_text("{}\n")
     (data_copy / "needles" / "detect.jsonl").unlink()
-    with pytest.raises(packaged_data.PackagedDataError, match="was modified"):
-        packaged_data.TASK_DATA.path("needles/niah.jsonl")
-    with pytest.raises(packaged_data.PackagedDataError, match="is missing"):
-        packaged_data.TASK_DATA.path("needles/detect.jsonl")
+    with pytest.raises(task_data.PackagedDataError, match="was modified"):
+        task_data.TASK_DATA.path("needles/niah.jsonl")
+    with pytest.raises(task_data.PackagedDataError, match="is missing"):
+        task_data.TASK_DATA.path("needles/detect.jsonl")
 
 
 def test_packaged_files_match_the_manifest():
-    for name in packaged_data.TASK_DATA.manifest():
-        packaged_data.TASK_DATA.path(name)
+    for name in task_data.TASK_DATA.manifest():
+        task_data.TASK_DATA.path(name)

@@ -20,7 +20,7 @@ from rh_tasks.detection import prompts
 from rh_tasks.extractive_qa import task as extractive_qa
 from rh_tasks.niah import task as niah
 from rh_tasks.niah.haystack import HAYSTACKS, NeedleContext, insert_needle
-from rh_tasks.shared import packaged_data, token_splice
+from rh_tasks.shared import task_data, token_splice
 
 NEEDLE = "The password to the lighthouse storeroom is violet harbor ninety-two."
 
@@ -58,7 +58,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def haystack():
-    return packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
+    return task_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
 
 
 def fields(context) -> tuple:
@@ -205,7 +205,7 @@ def test_second_model_family_equals_the_reference(monkeypatch):
     from rh_tasks.shared.tokenizer import resolve_tokenizer
 
     tokenizer = resolve_tokenizer(pretrained="gemma-3-270m")
-    haystack = packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
+    haystack = task_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])
     for length, depth in _lengths_and_depths(2, 30, 12_000):
         fast = insert_needle(tokenizer, haystack, NEEDLE, length, depth)
         assert fields(fast) == reference_insert_needle(tokenizer, haystack, NEEDLE, length, depth), (length, depth)

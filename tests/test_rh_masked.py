@@ -94,9 +94,10 @@ def test_duoattention_gates_select_whole_kv_groups(tiny_dir, tmp_path):
 
 def _reference_logprob(model, context: list[int], continuation: list[int], heads) -> float:
     """The paper's decode loop for one request: context[:-1] unmasked, then masked single-token steps."""
-    from conftest import cache_keyword, kv_cache_in
+    from conftest import kv_cache_in
 
     from model_wrappers import mask_heads
+    from model_wrappers.masking.architectures import cache_keyword
 
     with torch.no_grad():
         cache = kv_cache_in(model(torch.tensor([context[:-1]]), use_cache=True).values())

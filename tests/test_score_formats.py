@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_wrappers.heads.scores import HeadScoreFileError, load_head_scores
+from model_wrappers.heads.formats import FORMATS
+from model_wrappers.heads.load import load_head_scores
+from model_wrappers.heads.parsers import ScoreFile
+from model_wrappers.heads.scores import HeadScoreFileError
 from model_wrappers.heads.selection import select_heads
 from model_wrappers.masking.architectures import HeadGeometry
 
@@ -36,6 +39,14 @@ def test_every_sample_file_is_recognised_by_its_content(tmp_path):
         renamed = tmp_path / f"{format_name}-{name}.data"  # no telling extension: the content decides
         shutil.copy(DATA / name, renamed)
         assert load_head_scores(renamed).format == format_name, name
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=list(FORMATS))
+def test_every_format_has_a_sample_that_it_alone_recognises_and_reads(fmt):
+    sample = DATA / fmt.sample
+    file = ScoreFile.read(sample.read_bytes(), sample)
+    assert [other.name for other in FORMATS.values() if other.recognises(file)] == [fmt.name]
+    assert load_head_scores(sample).format == fmt.name
 
 
 def test_qrhead_yaml_is_a_ranked_list_in_file_order():

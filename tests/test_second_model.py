@@ -88,12 +88,12 @@ def gemma():
 
     from model_wrappers.sources.gguf_cache import gemma_model_dir
     from rh_tasks.niah.haystack import HAYSTACKS
-    from rh_tasks.shared import packaged_data
+    from rh_tasks.shared import task_data
 
     path = gemma_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
-    text = packaged_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])[:10_000]
+    text = task_data.TASK_DATA.read_text(HAYSTACKS["time_machine"])[:10_000]
     ids = tokenizer(text, return_tensors="pt")["input_ids"][:, :TOKENS]  # [1, TOKENS], starting with <bos>
     return model, ids
 

@@ -6,12 +6,13 @@ import copy
 
 import pytest
 import torch
-from conftest import TINY_CONFIGS, cache_keyword, kv_cache_in, tiny_model
+from conftest import TINY_CONFIGS, kv_cache_in, tiny_model
 
 from model_wrappers import ConditionBatch, MaskingAudit, MaskingError, mask_heads, mask_rows
 from model_wrappers.condition import Condition
 from model_wrappers.lm.engine import FIRST_STAGE
 from model_wrappers.lm.rh_masked import RHMaskedLM
+from model_wrappers.masking.architectures import cache_keyword
 from model_wrappers.masking.modes import Uniform, as_mode, head_output_means
 
 ROWS = [[], [(0, 1), (1, 2)], [(1, 0)], [(0, 3), (1, 1), (1, 3)]]  # one head set per condition; [] is unmasked

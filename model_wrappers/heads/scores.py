@@ -1,4 +1,4 @@
-"""Head scores, and the two formats rh-eval writes for other tools (it reads more: see :mod:`.score_formats`).
+"""Head scores, and the two formats rh-eval writes for other tools (it reads more: see :mod:`.formats`).
 
 * Retrieval_Head JSON (Wu et al. 2024; also read by HeadKV and DeCoRe): one object
   ``{"layer-head": [score per detection sample]}`` keyed by 0-based *query* head, in layer-major order (HeadKV
@@ -15,11 +15,9 @@ Writes are atomic (temporary file, then rename), so a crash never leaves a half-
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,10 @@ class HeadScoreFileError(ValueError):
     """A head-score file is unreadable, malformed, or does not match the model."""
 
 
+class UnknownFormatError(HeadScoreFileError):
+    """The file is in none of the formats rh-eval reads; its message goes on to list them."""
+
+
 @dataclass(frozen=True)
 class HeadScores:
     """Mean retrieval score of every query head, ``means[layer, head]``."""
@@ -43,7 +45,7 @@ class HeadScores:
     path: str
     sha256: str
     metadata: dict | None = None  # the rh-eval sidecar, when there is one
-    format: str = "retrieval_head"  # a key of score_formats.FORMATS
+    format: str = "retrieval_head"  # a key of formats.FORMATS
     ranked: tuple[tuple[int, int], ...] | None = None  # a ranked list without scores: its heads, best first
     kv_heads_only: bool = False  # KV gates read without a model: ``means`` is [layers, kv_heads]
 
@@ -125,75 +127,6 @@ class HeadScores:
 def metadata_path(path: str | Path) -> Path:
     """Where the sidecar of a score file lives: ``scores.json`` -> ``scores.meta.json``."""
     return Path(path).with_suffix(".meta.json")
-
-
-def load_head_scores(path: str | Path, geometry: HeadGeometry | None = None) -> HeadScores:
-    """Read a head-score file in any format of :mod:`.score_formats`, with its sidecar if present.
-
-    With ``geometry`` the scores are checked against the model, a TSV's KV gates are expanded to the query heads
-    of each group, and a ranked list is laid out on the model's grid. Without it, a TSV stays one gate per KV head.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise HeadScoreFileError(f"Cannot read head-score file {path}: {err.strerror}.") from err
-    if not raw.strip():
-        raise HeadScoreFileError(f"{path} is empty; regenerate it with rh-eval detect, or pass another file.")
-    from .formats import read_head_score_file  # it builds on this module's types
-
-    scores = read_head_score_file(raw, path, geometry)
-    sidecar = metadata_path(path)
-    if sidecar.is_file():
-        try:
-            scores = replace(scores, metadata=json.loads(sidecar.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as err:
-            raise HeadScoreFileError(f"{sidecar} is not valid JSON ({err}); delete or regenerate it.") from err
-    if geometry is not None:
-        scores.check_geometry(geometry)
-    return scores
-
-
-def _parse_retrieval_head_json(raw: bytes, path: Path) -> HeadScores:
-    """Every ``L-H`` key of a full L x H grid must be present, each with the same number of finite scores."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HeadScoreFileError(f'{path} is not valid JSON ({err}); expected {{"layer-head": [scores]}}.') from err
-    if not isinstance(data, dict) or not data:
-        raise HeadScoreFileError(
-            f'{path} holds no head scores; expected a non-empty {{"layer-head": [scores]}} object.'
-        )
-
-    means: dict[tuple[int, int], float] = {}
-    lengths = set()
-    for key, scores in data.items():
-        try:
-            layer, head = (int(part) for part in key.split("-"))
-        except ValueError:
-            raise HeadScoreFileError(f"{path}: key {key!r} is not 'layer-head' (e.g. '16-19').") from None
-        if layer < 0 or head < 0:
-            raise HeadScoreFileError(f"{path}: key {key!r} has a negative index.")
-        if not isinstance(scores, list) or not scores:
-            raise HeadScoreFileError(f"{path}: {key!r} must map to a non-empty list of per-sample scores.")
-        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scores):
-            raise HeadScoreFileError(f"{path}: {key!r} has a score that is not a finite number.")
-        means[(layer, head)] = float(np.mean(scores))
-        lengths.add(len(scores))
-
-    num_layers = 1 + max(l for l, _ in means)
-    num_heads = 1 + max(h for _, h in means)
-    missing = num_layers * num_heads - len(means)
-    if missing:
-        raise HeadScoreFileError(
-            f"{path} is mis-shaped: {missing} of the {num_layers} x {num_heads} heads have no scores."
-        )
-    if len(lengths) != 1:
-        raise HeadScoreFileError(f"{path}: heads have different numbers of samples ({sorted(lengths)}).")
-    grid = np.zeros((num_layers, num_heads))
-    for (layer, head), mean in means.items():
-        grid[layer, head] = mean
-    return HeadScores(means=grid, num_samples=lengths.pop(), path=str(path), sha256=hashlib.sha256(raw).hexdigest())
 
 
 def write_retrieval_head_json(path: str | Path, per_sample: np.ndarray, metadata: dict | None = None) -> None:

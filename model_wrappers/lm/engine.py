@@ -24,7 +24,7 @@ import transformers
 from torch import nn
 
 from ..condition import MEMORY_GB
-from ..masking.architectures import HeadGeometry
+from ..masking.architectures import HeadGeometry, cache_keyword
 from ..masking.audit import MaskingError
 from ..masking.hooks import mask_rows
 from .state import ConditionState
@@ -66,7 +66,7 @@ class ConditionBatch:
     def __post_init__(self) -> None:
         if self.memory_gb <= 0:
             raise ValueError(f"memory_gb={self.memory_gb} must be positive.")
-        self._cache_keyword = _cache_keyword(self.model)
+        self._cache_keyword = cache_keyword(self.model)
         parameters = inspect.signature(self.model.forward).parameters
         self._prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}  # only the cache
 
@@ -309,18 +309,6 @@ def _complete(new: torch.Tensor, stop: Sequence[str], eos: set[int], decode) -> 
         return True
     text = decode(tokens)
     return any(term and term in text for term in stop)
-
-
-def _cache_keyword(model: nn.Module) -> str:
-    """The keyword under which this transformers release's ``forward`` takes the KV cache; releases rename it."""
-    parameters = inspect.signature(model.forward).parameters
-    for name in ("cache", "past_key_values"):
-        if name in parameters:
-            return name
-    raise MaskingError(
-        f"transformers {transformers.__version__}: {type(model).__name__}.forward takes no KV cache argument "
-        f"that rh-eval knows ({', '.join(parameters)}). Run the conditions one by one."
-    )
 
 
 def _repeat(cache: transformers.Cache, rows: int) -> transformers.Cache:

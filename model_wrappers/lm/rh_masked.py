@@ -22,7 +22,8 @@ from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from ..condition import ARGUMENTS, MEMORY_GB, Condition, ConditionError, refuse_misspelt
-from ..heads.scores import HeadScores, load_head_scores
+from ..heads.load import load_head_scores
+from ..heads.scores import HeadScores
 from ..heads.selection import resolve_heads
 from ..masking.architectures import HeadGeometry, check_supported
 from ..masking.canary import PROBE_TEXT, check_masking_changes_logits

@@ -7,6 +7,7 @@ concatenated head outputs (``[B, T, H*D]``). Both are independent of the attenti
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from torch import nn
@@ -97,3 +98,17 @@ def decoder(model: nn.Module) -> nn.Module:
     """The stack of decoder layers: its hooks mark where each forward pass begins and ends."""
     layers_path = _LAYOUTS[check_supported(model.config)][0]
     return model.get_submodule(layers_path.rsplit(".", 1)[0])
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword under which this transformers release's ``forward`` takes the KV cache; releases rename it."""
+    parameters = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    import transformers  # lazily: rh-eval heads reads score files through this module without transformers
+
+    raise UnsupportedArchitectureError(
+        f"transformers {transformers.__version__}: {type(model).__name__}.forward takes no KV cache argument "
+        f"that rh-eval knows ({', '.join(parameters)}). Use the transformers release of constraints.txt."
+    )

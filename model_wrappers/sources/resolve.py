@@ -23,14 +23,14 @@ from .gguf_cache import (
     gemma_model_dir,
 )
 
-KINDS = ("embedded", "gemma", "gguf", "checkpoint")
+SOURCE_KINDS = ("embedded", "gemma", "gguf", "checkpoint")
 
 
 @dataclass(frozen=True)
 class ModelSource:
     """A model as named by the user; nothing is loaded or converted until :meth:`loadable` is called."""
 
-    kind: str  # one of KINDS
+    kind: str  # one of SOURCE_KINDS
     pretrained: str | None = None
     gguf_file: str | None = None
 

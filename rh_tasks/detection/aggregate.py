@@ -9,13 +9,13 @@ the question looks, not whether the answer came out right.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from model_wrappers.heads.scores import write_retrieval_head_json
+from rh_tasks.shared.versions import versions
 
 from .definitions import DEFINITIONS
 from .detect import ACCEPT_ROUGE, SampleResult
@@ -65,13 +65,6 @@ def per_sample_scores(results: list[SampleResult], definition: str) -> np.ndarra
     return np.array([r.scores[definition] for r in accepted], dtype=float)
 
 
-def package_version() -> str:
-    try:
-        return importlib.metadata.version("rh-eval")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def write_scores(
     output: Path, results: list[SampleResult], *, definition: str, settings: dict, geometry, runtime_seconds: float
 ) -> dict:
@@ -82,7 +75,7 @@ def write_scores(
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "package_version": package_version(),
+        "package_version": versions("rh-eval")["rh-eval"],
         **settings,
         "num_layers": geometry.num_layers,
         "num_attention_heads": geometry.num_heads,

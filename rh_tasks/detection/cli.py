@@ -150,7 +150,7 @@ def output_paths(output: Path, definitions: list[str]) -> dict[str, Path]:
     return {first: output, **{name: output.with_name(f"{output.stem}.{name}.json") for name in others}}
 
 
-def _claim_output(args, identity: dict) -> tuple[dict[str, Path], Path]:
+def _claim_detection_outputs(args, identity: dict) -> tuple[dict[str, Path], Path]:
     """The score files and the checkpoint, refused before any work if a file exists or cannot be written."""
     from model_wrappers.files import OutputFolderError, writable_folder
     from model_wrappers.heads.scores import metadata_path
@@ -206,7 +206,7 @@ def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model_args = parse_model_args(args.model_args)
     identity = model_identity(model_args)
-    outputs, checkpoint = _claim_output(args, identity)
+    outputs, checkpoint = _claim_detection_outputs(args, identity)
     try:  # the config alone: a refused or unsupported model fails before any download or weights load
         geometry = load_geometry(model_args)
     except (ValueError, OSError) as err:

@@ -11,7 +11,6 @@ first line records the run's settings, and a rerun with other settings is refuse
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from model_wrappers.masking.architectures import cache_keyword
 from rh_tasks.shared.scoring import rouge1_recall
 
 from .attention_mass import query_focus
@@ -94,12 +94,6 @@ def _reuses_cache(model) -> bool:
     return not getattr(config, "sliding_window", None)
 
 
-def _cache_keyword(model) -> str:
-    """The keyword under which this transformers release's ``forward`` takes the KV cache (5.24 renamed it)."""
-    parameters = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
 def _null_attention(model, probe: AttentionProbe, sample: DetectionSample, cache) -> torch.Tensor:
     """``[L, H, n]``: the null question's rows' attention to the span, from a prefill without logits.
 
@@ -114,7 +108,7 @@ def _null_attention(model, probe: AttentionProbe, sample: DetectionSample, cache
             if cache.get_seq_length() != sample.question[0]:
                 raise RuntimeError(f"Cutting the KV cache back to the question left {cache.get_seq_length()} tokens.")
             new = torch.tensor([ids[sample.question[0] :]], device=model.device)
-            model(input_ids=new, **{_cache_keyword(model): cache}, use_cache=True, logits_to_keep=1)
+            model(input_ids=new, **{cache_keyword(model): cache}, use_cache=True, logits_to_keep=1)
         else:
             model(input_ids=torch.tensor([ids], device=model.device), use_cache=False, logits_to_keep=1)
     return probe.null_attention().cpu()

@@ -14,13 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from model_wrappers.heads.formats import FORMATS
-from model_wrappers.heads.scores import (
-    RETRIEVAL_THRESHOLD,
-    HeadScoreFileError,
-    load_head_scores,
-    metadata_path,
-    write_duo_tsv,
-)
+from model_wrappers.heads.load import load_head_scores
+from model_wrappers.heads.scores import RETRIEVAL_THRESHOLD, HeadScoreFileError, metadata_path, write_duo_tsv
 from rh_tasks.plugin.errors import CommandError, command
 
 from .compare import compare, compare_many
@@ -30,7 +25,7 @@ HELP = "summarise a head-score file: ranking, sparsity, per-layer and per-KV-gro
 DESCRIPTION = (
     "Print the ranking of a head-score file, the share of heads at or above "
     f"{RETRIEVAL_THRESHOLD} (Wu et al. report under 5%), and per-layer and per-KV-group summaries. The format "
-    "is recognised from the content: " + "; ".join(FORMATS.values()) + "."
+    "is recognised from the content: " + "; ".join(fmt.description for fmt in FORMATS.values()) + "."
 )
 
 
@@ -112,7 +107,7 @@ def summarise(scores, geometry, *, top: int, threshold: float) -> str:
         + (
             f", {scores.num_samples} samples per head"
             if scores.format == "retrieval_head"
-            else f", {FORMATS[scores.format].split(':')[0]}"
+            else f", {FORMATS[scores.format].title}"
         )
         + (f", {meta['score']['definition']} score" if "score" in meta else ""),
         (

@@ -21,7 +21,7 @@ def summarise_ranked(scores: HeadScores, geometry, *, top: int) -> str:
         else f"heads up to layer {layers - 1}, query head {width - 1}"
     )
     lines = [
-        f"{scores.path}: {FORMATS[scores.format].split(':')[0]}, {grid}",
+        f"{scores.path}: {FORMATS[scores.format].title}, {grid}",
         f"A ranked list of {len(heads)} heads without scores: heads=retrieval masks all of them, "
         "heads=retrieval,k=K the first K, and heads=random draws from the heads it does not list.",
         "",

@@ -16,8 +16,8 @@ import logging
 import random
 from functools import cache, lru_cache
 
-from rh_tasks.shared import options, samples, token_splice
-from rh_tasks.shared.options import task_options
+from rh_tasks.shared import samples, token_splice
+from rh_tasks.shared.options import check_lengths_and_depths, task_options
 from rh_tasks.shared.tokenizer import context_limit, resolve_tokenizer
 
 from .distractor_context import build_context
@@ -45,19 +45,6 @@ PROMPT = (
 CLOSED_BOOK_PROMPT = (
     "Answer the question. Only give me the answer and do not output any other words.\n\nQuestion: {question}\nAnswer:"
 )
-
-
-def check_grid(lengths, depths, limit: int | None) -> tuple[list[int], list[float]]:
-    """Lengths and depths as lists, or a ``ValueError`` that names the bad value and the fix."""
-    return options.check_grid(
-        "extractive_qa",
-        lengths,
-        depths,
-        min_length=MIN_LENGTH,
-        max_gen_toks=GEN_TOKENS,
-        limit=limit,
-        depth_hint=" (0 puts the gold paragraph first, 100 last)",
-    )
 
 
 @cache
@@ -95,7 +82,15 @@ def _base_doc(question: Question) -> dict:
 
 def build_grid(tokenizer, *, lengths, depths, questions_per_cell, question_seed, limit=None) -> list[dict]:
     """All docs of the grid: for each question, each length, each depth."""
-    lengths, depths = check_grid(lengths, depths, limit)
+    lengths, depths = check_lengths_and_depths(
+        "extractive_qa",
+        lengths,
+        depths,
+        min_length=MIN_LENGTH,
+        max_gen_toks=GEN_TOKENS,
+        limit=limit,
+        depth_hint=" (0 puts the gold paragraph first, 100 last)",
+    )
     reserve = token_splice.count(tokenizer, PROMPT.format(context="", question=""))
     head, tail = PROMPT.split("{context}")
     docs = []

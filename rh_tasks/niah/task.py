@@ -13,7 +13,7 @@ import random
 from lm_eval.api.task import ConfigurableTask
 
 from rh_tasks.shared import samples, token_splice
-from rh_tasks.shared.options import as_list, check_grid, task_options
+from rh_tasks.shared.options import as_list, check_lengths_and_depths, task_options
 from rh_tasks.shared.scoring import contains_answer, rouge1_recall
 from rh_tasks.shared.task_data import TASK_DATA
 from rh_tasks.shared.tokenizer import context_limit, resolve_tokenizer
@@ -36,7 +36,9 @@ GEN_TOKENS = 32  # generation_kwargs.max_gen_toks of niah.yaml: room every promp
 
 def build_grid(tokenizer, *, lengths, depths, needles, haystack, shuffle_seed, limit=None) -> list[dict]:
     """All docs of the grid, in a seeded random order so that ``--limit N`` takes a spread-out subset."""
-    lengths, depths = check_grid("niah", lengths, depths, min_length=MIN_LENGTH, max_gen_toks=GEN_TOKENS, limit=limit)
+    lengths, depths = check_lengths_and_depths(
+        "niah", lengths, depths, min_length=MIN_LENGTH, max_gen_toks=GEN_TOKENS, limit=limit
+    )
     triples = TASK_DATA.read_jsonl(NEEDLES)
     by_id = {t["id"]: t for t in triples}
     chosen = list(by_id) if needles is None else as_list("niah", "needles", needles)

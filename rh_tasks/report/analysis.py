@@ -382,7 +382,7 @@ def _k_sweep(compared: list[Comparison]) -> list[SweepPoint]:
 
 def _head_map(model_runs: ModelRuns, headline_k: int | None) -> HeadMap | None:
     """Retrieval scores per layer x head, with the heads masked at the headline K (retrieval and random)."""
-    from model_wrappers.heads.scores import HeadScoreFileError, load_head_scores  # lazy: model_wrappers imports torch
+    from model_wrappers import HeadScoreFileError, load_head_scores  # lazy: model_wrappers imports torch
 
     masked = [c for c in model_runs.conditions if c.kind in ("retrieval", "random") and c.k == headline_k]
     if not model_runs.head_scores or not masked:

@@ -44,7 +44,7 @@ def as_list(task: str, name: str, value) -> list:
     return list(value)
 
 
-def check_grid(
+def check_lengths_and_depths(
     task: str, lengths, depths, *, min_length: int, max_gen_toks: int, limit: int | None, depth_hint: str = ""
 ) -> tuple[list[int], list[float]]:
     """A long-context grid's lengths and depths as lists, or a ``ValueError`` that names the bad value and the fix."""

@@ -21,7 +21,6 @@ import os
 import shutil
 import time
 from dataclasses import asdict
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from model_wrappers.condition import MEMORY_GB, Condition
 from model_wrappers.files import atomic_write_text, writable_folder
+from rh_tasks.shared.versions import versions
 
 from .config import SuiteConfig
 from .tasks import TaskCache, task_metadata
@@ -46,15 +46,14 @@ class SuiteStateError(RuntimeError):
     """The output folder holds a different experiment, or cannot be written."""
 
 
-def _versions() -> dict[str, str]:
-    return {name: importlib_metadata.version(name) for name in ("rh-eval", "lm_eval", "torch", "transformers")}
+PACKAGES = ("rh-eval", "lm_eval", "torch", "transformers")  # whose versions a suite records
 
 
 def _write_json(path: Path, content: dict) -> None:
     atomic_write_text(path, json.dumps(content, indent=2, default=str))
 
 
-def _claim_output(config: SuiteConfig, out: Path, force: bool) -> None:
+def _claim_suite_folder(config: SuiteConfig, out: Path, force: bool) -> None:
     """Refuse to mix two experiments in one folder unless forced."""
     writable_folder(out)
     state = out / "suite.json"
@@ -68,7 +67,7 @@ def _claim_output(config: SuiteConfig, out: Path, force: bool) -> None:
                 )
             logger.warning("Discarding the conditions of a different config in %s (--force)", out)
             shutil.rmtree(out / "conditions", ignore_errors=True)
-    _write_json(state, {"config_hash": config.digest(), "config": asdict(config), "versions": _versions()})
+    _write_json(state, {"config_hash": config.digest(), "config": asdict(config), "versions": versions(*PACKAGES)})
 
 
 def _is_complete(folder: Path, config: SuiteConfig) -> bool:
@@ -109,7 +108,7 @@ def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, 
             "config_hash": config.digest(),
             "rh_masking": lm.get_model_info()["rh_masking"],
             "seconds": round(time.perf_counter() - start, 1),
-            "versions": _versions(),
+            "versions": versions(*PACKAGES),
         },
     )
     shutil.rmtree(folder, ignore_errors=True)
@@ -167,7 +166,7 @@ def run_suite(
     ``verbose``, lm-eval's INFO lines are held back and each of its warnings shows once (:mod:`.terminal`).
     """
     out = Path(config.output_dir)
-    _claim_output(config, out, force)
+    _claim_suite_folder(config, out, force)
     conditions_dir = out / "conditions"
     pending = [c for c in config.conditions if not _is_complete(conditions_dir / c.name, config)]
     done = len(config.conditions) - len(pending)
