@@ -90,6 +90,7 @@ def write_checkpoint(source: Path, folder: Path, edits: dict[str, TensorEdit], f
         for key in tensors.keys() & edits.keys():
             tensors[key] = edits[key].apply(tensors[key])
         save_file(tensors, target, metadata=metadata)
+        shutil.copymode(origin, target)  # save_file's own mode may hide the file from other users
         written.rewritten.append(name)
         written.bytes_written += target.stat().st_size
     for path in sorted(source.iterdir()):

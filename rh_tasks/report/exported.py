@@ -1,0 +1,35 @@
+"""Stock runs on folders written by ``rh-eval export``: they are the masked condition the folder records.
+
+A stock ``lm_eval --model hf`` (or ``vllm``) run records no ``rh_masking`` of its own, only the model folder it
+loaded, so the folder's record is read back here. Such a run must never pass for the unmasked baseline: a folder
+marked as an export whose record cannot be read is refused. The folder has to exist where the report runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model_wrappers.export.record import ExportRecordError, read_export_record
+
+_FOLDER_KEYS = ("pretrained", "model", "path")  # where hf, vllm and local-completions name the weights
+
+
+def exported_masking(results: Path, model_args) -> dict | None:
+    """``rh_masking`` recorded by the exported folder that ``model_args`` load, or ``None`` if they load none."""
+    from .runs import ReportInputError
+
+    if isinstance(model_args, str):
+        model_args = dict(part.split("=", 1) for part in model_args.split(",") if "=" in part)
+    if not isinstance(model_args, dict):
+        return None
+    for key in _FOLDER_KEYS:
+        value = model_args.get(key)
+        if not isinstance(value, str) or not Path(value).is_dir():
+            continue
+        try:
+            record = read_export_record(value)
+        except ExportRecordError as err:
+            raise ReportInputError(f"{results}: the run evaluated {value}, but {err}") from None
+        if record is not None:
+            return record["rh_masking"]
+    return None
