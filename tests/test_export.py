@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -105,7 +106,11 @@ def test_only_edited_shards_are_rewritten_and_the_rest_hard_linked(input_ids, tm
     )
     assert sorted(n for n in os.listdir(out) if n.endswith(".safetensors")) == shards  # no stray shard to glob
     torch.testing.assert_close(_exported(out, input_ids, "sdpa"), _hooked(source, input_ids), atol=1e-5, rtol=0)
-    print(f"sharded tiny llama: {record['bytes_written']} bytes written, {len(record['linked_files'])} shards linked")
+    total = sum(os.stat(folder / shard).st_size for shard in shards)
+    print(
+        f"sharded: {record['bytes_written']} bytes written, {len(record['linked_files'])}/{len(shards)} shards "
+        f"linked, {total} bytes of weights"
+    )
 
 
 def test_a_failed_verification_removes_the_folder(input_ids, tmp_path, monkeypatch):
@@ -191,3 +196,32 @@ def test_stock_lm_eval_on_an_export_gives_rh_masked_samples_and_reports_as_maske
     runs = load_runs([tmp_path / "runs"])
     assert {run.condition.label for run in runs} == {"retrieval@5"}
     assert {run.model for run in runs} == {"SmolLM2-135M-Instruct"}
+
+
+def _exported_run(tmp_path, input_ids) -> tuple:
+    from test_report import mc_rows, write_run
+
+    model, folder = _saved(tmp_path, "llama", "sdpa")
+    masking = {"heads_kind": "retrieval", "k": 3, "num_masked": 3, "heads": [list(h) for h in HEADS]}
+    masking |= {"mode": "zero", "phase": "all", "model": "tiny-llama", "audit": {"clean": True, "problems": []}}
+    source = _source(model, folder, "zero", input_ids[:1])
+    export_masked(dataclasses.replace(source, rh_masking=masking), tmp_path / "out")
+    runs = tmp_path / "runs"
+    write_run(runs / "stock", {"mmlu_x": mc_rows([1, 0, 1], "x")}, model=str(tmp_path / "out"))
+    return runs
+
+
+def test_a_stock_run_on_an_export_is_its_masked_condition(input_ids, tmp_path):
+    from rh_tasks.report.runs import load_runs
+
+    (run,) = load_runs([_exported_run(tmp_path, input_ids)])
+    assert run.condition.label == "retrieval@3 [zero]" and run.model == "tiny-llama"
+
+
+def test_a_stock_run_on_an_export_without_its_record_is_refused(input_ids, tmp_path):
+    from rh_tasks.report.runs import ReportInputError, load_runs
+
+    runs = _exported_run(tmp_path, input_ids)
+    (tmp_path / "out" / RECORD_NAME).write_text("{")
+    with pytest.raises(ReportInputError, match="the run evaluated .*out, but .* cannot be read"):
+        load_runs([runs])
