@@ -196,6 +196,7 @@ def test_stock_lm_eval_on_an_export_gives_rh_masked_samples_and_reports_as_maske
     runs = load_runs([tmp_path / "runs"])
     assert {run.condition.label for run in runs} == {"retrieval@5"}
     assert {run.model for run in runs} == {"SmolLM2-135M-Instruct"}
+    assert all(run.audit.clean for run in runs)
 
 
 def _exported_run(tmp_path, input_ids) -> tuple:
@@ -203,7 +204,7 @@ def _exported_run(tmp_path, input_ids) -> tuple:
 
     model, folder = _saved(tmp_path, "llama", "sdpa")
     masking = {"heads_kind": "retrieval", "k": 3, "num_masked": 3, "heads": [list(h) for h in HEADS]}
-    masking |= {"mode": "zero", "phase": "all", "model": "tiny-llama", "audit": {"clean": True, "problems": []}}
+    masking |= {"mode": "zero", "phase": "all", "model": "tiny-llama", "audit": {"canary_logit_change": 0.5}}
     source = _source(model, folder, "zero", input_ids[:1])
     export_masked(dataclasses.replace(source, rh_masking=masking), tmp_path / "out")
     runs = tmp_path / "runs"
@@ -212,10 +213,11 @@ def _exported_run(tmp_path, input_ids) -> tuple:
 
 
 def test_a_stock_run_on_an_export_is_its_masked_condition(input_ids, tmp_path):
-    from rh_tasks.report.runs import load_runs
+    from rh_tasks.report.runs import load_runs, refuse_untrusted
 
     (run,) = load_runs([_exported_run(tmp_path, input_ids)])
     assert run.condition.label == "retrieval@3 [zero]" and run.model == "tiny-llama"
+    refuse_untrusted([run])  # no hook ran: the export's verification is its audit
 
 
 def test_a_stock_run_on_an_export_without_its_record_is_refused(input_ids, tmp_path):
@@ -225,3 +227,14 @@ def test_a_stock_run_on_an_export_without_its_record_is_refused(input_ids, tmp_p
     (tmp_path / "out" / RECORD_NAME).write_text("{")
     with pytest.raises(ReportInputError, match="the run evaluated .*out, but .* cannot be read"):
         load_runs([runs])
+
+
+def test_a_stock_run_on_an_unverified_export_is_not_trusted(input_ids, tmp_path):
+    from rh_tasks.report.runs import ReportInputError, load_runs, refuse_untrusted
+
+    runs = _exported_run(tmp_path, input_ids)
+    record = json.loads((tmp_path / "out" / RECORD_NAME).read_text())
+    record["export"]["max_abs_logit_diff"] = 1.0
+    (tmp_path / "out" / RECORD_NAME).write_text(json.dumps(record))
+    with pytest.raises(ReportInputError, match="not verified within its tolerance"):
+        refuse_untrusted(load_runs([runs]))

@@ -3,6 +3,9 @@
 A stock ``lm_eval --model hf`` (or ``vllm``) run records no ``rh_masking`` of its own, only the model folder it
 loaded, so the folder's record is read back here. Such a run must never pass for the unmasked baseline: a folder
 marked as an export whose record cannot be read is refused. The folder has to exist where the report runs.
+
+No hook ran in such a run, so its masking audit is the export's verification: the written weights gave
+``rh-masked``'s logits within the recorded tolerance, and masking changed the logits (the canary).
 """
 
 from __future__ import annotations
@@ -31,5 +34,17 @@ def exported_masking(results: Path, model_args) -> dict | None:
         except ExportRecordError as err:
             raise ReportInputError(f"{results}: the run evaluated {value}, but {err}") from None
         if record is not None:
-            return record["rh_masking"]
+            return {**record["rh_masking"], "audit": _verification_audit(record)}
     return None
+
+
+def _verification_audit(record: dict) -> dict:
+    """The audit a stock run on an exported folder carries: was the folder verified against rh-masked?"""
+    export, canary = record.get("export") or {}, (record["rh_masking"].get("audit") or {}).get("canary_logit_change")
+    problems = []
+    reached, tolerance = export.get("max_abs_logit_diff"), export.get("tolerance")
+    if not isinstance(reached, (int, float)) or not isinstance(tolerance, (int, float)) or not reached <= tolerance:
+        problems.append(f"the export was not verified within its tolerance ({reached} > {tolerance})")
+    if not isinstance(canary, (int, float)) or not canary > 0:
+        problems.append("the export records no change of the logits under masking (canary)")
+    return {"clean": not problems, "problems": problems, "exported": export}
