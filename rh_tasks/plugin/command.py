@@ -15,6 +15,7 @@ _COMMANDS = {
     "heads": "rh_tasks.detection.heads_cli",
     "suite": "rh_tasks.suite.cli",
     "plan": "rh_tasks.suite.plan_cli",
+    "export": "rh_tasks.export.cli",
 }
 _RUN = "rh_tasks.plugin.lm_eval_run"  # `rh-eval run` takes exactly lm_eval's flags, forwarded verbatim
 

@@ -2,7 +2,8 @@
 
 Each ``results_<date>.json`` found under a folder (at any depth) is one run; its per-item rows are the
 ``samples_<task>_<date>.jsonl`` files beside it, written by ``lm_eval ... --output_path DIR --log_samples``.
-A run without the ``rh_masking`` entry in its config (e.g. a plain ``hf`` run) is the unmasked condition.
+A run without the ``rh_masking`` entry in its config (e.g. a plain ``hf`` run) is the unmasked condition, unless
+it loaded a folder written by ``rh-eval export`` (see :mod:`.exported`).
 
 Loading only reads what the files record. Judging it is left to later steps of their own: whether a run can
 be trusted at all (:func:`refuse_untrusted`), and what each response did (:mod:`.failures`).
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from model_wrappers.condition import KINDS, Condition
 from rh_tasks.shared.samples import SampleFields
+
+from .exported import exported_masking
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +121,7 @@ def _load_run(path: Path, prompts: dict[str, str]) -> Run:
     data = json.loads(path.read_text(encoding="utf-8"))
     date = _RESULTS_FILE.match(path.name)["date"]
     config = data["config"] if isinstance(data["config"], dict) else {}
-    masking = config.get("rh_masking") or {}
+    masking = config.get("rh_masking") or exported_masking(path, config.get("model_args")) or {}
     model = (
         masking.get("model") or _model_name(config.get("model_args")) or data.get("model_name") or config.get("model")
     )

@@ -1,0 +1,53 @@
+"""The condition to export, resolved by ``rh-masked`` itself, so heads, scores and units mean exactly what they
+mean in an evaluation. This is the one place that reads ``RHMaskedLM``'s resolved state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..masking.canary import PROBE_TEXT
+from .export import MaskedSource
+from .weights import ExportRefusedError
+
+
+def masked_source(model_args: dict, device: str = "cpu") -> MaskedSource:
+    """Load the model ``model_args`` (rh-masked's ``--model_args``) names in float32, with its condition resolved.
+
+    Raises :class:`ExportRefusedError` for a condition no weight edit can express, before any weights load.
+    """
+    from ..lm.rh_masked import RHMaskedLM
+
+    args = dict(model_args)
+    phase = str(args.pop("phase", "all") or "all").strip().lower()
+    if phase != "all":
+        raise ExportRefusedError(
+            f"phase={phase} cannot be exported: it masks from the prompt's last token on, which no weight edit can "
+            "do. Evaluate it with --model rh-masked, or export phase=all."
+        )
+    if str(args.get("heads", "none")).strip().lower() == "none":
+        raise ExportRefusedError(
+            "No heads to mask (heads=none): the export would be the source model itself. Pass heads=retrieval,k=N "
+            "or heads=[[layer,head],...]."
+        )
+    for key in ("dtype", "device", "batch_size"):
+        if key in args:
+            raise ExportRefusedError(
+                f"{key}= is not an export argument: export computes in float32 and writes the source's dtype"
+                + (" (use --device)." if key == "device" else ".")
+            )
+    lm = RHMaskedLM(**args, phase="all", device=device, batch_size=1, dtype="float32")
+    folder = Path(lm._source["path"])
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(str(folder), revision=args.get("revision")))
+    probe = lm.tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"].to(lm.model.device)
+    return MaskedSource(
+        model=lm.model,
+        folder=folder,
+        heads=tuple(lm.selection.heads),
+        mode=lm._mode,
+        means=lm._means,
+        probe_ids=probe,
+        rh_masking=lm.get_model_info()["rh_masking"],
+    )
