@@ -23,6 +23,7 @@ from model_wrappers.export import (
     read_export_record,
 )
 from model_wrappers.export.record import ExportRecordError
+from model_wrappers.masking.modes import as_mode
 from rh_tasks.plugin.command import main
 
 HEADS = ((0, 1), (1, 0), (1, 3))
@@ -33,7 +34,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 def _source(model, folder, mode, probe, **kwargs) -> MaskedSource:
     means = head_output_means(model, probe) if mode == "mean" else None
-    return MaskedSource(model, folder, HEADS, mode, means, probe, {"mode": mode, "heads": [list(h) for h in HEADS]})
+    bound = as_mode(mode, means)
+    return MaskedSource(model, folder, HEADS, bound, probe, {"mode": mode, "heads": [list(h) for h in HEADS]})
 
 
 def _saved(tmp_path, model_type, attn, **save):
@@ -44,7 +46,7 @@ def _saved(tmp_path, model_type, attn, **save):
 
 
 def _hooked(source: MaskedSource, ids):
-    with torch.no_grad(), mask_heads(source.model, HEADS, mode=source.mode, phase="all", means=source.means):
+    with torch.no_grad(), mask_heads(source.model, HEADS, mode=source.mode, phase="all"):
         return source.model(ids).logits
 
 
@@ -200,7 +202,7 @@ def test_stock_lm_eval_on_an_export_gives_rh_masked_samples_and_reports_as_maske
 
 
 def _exported_run(tmp_path, input_ids) -> tuple:
-    from test_report import mc_rows, write_run
+    from report_runs import mc_rows, write_run
 
     model, folder = _saved(tmp_path, "llama", "sdpa")
     masking = {"heads_kind": "retrieval", "k": 3, "num_masked": 3, "heads": [list(h) for h in HEADS]}

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..masking.hooks import Head, mask_heads
+from ..condition import Head
+from ..masking.hooks import mask_heads
+from ..masking.modes import MaskMode
 from .checkpoint import checkpoint_names, tensor_files, weights_sha256, write_checkpoint
 from .record import RECORD_NAME
 from .weights import ExportRefusedError, weight_edits
@@ -41,8 +43,7 @@ class MaskedSource:
     model: nn.Module  # float32
     folder: Path  # its safetensors checkpoint
     heads: tuple[Head, ...]
-    mode: str
-    means: dict[int, torch.Tensor] | None
+    mode: MaskMode  # bound to ``model``
     probe_ids: torch.Tensor  # [1, T]
     rh_masking: dict  # what rh-masked records in config.rh_masking
 
@@ -52,10 +53,10 @@ def export_masked(source: MaskedSource, output: str | Path) -> dict:
     output = Path(output)
     check_output(output)
     start = time.perf_counter()
-    edits = weight_edits(source.model, source.heads, source.mode, source.means)
+    edits = weight_edits(source.model, source.heads, source.mode)
     files = tensor_files(source.folder)
     edits = checkpoint_names(edits, files, source.model.base_model_prefix)
-    with torch.no_grad(), mask_heads(source.model, source.heads, mode=source.mode, means=source.means):
+    with torch.no_grad(), mask_heads(source.model, source.heads, mode=source.mode):
         expected = source.model(source.probe_ids).logits
     staging = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -63,7 +64,7 @@ def export_masked(source: MaskedSource, output: str | Path) -> dict:
     try:
         written = write_checkpoint(source.folder, staging, edits, files)
         reached = verify(staging, source.probe_ids, expected, source.model.config._attn_implementation)
-        tolerance = TOLERANCE[source.mode]
+        tolerance = TOLERANCE[source.mode.name]
         if not reached <= tolerance:
             raise ExportVerificationError(
                 f"The exported checkpoint's logits differ from rh-masked's by {reached:.3g} (tolerance {tolerance:g}) "

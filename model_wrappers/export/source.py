@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..condition import ARGUMENTS, Condition
 from ..masking.canary import PROBE_TEXT
 from .export import MaskedSource
 from .weights import ExportRefusedError
@@ -18,13 +19,13 @@ def masked_source(model_args: dict, device: str = "cpu") -> MaskedSource:
     from ..lm.rh_masked import RHMaskedLM
 
     args = dict(model_args)
-    phase = str(args.pop("phase", "all") or "all").strip().lower()
-    if phase != "all":
+    condition = Condition.parse(**{name: args.pop(name) for name in ARGUMENTS if name in args})
+    if condition.phase != "all":
         raise ExportRefusedError(
-            f"phase={phase} cannot be exported: it masks from the prompt's last token on, which no weight edit can "
-            "do. Evaluate it with --model rh-masked, or export phase=all."
+            f"phase={condition.phase} cannot be exported: it masks from the prompt's last token on, which no weight "
+            "edit can do. Evaluate it with --model rh-masked, or export phase=all."
         )
-    if str(args.get("heads", "none")).strip().lower() == "none":
+    if condition.kind == "none":
         raise ExportRefusedError(
             "No heads to mask (heads=none): the export would be the source model itself. Pass heads=retrieval,k=N "
             "or heads=[[layer,head],...]."
@@ -35,7 +36,7 @@ def masked_source(model_args: dict, device: str = "cpu") -> MaskedSource:
                 f"{key}= is not an export argument: export computes in float32 and writes the source's dtype"
                 + (" (use --device)." if key == "device" else ".")
             )
-    lm = RHMaskedLM(**args, phase="all", device=device, batch_size=1, dtype="float32")
+    lm = RHMaskedLM(condition=condition, **args, device=device, batch_size=1, dtype="float32")
     folder = Path(lm._source["path"])
     if not folder.is_dir():
         from huggingface_hub import snapshot_download
@@ -45,9 +46,8 @@ def masked_source(model_args: dict, device: str = "cpu") -> MaskedSource:
     return MaskedSource(
         model=lm.model,
         folder=folder,
-        heads=tuple(lm.selection.heads),
-        mode=lm._mode,
-        means=lm._means,
+        heads=lm.condition.heads,
+        mode=lm.state.mode,
         probe_ids=probe,
         rh_masking=lm.get_model_info()["rh_masking"],
     )

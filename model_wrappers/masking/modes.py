@@ -25,6 +25,7 @@ from torch import nn
 
 from ..condition import MODES, check_choice
 from .architectures import AttentionSite, HeadGeometry, attention_sites
+from .weight_edits import ExportRefusedError, TensorEdit, no_bias_message, out_axis, projected
 
 PerRow = list[list[int]]  # masked query heads of one layer: one list for every row, or one list per row
 
@@ -42,6 +43,13 @@ class MaskMode:
         """Register this layer's hook; return its handle. ``gate.masked_from(layer, x)`` says where to start."""
         raise NotImplementedError
 
+    def weight_edits(self, site: AttentionSite, layer: int, columns: torch.Tensor, name_of, config) -> dict:
+        """``{parameter name: TensorEdit}`` that write this mode into one layer's weights, as under ``phase=all``.
+
+        ``columns`` are the masked heads' columns; ``name_of(module)`` is a module's name in the model.
+        """
+        raise ExportRefusedError(f"mode={self.name} has no weight edit; evaluate it with --model rh-masked.")
+
 
 class Uniform(MaskMode):
     name = "uniform"
@@ -57,6 +65,14 @@ class Uniform(MaskMode):
             return output
 
         return site.query.register_forward_hook(hook)
+
+    def weight_edits(self, site, layer, columns, name_of, config):
+        """The heads' query rows (and bias entries) become the 0 the hook multiplies them by."""
+        name = name_of(site.query)
+        edits = {f"{name}.weight": TensorEdit(axis=out_axis(site.query), index=columns)}
+        if site.query.bias is not None:
+            edits[f"{name}.bias"] = TensorEdit(axis=0, index=columns)
+        return edits
 
 
 class Zero(MaskMode):
@@ -84,6 +100,10 @@ class Zero(MaskMode):
         """What to add where the heads were zeroed: nothing."""
         return None
 
+    def weight_edits(self, site, layer, columns, name_of, config):
+        """The heads' input columns of the output projection become 0."""
+        return {f"{name_of(site.out_proj)}.weight": TensorEdit(axis=1 - out_axis(site.out_proj), index=columns)}
+
 
 class Mean(Zero):
     """:class:`Zero`, plus each masked head's mean output at its columns."""
@@ -104,11 +124,20 @@ class Mean(Zero):
         def build():
             fill = torch.zeros(len(per_row), 1, width)
             for row, heads in enumerate(per_row):
-                columns = _head_columns(heads, head_dim)
+                columns = head_columns(heads, head_dim)
                 fill[row, :, columns] = flat[columns]
             return fill[0, 0] if len(per_row) == 1 else fill
 
         return _DeviceCache(build)
+
+    def weight_edits(self, site, layer, columns, name_of, config):
+        """:class:`Zero`'s edit, and the heads' projected mean output folded into the output projection's bias."""
+        module, name = site.out_proj, name_of(site.out_proj)
+        if module.bias is None:
+            raise ExportRefusedError(no_bias_message(name.rsplit(".", 1)[-1], config))
+        edits = super().weight_edits(site, layer, columns, name_of, config)
+        edits[f"{name}.bias"] = TensorEdit(add=projected(module, columns, self.means[layer]))
+        return edits
 
 
 MASK_MODES: dict[str, type[MaskMode]] = {mode.name: mode for mode in (Uniform, Zero, Mean)}
@@ -127,11 +156,11 @@ def as_mode(mode: str | MaskMode, means: dict[int, torch.Tensor] | None = None) 
 
 
 def _out_features(module: nn.Module) -> int:
-    # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out].
-    return module.nf if hasattr(module, "nf") else module.out_features
+    return module.weight.shape[out_axis(module)]
 
 
-def _head_columns(heads: list[int], head_dim: int) -> torch.Tensor:
+def head_columns(heads: list[int], head_dim: int) -> torch.Tensor:
+    """The columns of ``heads`` in a ``[..., num_heads * head_dim]`` activation."""
     return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads]) if heads else torch.arange(0)
 
 
@@ -144,7 +173,7 @@ def _keep(per_row: PerRow, head_dim: int, width: int) -> _DeviceCache:
     def build():
         keep = torch.ones(len(per_row), 1, width)
         for row, heads in enumerate(per_row):
-            keep[row, :, _head_columns(heads, head_dim)] = 0.0
+            keep[row, :, head_columns(heads, head_dim)] = 0.0
         return keep[0, 0] if len(per_row) == 1 else keep
 
     return _DeviceCache(build)
