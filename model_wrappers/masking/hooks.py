@@ -67,7 +67,7 @@ class _Gate:
         if sorted(self.ran) != self.layers:
             raise MaskingError(
                 f"A forward pass reached the masked layers {sorted(self.ran)} of {self.layers}: the model no "
-                f"longer calls the hooked projections (transformers {transformers.__version__}), so its heads "
+                f"longer calls the hooked modules (transformers {transformers.__version__}), so its heads "
                 "would run unmasked. Pin an earlier transformers release or report this model."
             )
         self.passes += 1
@@ -88,16 +88,17 @@ class _Gate:
 class _PhaseGate(_Gate):
     """One head set for every row; ``phase`` decides which positions are masked (see the module docstring)."""
 
-    def __init__(self, phase: str, tail: int, layers: list[int], audit: MaskingAudit):
+    def __init__(self, phase: str, tail: int, layers: list[int], audit: MaskingAudit, opener: str = "mask_heads"):
         super().__init__(layers)
         self.phase, self.tail, self.audit = phase, tail, audit
+        self.opener = opener  # the context manager to open once per prompt, named in errors
 
     def check_pass(self, length: int) -> None:
         if self.phase == "decode" and self.passes and length != 1:
             raise MaskingError(
                 f"phase='decode' masks from the prompt's last token on, so after the prompt's forward pass "
                 f"every pass must decode one cached token, but pass {self.passes + 1} fed {length} positions "
-                f"(transformers {transformers.__version__}). Open one mask_heads context per generate call "
+                f"(transformers {transformers.__version__}). Open one {self.opener} context per generate call "
                 "and keep use_cache=True; chunked prefill and assisted decoding are not supported."
             )
 
