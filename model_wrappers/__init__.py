@@ -25,12 +25,15 @@ _EXPORTS = {
     "MaskingAudit": "masking.audit",
     "MaskingError": "masking.audit",
     "UnsupportedArchitectureError": "masking.architectures",
+    "UnsupportedAttentionError": "masking.window",
     "head_output_means": "masking.hooks",
     "load_head_scores": "heads.scores",
     "mask_heads": "masking.hooks",
     "mask_rows": "masking.hooks",
     "model_source": "sources.resolve",
     "select_heads": "heads.selection",
+    "window_heads": "masking.window",
+    "window_rows": "masking.window",
 }
 __all__ = sorted(_EXPORTS)
 
