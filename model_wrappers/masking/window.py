@@ -210,10 +210,10 @@ class _Pattern:
             self.sinks = None
             return
         if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+            kind = f"{mask.dim()}D" if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise MaskingError(
-                "Windowed heads need the 2D padding mask [batch, positions], but the model was given a prepared "
-                f"{type(mask).__name__} mask (static caches and compiled generation prepare one). Use a dynamic "
-                "KV cache."
+                f"Windowed heads need the 2D padding mask [batch, positions], but the model was given a prepared "
+                f"{kind} mask (static caches and compiled generation prepare one). Use a dynamic KV cache."
             )
         real = mask.bool()
         self.sinks = real & (real.cumsum(dim=-1) <= self.sink)
