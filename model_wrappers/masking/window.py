@@ -13,9 +13,12 @@ windowed heads, the window. Query and key positions are absolute, read from the 
 over a cached prefix, or a sliding layer's cropped cache, is placed correctly. Only eager and SDPA attention take
 such a mask; flash and flex attention are refused.
 
-Memory: the per-head mask exists for one layer at a time and holds ``B*H*Q*K`` elements (bool under SDPA, the
-model's float dtype under eager): 151 MB for one 4096-token prefill with 9 heads under SDPA; ``B*H*K`` per decoded
-token. A mask that would change nothing (every key within the window) is not built at all.
+Cost: the per-head mask exists for one layer at a time and holds ``B*H*Q*K`` elements (bool under SDPA, the
+model's float dtype under eager), twice that while it is built: 151 MB for one 4096-token prefill with 9 heads
+under SDPA; ``B*H*K`` per decoded token. Under ``phase="decode"`` the prompt's pass carries the whole mask too,
+though only its last ``tail`` rows window anything. A materialized mask also keeps SDPA off its causal fast path,
+which costs more than building the mask on long prefills. A mask that would change nothing (every key within
+reach of the window) is not built at all.
 
 ``phase`` works as in :func:`~model_wrappers.masking.hooks.mask_heads`: ``all`` windows every position;
 ``decode`` reads the prompt with full attention and windows its last ``tail`` positions and every decoded token,
