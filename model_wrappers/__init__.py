@@ -25,6 +25,7 @@ _EXPORTS = {
     "MaskingAudit": "masking.audit",
     "MaskingError": "masking.audit",
     "UnsupportedArchitectureError": "masking.architectures",
+    "UnsupportedAttentionError": "masking.window",
     "head_output_means": "masking.modes",
     "load_head_scores": "heads.load",
     "mask_heads": "masking.hooks",
@@ -32,6 +33,8 @@ _EXPORTS = {
     "model_source": "sources.resolve",
     "resolve_heads": "heads.selection",
     "select_heads": "heads.selection",
+    "window_heads": "masking.window",
+    "window_rows": "masking.window",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -64,10 +64,11 @@ class HeadGeometry:
 
 @dataclass(frozen=True)
 class AttentionSite:
-    """The two hook points of one layer's attention."""
+    """The hook points of one layer's attention."""
 
     query: nn.Module  # output [B, T, width]; queries are the first H*D columns
     out_proj: nn.Module  # input [B, T, H*D], head h at columns h*D:(h+1)*D
+    attention: nn.Module  # the attention module, called with the layer's attention_mask keyword
 
 
 def check_supported(config) -> str:
@@ -90,7 +91,7 @@ def attention_sites(model: nn.Module) -> list[AttentionSite]:
     sites = []
     for layer in layers:
         attn = getattr(layer, attn_name)
-        sites.append(AttentionSite(query=getattr(attn, query_name), out_proj=getattr(attn, out_name)))
+        sites.append(AttentionSite(query=getattr(attn, query_name), out_proj=getattr(attn, out_name), attention=attn))
     return sites
 
 

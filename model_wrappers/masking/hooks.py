@@ -57,7 +57,7 @@ class _Gate:
         if sorted(self.ran) != self.layers:
             raise MaskingError(
                 f"A forward pass reached the masked layers {sorted(self.ran)} of {self.layers}: the model no "
-                f"longer calls the hooked projections (transformers {transformers.__version__}), so its heads "
+                f"longer calls the hooked modules (transformers {transformers.__version__}), so its heads "
                 "would run unmasked. Pin an earlier transformers release or report this model."
             )
         self.passes += 1
@@ -75,19 +75,20 @@ class _Gate:
         raise NotImplementedError
 
 
-class _PhaseGate(_Gate):
+class PhaseGate(_Gate):
     """One head set for every row; ``phase`` decides which positions are masked (see the module docstring)."""
 
-    def __init__(self, phase: str, tail: int, layers: list[int], audit: MaskingAudit):
+    def __init__(self, phase: str, tail: int, layers: list[int], audit: MaskingAudit, opener: str = "mask_heads"):
         super().__init__(layers)
         self.phase, self.tail, self.audit = phase, tail, audit
+        self.opener = opener  # the context manager to open once per prompt, named in errors
 
     def check_pass(self, length: int) -> None:
         if self.phase == "decode" and self.passes and length != 1:
             raise MaskingError(
                 f"phase='decode' masks from the prompt's last token on, so after the prompt's forward pass "
                 f"every pass must decode one cached token, but pass {self.passes + 1} fed {length} positions "
-                f"(transformers {transformers.__version__}). Open one mask_heads context per generate call "
+                f"(transformers {transformers.__version__}). Open one {self.opener} context per generate call "
                 "and keep use_cache=True; chunked prefill and assisted decoding are not supported."
             )
 
@@ -100,7 +101,7 @@ class _PhaseGate(_Gate):
         return [self.audit]
 
 
-class _RowGate(_Gate):
+class RowGate(_Gate):
     """A head set per row, masked at every position; pass shapes prove that the prefix cache was used."""
 
     def __init__(self, fresh: int, layers: list[int], rows: list[list[Head]], audits: Sequence[MaskingAudit]):
@@ -190,7 +191,7 @@ def mask_heads(
     by_layer: dict[int, list[int]] = defaultdict(list)
     for layer, head in masked:
         by_layer[layer].append(head)
-    gate = _PhaseGate(phase, tail, sorted(by_layer), audit)
+    gate = PhaseGate(phase, tail, sorted(by_layer), audit)
     with _hooks(model, gate, {layer: [layer_heads] for layer, layer_heads in by_layer.items()}, mode):
         yield audit
 
@@ -223,7 +224,7 @@ def mask_rows(
     if not by_layer:
         yield
         return
-    gate = _RowGate(fresh, sorted(by_layer), checked, audits)
+    gate = RowGate(fresh, sorted(by_layer), checked, audits)
     with _hooks(model, gate, by_layer, mode):
         yield
 

@@ -96,7 +96,7 @@ class Zero(MaskMode):
 
         return site.out_proj.register_forward_pre_hook(hook)
 
-    def _fill(self, layer: int, per_row: PerRow, head_dim: int, width: int) -> _DeviceCache | None:
+    def _fill(self, layer: int, per_row: PerRow, head_dim: int, width: int) -> DeviceCache | None:
         """What to add where the heads were zeroed: nothing."""
         return None
 
@@ -128,7 +128,7 @@ class Mean(Zero):
                 fill[row, :, columns] = flat[columns]
             return fill[0, 0] if len(per_row) == 1 else fill
 
-        return _DeviceCache(build)
+        return DeviceCache(build)
 
     def weight_edits(self, site, layer, columns, name_of, config):
         """:class:`Zero`'s edit, and the heads' projected mean output folded into the output projection's bias."""
@@ -164,7 +164,7 @@ def head_columns(heads: list[int], head_dim: int) -> torch.Tensor:
     return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads]) if heads else torch.arange(0)
 
 
-def _keep(per_row: PerRow, head_dim: int, width: int) -> _DeviceCache:
+def _keep(per_row: PerRow, head_dim: int, width: int) -> DeviceCache:
     """Ones except zeros at the masked heads' columns, ``[width]`` or ``[rows, 1, width]``.
 
     One multiply masks them and leaves every other column bit-exact.
@@ -176,10 +176,10 @@ def _keep(per_row: PerRow, head_dim: int, width: int) -> _DeviceCache:
             keep[row, :, head_columns(heads, head_dim)] = 0.0
         return keep[0, 0] if len(per_row) == 1 else keep
 
-    return _DeviceCache(build)
+    return DeviceCache(build)
 
 
-class _DeviceCache:
+class DeviceCache:
     """Builds a small constant once per (device, dtype): hooks stay allocation-free on the hot path."""
 
     def __init__(self, build):

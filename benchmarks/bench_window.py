@@ -1,0 +1,89 @@
+"""Wall-time overhead of windowed heads against the plain model, measured side by side in one run.
+
+A random-weight Llama-shaped model (or ``--pretrained``) runs the same inputs plain and under
+:func:`window_heads`, in interleaved rounds, so each ratio compares runs made moments apart under the same machine
+load. Two jobs per length: one forward pass over the prompt (``phase=all``: every position windowed, the per-head
+mask is ``[1, H, T, T]`` per layer), and a greedy generation (``phase=decode``: the prompt read whole, then
+``[1, H, 1, K]`` masks per token). Windowing saves no compute here: it only restricts what heads read.
+
+    python benchmarks/bench_window.py [--lengths 256 1024 2048] [--rounds 5] [--attn sdpa] [--pretrained PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import torch
+import transformers
+
+from model_wrappers import HeadGeometry, window_heads
+
+
+def _model(pretrained: str | None, attn: str) -> transformers.PreTrainedModel:
+    if pretrained:
+        return transformers.AutoModelForCausalLM.from_pretrained(pretrained, attn_implementation=attn).eval()
+    config = transformers.LlamaConfig(
+        vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8,
+        num_key_value_heads=2, max_position_embeddings=8192,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrained", help="model folder or hub id (default: a random 4-layer Llama)")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 2048])
+    parser.add_argument("--new-tokens", type=int, default=16, help="greedy tokens generated per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--sink", type=int, default=4)
+    parser.add_argument("--kept", type=float, default=0.1, help="fraction of heads kept whole")
+    args = parser.parse_args()
+
+    model = _model(args.pretrained, args.attn)
+    geometry = HeadGeometry.from_config(model.config)
+    heads = [(layer, head) for layer in range(geometry.num_layers) for head in range(geometry.num_heads)]
+    kept = random.Random(0).sample(heads, max(1, int(args.kept * len(heads))))
+    print(
+        f"{geometry.num_layers} layers x {geometry.num_heads} heads ({geometry.num_kv_heads} KV), {args.attn}; "
+        f"{len(kept)} heads kept, window {args.window}, sink {args.sink}; torch threads {torch.get_num_threads()}"
+    )
+
+    for length in args.lengths:
+        ids = torch.randint(3, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0))
+
+        def forward(windowed: bool, ids: torch.Tensor = ids) -> None:
+            with window_heads(model, kept if windowed else heads, window=args.window, sink=args.sink):
+                model(ids)
+
+        def generate(windowed: bool, ids: torch.Tensor = ids) -> None:
+            kept_heads = kept if windowed else heads
+            with window_heads(model, kept_heads, window=args.window, sink=args.sink, phase="decode"):
+                model.generate(
+                    ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
+                    pad_token_id=0,
+                )  # fmt: skip
+
+        for name, job in (("forward", forward), (f"generate {args.new_tokens}", generate)):
+            times: dict[bool, list[float]] = {False: [], True: []}
+            with torch.no_grad():
+                job(False), job(True)  # warm-up
+                for _ in range(args.rounds):
+                    for windowed in (False, True):
+                        start = time.perf_counter()
+                        job(windowed)
+                        times[windowed].append(time.perf_counter() - start)
+            ratio = statistics.median(w / p for w, p in zip(times[True], times[False]))
+            print(
+                f"  {length:5d} tokens  {name:12s} plain {statistics.median(times[False]):7.3f} s   windowed "
+                f"{statistics.median(times[True]):7.3f} s   median ratio {ratio:.3f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
