@@ -11,24 +11,22 @@ from .export import MaskedSource
 from .weights import ExportRefusedError
 
 
-def masked_source(model_args: dict, device: str = "cpu") -> MaskedSource:
+def masked_source(model_args: dict, device: str = "cpu", condition: Condition | None = None) -> MaskedSource:
     """Load the model ``model_args`` (rh-masked's ``--model_args``) names in float32, with its condition resolved.
+
+    The condition is ``condition`` or, without it, the one ``model_args`` describe.
 
     Raises :class:`ExportRefusedError` for a condition no weight edit can express, before any weights load.
     """
     from ..lm.rh_masked import RHMaskedLM
 
     args = dict(model_args)
-    condition = Condition.parse(**{name: args.pop(name) for name in ARGUMENTS if name in args})
+    described = {name: args.pop(name) for name in ARGUMENTS if name in args}
+    condition = condition or Condition.parse(**described)
     if condition.phase != "all":
         raise ExportRefusedError(
             f"phase={condition.phase} cannot be exported: it masks from the prompt's last token on, which no weight "
             "edit can do. Evaluate it with --model rh-masked, or export phase=all."
-        )
-    if condition.kind == "none":
-        raise ExportRefusedError(
-            "No heads to mask (heads=none): the export would be the source model itself. Pass heads=retrieval,k=N "
-            "or heads=[[layer,head],...]."
         )
     for key in ("dtype", "device", "batch_size"):
         if key in args:

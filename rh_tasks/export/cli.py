@@ -48,7 +48,13 @@ def main(args: argparse.Namespace) -> int:
     from model_wrappers.export.export import check_output
 
     check_output(args.output)
-    source = masked_source(_parse_model_args(args.model_args), device=args.device)
+    model_args = _parse_model_args(args.model_args)
+    if str(model_args.get("heads", "none")).strip().lower() == "none":
+        raise CommandError(
+            "No heads to mask (heads=none): the export would be the source model itself. Pass heads=retrieval,k=N "
+            "or heads=[[layer,head],...]."
+        )
+    source = masked_source(model_args, device=args.device)
     record = export_masked(source, args.output)["export"]
     masking = source.rh_masking
     print(

@@ -43,16 +43,29 @@ class SuiteConfig:
     output_dir: str = "runs/suite"
     batch_size: int = 1
     device: str = "cpu"
+    engine: str | None = None  # an lm-eval backend that runs exported checkpoints; None: rh-masked's hooks
 
     def digest(self) -> str:
         """Hash of everything that changes results; the output folder does not."""
         content = {key: value for key, value in asdict(self).items() if key != "output_dir"}
+        if self.engine is None:  # suites written before engines existed keep their hash
+            del content["engine"]
         # conditions hash as they always have, so that suites written earlier still resume
         content["conditions"] = [{"heads": c.kind, "k": c.k, "seed": c.seed} for c in self.conditions]
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-_TOP_KEYS = {"model", "tasks", "masking", "conditions", "apply_chat_template", "output_dir", "batch_size", "device"}
+_TOP_KEYS = {
+    "model",
+    "tasks",
+    "masking",
+    "conditions",
+    "apply_chat_template",
+    "output_dir",
+    "batch_size",
+    "device",
+    "engine",
+}
 _MODEL_KEYS = {"pretrained", "args", "head_scores"}
 _TASK_KEYS = {"task", "limit", "metadata", "num_fewshot"}
 _MASKING_KEYS = {"mode", "phase", "unit"}
@@ -87,6 +100,21 @@ def _check_choice(where: str, name: str, value) -> None:
         check_choice(name, value)
     except ConditionError as err:
         raise SuiteConfigError(f"{where}: {err}") from None
+
+
+def _check_engine(source: str, config: SuiteConfig) -> None:
+    if config.engine is None:
+        return
+    if not isinstance(config.engine, str) or not config.engine.strip() or config.engine == "rh-masked":
+        raise SuiteConfigError(
+            f"{source}: engine={config.engine!r} must name an lm-eval backend that loads a checkpoint folder, such "
+            "as hf or vllm; leave it out to mask with rh-masked's hooks."
+        )
+    if config.phase != "all":
+        raise SuiteConfigError(
+            f"{source}: engine={config.engine} runs exported checkpoints, and phase={config.phase} cannot be "
+            "written into weights; use masking.phase: all, or leave engine out."
+        )
 
 
 def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
@@ -139,6 +167,7 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
         output_dir=str(data.get("output_dir", "runs/suite")),
         batch_size=data.get("batch_size", 1),
         device=data.get("device", "cpu"),
+        engine=data.get("engine"),
     )
     for where, name in (("masking.mode", "mode"), ("masking.phase", "phase"), ("masking.unit", "unit")):
         _check_choice(f"{source}: {where}", name, getattr(config, name))
@@ -152,6 +181,7 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
         for seed in seeds
     ]
     config = replace(config, conditions=tuple(expanded))
+    _check_engine(source, config)
     if not isinstance(config.apply_chat_template, bool):
         raise SuiteConfigError(f"{source}: apply_chat_template must be true or false.")
     _positive_ints(f"{source}: batch_size", config.batch_size)

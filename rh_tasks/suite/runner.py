@@ -75,7 +75,12 @@ def _is_complete(folder: Path, config: SuiteConfig) -> bool:
     return record.is_file() and json.loads(record.read_text()).get("config_hash") == config.digest()
 
 
-def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, tasks: TaskCache, bar: tqdm) -> None:
+def _run_condition(
+    lm, config: SuiteConfig, condition: Condition, folder: Path, tasks: TaskCache, bar: tqdm, served=None
+) -> None:
+    """Evaluate every task under ``condition``. A ``served`` run is ``(checkpoint folder, rh_masking record)``: the
+    results name the folder, which is how the report finds the condition the folder records."""
+    model_args, record = ({"pretrained": str(served[0])}, served[1]) if served else (None, None)
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
 
@@ -96,6 +101,7 @@ def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, 
             log_samples=True,
             apply_chat_template=config.apply_chat_template,
             evaluation_tracker=tracker,
+            model_args=model_args,
         )
         samples = results.pop("samples")
         tracker.save_results_aggregated(results=results, samples=samples)
@@ -106,7 +112,7 @@ def _run_condition(lm, config: SuiteConfig, condition: Condition, folder: Path, 
         {
             "condition": condition.name,
             "config_hash": config.digest(),
-            "rh_masking": lm.get_model_info()["rh_masking"],
+            "rh_masking": record or lm.get_model_info()["rh_masking"],
             "seconds": round(time.perf_counter() - start, 1),
             "versions": versions(*PACKAGES),
         },
@@ -199,6 +205,8 @@ def _run_pending(
     tasks = TaskCache()
     designs = task_designs(config, tasks)
     warn_about_design(config, designs)
+    if config.engine is not None:
+        return _run_served(config, pending, conditions_dir, tasks, sum(design.items for design in designs))
     lm = RHMaskedLM(
         pretrained=config.pretrained, batch_size=config.batch_size, device=config.device, **config.model_args
     )
@@ -221,3 +229,19 @@ def _run_pending(
     if not one_by_one:
         timing["shared_prefill"] = asdict(lm.shared_timing())
     return timing
+
+
+def _run_served(config: SuiteConfig, pending: list[Condition], conditions_dir: Path, tasks: TaskCache, items: int):
+    """Evaluate each pending condition on the suite's engine: exported, then loaded by the named backend."""
+    from .served import load_backend, served_folder
+
+    start = time.perf_counter()
+    exports = conditions_dir.parent / "exports"
+    with tqdm(total=len(pending) * items, desc=f"{len(pending)} conditions", unit="item", dynamic_ncols=True) as bar:
+        with _environment_read_once():
+            for condition in pending:
+                folder, record = served_folder(config, condition, exports)
+                lm = load_backend(config, folder)
+                _run_condition(lm, config, condition, conditions_dir / condition.name, tasks, bar, (folder, record))
+                bar.update(items)
+    return {"conditions": len(pending), "engine": config.engine, "seconds": time.perf_counter() - start}
