@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -118,3 +119,31 @@ def built(tmp_path_factory):
     folders = suite(root)
     files = write_report(folders, root / "report", **FAST)
     return root, files
+
+
+SUITE_BASE = {
+    "tasks": [
+        {
+            "task": "niah",
+            "limit": 2,
+            "metadata": {"lengths": [128], "depths": [50], "needles": ["sf_sandwich", "owl_stamp"]},
+        }
+    ],
+    "conditions": {"retrieval": [1], "random": {"k": [1], "seeds": [0, 1]}},
+    "apply_chat_template": False,
+}
+
+
+@pytest.fixture
+def suite(tiny_checkpoint, tmp_path):
+    """A tiny niah suite on the tiny checkpoint: none, retrieval@1 and random@1 with two seeds."""
+    from rh_tasks.suite import parse_suite
+
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({f"{l}-{h}": [0.6 if (l, h) == (1, 2) else 0.01] for l in range(2) for h in range(4)}))
+    data = {
+        **SUITE_BASE,
+        "model": {"pretrained": tiny_checkpoint, "head_scores": str(scores)},
+        "output_dir": str(tmp_path / "out"),
+    }
+    return parse_suite(data)

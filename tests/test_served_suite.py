@@ -8,7 +8,6 @@ import json
 
 import pytest
 from test_suite import _samples, _without_paths
-from test_suite import suite as _suite  # noqa: F401 (the tiny suite, as a fixture named suite)
 
 from rh_tasks.suite import SuiteConfigError, parse_suite, run_suite
 
@@ -50,10 +49,10 @@ def test_a_resumed_engine_suite_reuses_its_exports(suite, tmp_path, monkeypatch)
     ],
 )
 def test_engine_suites_refuse_what_weights_cannot_carry(change, message):
-    from test_suite import BASE
+    from conftest import SUITE_BASE
 
     with pytest.raises(SuiteConfigError, match=message):
-        parse_suite({**BASE, **change})
+        parse_suite({**SUITE_BASE, **change})
 
 
 def test_engine_suites_hash_apart_and_suites_without_one_keep_their_hash():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SUITE_BASE as BASE
 
 from rh_tasks.plugin.command import main
 from rh_tasks.plugin.registration import task_configs_dir
@@ -21,30 +22,6 @@ from rh_tasks.suite import (
     runner,
 )
 from rh_tasks.suite.identity import compare_samples
-
-BASE = {
-    "tasks": [
-        {
-            "task": "niah",
-            "limit": 2,
-            "metadata": {"lengths": [128], "depths": [50], "needles": ["sf_sandwich", "owl_stamp"]},
-        }
-    ],
-    "conditions": {"retrieval": [1], "random": {"k": [1], "seeds": [0, 1]}},
-    "apply_chat_template": False,
-}
-
-
-@pytest.fixture
-def suite(tiny_checkpoint, tmp_path):
-    scores = tmp_path / "scores.json"
-    scores.write_text(json.dumps({f"{l}-{h}": [0.6 if (l, h) == (1, 2) else 0.01] for l in range(2) for h in range(4)}))
-    data = {
-        **BASE,
-        "model": {"pretrained": tiny_checkpoint, "head_scores": str(scores)},
-        "output_dir": str(tmp_path / "out"),
-    }
-    return parse_suite(data)
 
 
 def test_shipped_suites_are_valid():
