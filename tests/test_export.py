@@ -14,16 +14,10 @@ import transformers
 from conftest import REPO_ROOT, tiny_model
 
 from model_wrappers import head_output_means, mask_heads
-from model_wrappers.export import (
-    RECORD_NAME,
-    ExportRefusedError,
-    ExportVerificationError,
-    MaskedSource,
-    export_masked,
-    read_export_record,
-)
-from model_wrappers.export.record import ExportRecordError
+from model_wrappers.export.export import ExportVerificationError, MaskedSource, export_masked
+from model_wrappers.export.record import RECORD_NAME, ExportRecordError, read_export_record
 from model_wrappers.masking.modes import as_mode
+from model_wrappers.masking.weight_edits import ExportRefusedError
 from rh_tasks.plugin.command import main
 
 HEADS = ((0, 1), (1, 0), (1, 3))

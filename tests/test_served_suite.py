@@ -28,7 +28,7 @@ def test_a_suite_on_the_hf_engine_reports_what_the_hooks_report(suite, tmp_path)
 
 
 def test_a_resumed_engine_suite_reuses_its_exports(suite, tmp_path, monkeypatch):
-    from model_wrappers import export
+    from model_wrappers.export import export
 
     config = dataclasses.replace(suite, engine="hf", output_dir=str(tmp_path / "hf"))
     out = run_suite(config, write_report=False)

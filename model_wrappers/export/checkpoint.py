@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import sha256_file
+from ..masking.weight_edits import ExportRefusedError, TensorEdit
 from .record import MARKER_KEY, RECORD_NAME
-from .weights import ExportRefusedError, TensorEdit
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"

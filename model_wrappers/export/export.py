@@ -22,9 +22,10 @@ from torch import nn
 from ..condition import Head
 from ..masking.hooks import mask_heads
 from ..masking.modes import MaskMode
+from ..masking.weight_edits import ExportRefusedError
 from .checkpoint import checkpoint_names, tensor_files, weights_sha256, write_checkpoint
 from .record import RECORD_NAME
-from .weights import ExportRefusedError, weight_edits
+from .weights import weight_edits
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..condition import ARGUMENTS, Condition
 from ..masking.canary import PROBE_TEXT
+from ..masking.weight_edits import ExportRefusedError
 from .export import MaskedSource
-from .weights import ExportRefusedError
 
 
 def masked_source(model_args: dict, device: str = "cpu", condition: Condition | None = None) -> MaskedSource:

@@ -22,15 +22,14 @@ from torch import nn
 from ..masking.architectures import HeadGeometry, attention_sites, check_supported
 from ..masking.hooks import validate_heads
 from ..masking.modes import MaskMode, head_columns
-from ..masking.weight_edits import ExportRefusedError, TensorEdit
-
-__all__ = ["ExportRefusedError", "TensorEdit", "weight_edits"]
+from ..masking.weight_edits import TensorEdit
 
 
 def weight_edits(model: nn.Module, heads: Iterable[Sequence[int]], mode: MaskMode) -> dict[str, TensorEdit]:
     """``{state_dict name: edit}`` that bakes masking ``heads`` under ``mode`` (and ``phase=all``) into ``model``.
 
-    Raises :class:`ExportRefusedError` when ``mode`` cannot be expressed in this architecture's weights.
+    Raises :class:`~model_wrappers.masking.weight_edits.ExportRefusedError` when ``mode`` cannot be expressed in
+    this architecture's weights.
     """
     check_supported(model.config)
     geometry = HeadGeometry.from_config(model.config)

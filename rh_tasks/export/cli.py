@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @command(ValueError, OSError)
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from model_wrappers.export import export_masked, masked_source
-    from model_wrappers.export.export import check_output
+    from model_wrappers.export.export import check_output, export_masked
+    from model_wrappers.export.source import masked_source
 
     check_output(args.output)
     model_args = _parse_model_args(args.model_args)

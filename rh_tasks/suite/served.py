@@ -63,7 +63,8 @@ def _same(recorded: Condition, requested: Condition) -> bool:
 
 
 def _export(config: SuiteConfig, condition: Condition, folder: Path) -> dict:
-    from model_wrappers.export import export_masked, masked_source
+    from model_wrappers.export.export import export_masked
+    from model_wrappers.export.source import masked_source
 
     logger.info("Exporting %s to %s", condition.label, folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
