@@ -18,9 +18,10 @@ _FOLDER_KEYS = ("pretrained", "model", "path")  # where hf, vllm and local-compl
 
 
 def exported_masking(results: Path, model_args) -> dict | None:
-    """``rh_masking`` recorded by the exported folder that ``model_args`` load, or ``None`` if they load none."""
-    from .runs import ReportInputError
+    """``rh_masking`` recorded by the exported folder that ``model_args`` load, or ``None`` if they load none.
 
+    Raises :class:`ExportRecordError` for a folder marked as an export whose record cannot be read.
+    """
     if isinstance(model_args, str):
         model_args = dict(part.split("=", 1) for part in model_args.split(",") if "=" in part)
     if not isinstance(model_args, dict):
@@ -32,7 +33,7 @@ def exported_masking(results: Path, model_args) -> dict | None:
         try:
             record = read_export_record(value)
         except ExportRecordError as err:
-            raise ReportInputError(f"{results}: the run evaluated {value}, but {err}") from None
+            raise ExportRecordError(f"{results}: the run evaluated {value}, but {err}") from None
         if record is not None:
             return {**record["rh_masking"], "audit": _verification_audit(record)}
     return None

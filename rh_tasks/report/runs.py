@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model_wrappers.condition import KINDS, Condition
+from model_wrappers.export.record import ExportRecordError
 from rh_tasks.shared.samples import SampleFields
 
 from .exported import exported_masking
@@ -121,7 +122,10 @@ def _load_run(path: Path, prompts: dict[str, str]) -> Run:
     data = json.loads(path.read_text(encoding="utf-8"))
     date = _RESULTS_FILE.match(path.name)["date"]
     config = data["config"] if isinstance(data["config"], dict) else {}
-    masking = config.get("rh_masking") or exported_masking(path, config.get("model_args")) or {}
+    try:
+        masking = config.get("rh_masking") or exported_masking(path, config.get("model_args")) or {}
+    except ExportRecordError as err:
+        raise ReportInputError(str(err)) from None
     model = (
         masking.get("model") or _model_name(config.get("model_args")) or data.get("model_name") or config.get("model")
     )
