@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
+
 import pytest
 
-from model_wrappers.condition import Condition
+from model_wrappers.condition import Condition, ConditionError, refuse_misspelt
 from model_wrappers.heads.selection import select_heads
 from model_wrappers.masking.architectures import HeadGeometry
 
@@ -37,3 +41,79 @@ def test_the_recorded_head_set_reads_back_as_its_condition():
     assert condition == Condition("explicit", heads=((0, 2), (1, 3)), mode="zero", phase="decode")
     assert condition.label == "explicit[0.2,1.3] [zero, decode]"
     assert Condition.from_record({}) == Condition("none")
+
+
+def test_a_condition_travels_whole_from_suite_to_report(tiny_checkpoint, tmp_path):
+    """The suite's condition, resolved by rh-masked and recorded in the results file, is what the report reads."""
+    from model_wrappers.lm.rh_masked import RHMaskedLM
+
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({f"{l}-{h}": [0.5 if h == 1 else 0.0] for l in range(2) for h in range(4)}))
+    requested = Condition.parse(
+        heads="random", k=2, seed=3, match="layer", unit="head", mode="zero", phase="decode", head_scores=str(scores)
+    )
+    lm = RHMaskedLM(pretrained=tiny_checkpoint, condition=requested, batch_size=1, device="cpu")
+    record = lm.get_model_info()["rh_masking"]
+    assert Condition.from_record(record) == lm.condition
+    assert lm.condition == dataclasses.replace(requested, heads=lm.condition.heads) and len(lm.condition.heads) == 2
+    assert record["head_scores"] == str(scores) and record["audit"]["canary_logit_change"] > 0
+
+
+def test_records_written_before_read_back_as_their_conditions():
+    """rh-masked's records from earlier releases: an unmasked run that carried the suite's mode and phase, and a
+    random draw, as the results files of committed reports hold them."""
+    unmasked = {
+        "heads_kind": "none",
+        "k": None,
+        "seed": 0,
+        "match": None,
+        "unit": "head",
+        "num_masked": 0,
+        "heads": [],
+        "mode": "mean",
+        "phase": "decode",
+        "head_scores": None,
+    }
+    drawn = {
+        "heads_kind": "random",
+        "k": 2,
+        "seed": 4,
+        "match": None,
+        "unit": "kv_group",
+        "num_masked": 6,
+        "heads": [[3, 0], [3, 1], [3, 2], [7, 3], [7, 4], [7, 5]],
+        "audit": {"clean": True},
+        "mode": "uniform",
+        "phase": "all",
+        "head_scores": "scores.json",
+        "head_scores_sha256": "ab",
+        "model": "m",
+    }
+    assert Condition.from_record(unmasked) == Condition()
+    condition = Condition.from_record(drawn)
+    assert (condition.label, condition.name) == ("random@2 [kv_group]/seed=4", "random-k2-seed4")
+    assert condition.heads[:2] == ((3, 0), (3, 1)) and condition.head_scores == "scores.json"
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(heads="none", k=3), "meaningless with heads=none"),
+        (dict(heads="retrieval", match="layer"), "only to heads=random"),
+        (dict(heads="retrieval", mode="silence"), "mode='silence' is unknown; choose one of uniform, zero, mean"),
+        (dict(heads="retrieval", phase=2), "phase=2 is unknown"),
+        (dict(heads=[[0, 1]], k=2), "meaningless with an explicit head list"),
+        (dict(heads="[[0, 1], [2]]"), "pair of integers"),
+        (dict(heads="random", seed=-1), "seed=-1 must be an integer >= 0"),
+    ],
+)
+def test_a_condition_is_refused_before_any_model_loads(arguments, message):
+    with pytest.raises(ConditionError, match=re.escape(message)):
+        Condition.parse(**arguments)
+
+
+def test_misspelt_arguments_are_refused_with_the_closest_name():
+    for typo, meant in (("head", "heads"), ("mdoe", "mode"), ("phase_", "phase"), ("sede", "seed")):
+        with pytest.raises(ConditionError, match=f"did you mean '{meant}'"):
+            refuse_misspelt({typo: 1}, known=())
+    refuse_misspelt({"dtype": "float32", "trust_remote_code": True}, known=())  # the model's own arguments pass
