@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_report import NONE, RETRIEVAL, niah_rows, write_run
+from report_runs import NONE, RETRIEVAL, niah_rows, write_run
 
 from model_wrappers.lm.rh_masked import RHMaskedLM
 from rh_tasks.niah import task as niah
