@@ -258,7 +258,7 @@ CASES = {
     ),
     "masking: unknown phase (suite file)": (
         lambda ws, _: cli(ws, "suite", suite_file(ws, masking={"phase": "prefill"})),
-        r"phase='prefill' is not one of",
+        r"masking.phase: phase='prefill' is unknown; choose one of all, decode",
     ),
     "task: misspelt metadata option": (
         lambda ws, _: api(lambda: niah.build(pretrained=ws.tiny, lenghts=[128])),

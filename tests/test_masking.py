@@ -279,8 +279,8 @@ def test_bad_heads_are_rejected_before_any_hook(heads, message, input_ids):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"mode": "noise"}, "Unknown mask mode"),
-        ({"phase": "prefill"}, "Unknown mask phase"),
+        ({"mode": "noise"}, "mode=.noise. is unknown"),
+        ({"phase": "prefill"}, "phase=.prefill. is unknown"),
         ({"mode": "mean"}, "means="),
     ],
 )
