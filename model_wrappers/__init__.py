@@ -18,6 +18,8 @@ _EXPORTS = {
     "MaskMode": "masking.modes",
     "SUPPORTED_MODEL_TYPES": "masking.architectures",
     "Condition": "condition",
+    "ConditionError": "condition",
+    "RHMaskedLM": "lm.rh_masked",
     "ConditionBatch": "lm.engine",
     "HeadGeometry": "masking.architectures",
     "HeadScoreFileError": "heads.scores",

@@ -117,3 +117,15 @@ def test_misspelt_arguments_are_refused_with_the_closest_name():
         with pytest.raises(ConditionError, match=f"did you mean '{meant}'"):
             refuse_misspelt({typo: 1}, known=())
     refuse_misspelt({"dtype": "float32", "trust_remote_code": True}, known=())  # the model's own arguments pass
+
+
+def test_every_public_name_loads_from_the_package():
+    """``from model_wrappers import ...`` keeps working whichever subpackage a name lives in."""
+    import model_wrappers
+
+    for name in model_wrappers.__all__:
+        value = getattr(model_wrappers, name)
+        assert name.isupper() or value.__name__ == name, name
+    from model_wrappers import Condition as C  # noqa: F401
+
+    assert C is Condition
