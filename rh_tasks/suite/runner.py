@@ -80,10 +80,10 @@ def _run_condition(
 ) -> None:
     """Evaluate every task under ``condition``. A ``served`` run is ``(checkpoint folder, rh_masking record)``: the
     results name the folder, which is how the report finds the condition the folder records."""
-    model_args, record = ({"pretrained": str(served[0])}, served[1]) if served else (None, None)
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
 
+    model_args, record = ({"pretrained": str(served[0])}, served[1]) if served else (None, None)
     partial = folder.with_name(f".partial-{folder.name}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
