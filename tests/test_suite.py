@@ -59,6 +59,49 @@ def test_conditions_expand_from_k_and_seeds(suite):
     assert [c.name for c in suite.conditions] == ["none", "retrieval-k1", "random-k1-seed0", "random-k1-seed1"]
 
 
+WINDOWS = {"window": [16, 32], "keep": ["none", "retrieval", "random"], "k": [1], "seeds": [0, 1]}
+
+
+def test_windows_expand_into_windowed_conditions():
+    config = parse_suite({**BASE, "conditions": {"windows": WINDOWS}, "masking": {"unit": "kv_group"}})
+    assert [c.name for c in config.conditions] == [
+        "none",
+        *(
+            f"window{w}-{kind}"
+            for w in (16, 32)
+            for kind in ("none", "retrieval-k1", "random-k1-seed0", "random-k1-seed1")
+        ),
+    ]
+    assert {c.unit for c in config.conditions if c.k} == {"kv_group"} and config.conditions[1].sink == 4
+    other = parse_suite({**BASE, "conditions": {"windows": {**WINDOWS, "sink": 0}}, "masking": {"unit": "kv_group"}})
+    assert other.digest() != config.digest()
+
+
+@pytest.mark.parametrize(
+    "windows, message",
+    [
+        ({"keep": ["none"]}, r"windows.window must be a positive integer"),
+        ({"window": [0]}, r"windows.window must be a positive integer"),
+        ({"window": 8, "sink": -1}, r"windows.sink must be one integer >= 0"),
+        ({"window": 8, "keep": ["strongest"]}, r"windows.keep must list some of none, retrieval, random"),
+        ({"window": 8, "keep": ["retrieval"]}, r"windows.k must be a positive integer"),
+        ({"window": 8, "k": [2]}, r"k is meaningless with keep: \[none\]"),
+        ({"window": 8, "keep": ["retrieval"], "k": 2, "seeds": [0]}, "seeds and match apply only to keep: random"),
+        ({"window": 8, "windw": 8}, r"Unknown key\(s\) \['windw'\]"),
+    ],
+)
+def test_bad_windows_name_the_problem(windows, message):
+    with pytest.raises(SuiteConfigError, match=message):
+        parse_suite({**BASE, "conditions": {"windows": windows}})
+
+
+def test_windows_and_masks_are_separate_suites():
+    with pytest.raises(SuiteConfigError, match="Write two suites"):
+        parse_suite({**BASE, "conditions": {"retrieval": [1], "windows": {"window": 8}}})
+    with pytest.raises(SuiteConfigError, match="mode=zero is meaningless for windows"):
+        parse_suite({**BASE, "conditions": {"windows": {"window": 8}}, "masking": {"mode": "zero"}})
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
