@@ -27,7 +27,7 @@ from ..heads.load import load_head_scores
 from ..heads.scores import HeadScores
 from ..heads.selection import resolve_heads
 from ..masking.architectures import HeadGeometry, check_supported
-from ..masking.canary import PROBE_TEXT, check_masking_changes_logits, check_window_changes_logits
+from ..masking.canary import PROBE_TEXT, Probe, check_masking_changes_logits, check_window_changes_logits
 from ..masking.hooks import mask_heads
 from ..masking.modes import MASK_MODES, MaskMode
 from ..masking.window import window_heads
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 MEAN_REFERENCE_TOKENS = 512  # tokens of packaged text whose per-head mean output ``mode=mean`` substitutes
 MEAN_REFERENCE_TEXT = "mean_reference.txt"  # the opening of H. G. Wells' The Time Machine (public domain)
-WINDOW_PROBE_MARGIN = 64  # tokens a windowed condition's canary probe reaches past its sinks and window
+WINDOW_PROBE_MARGIN = 16  # tokens a windowed condition's canary probe reaches past its sinks and window
 # Models rh-eval names itself -> their packaged scores, the default of heads=retrieval/random.
 PACKAGED_SCORES = {
     EMBEDDED_NAME: "head_scores/smollm2-135m-instruct.json",
@@ -73,6 +73,7 @@ class RHMaskedLM(HFLM):
         self._source = _resolve_source(pretrained, kwargs)
         self._requested = condition or Condition.parse(**arguments)
         self._modes: dict[str, MaskMode] = {}  # bound once per model: mean mode's reference pass runs once
+        self._probes: dict[int, Probe] = {}  # windowed conditions' canary probes by length, read once per model
         self._tail = 1
         self._batch: ConditionBatch | None = None
         self._items: ItemProgress | None = None
@@ -196,10 +197,12 @@ class RHMaskedLM(HFLM):
                 "Keep fewer heads (a smaller k), or drop window=."
             )
         length = condition.sink + condition.window + WINDOW_PROBE_MARGIN
+        if length not in self._probes:
+            self._probes[length] = Probe(self.model, self._reference_ids(length))
         check_window_changes_logits(
             self.model,
             list(state.heads),
-            self._reference_ids(length),
+            self._probes[length],
             window=condition.window,
             sink=condition.sink,
             phase=condition.phase,
