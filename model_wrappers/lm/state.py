@@ -41,9 +41,19 @@ class ConditionState:
         return tuple(windowed_heads(self.heads, self.geometry))
 
     def record(self) -> dict:
-        """``config.rh_masking`` of the results file, but the model's identity: the condition and its proof."""
+        """``config.rh_masking`` of the results file, but the model's identity: the condition and its proof.
+
+        A windowed condition adds the KV groups its kept heads occupy and the model's KV groups: what a KV cache
+        would keep whole, the report's memory axis.
+        """
+        memory = {}
+        if self.windowed:
+            geometry = self.geometry
+            kept = {(layer, geometry.kv_group(head)) for layer, head in self.heads}
+            memory = {"kept_kv_groups": len(kept), "kv_groups": geometry.num_layers * geometry.num_kv_heads}
         return {
             **self.condition.record(),
+            **memory,
             "audit": self.audit.describe({layer for layer, _ in self.changed}),
             "head_scores": self.scores.path if self.scores else None,
             "head_scores_sha256": self.scores.sha256 if self.scores else None,

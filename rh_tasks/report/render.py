@@ -280,6 +280,36 @@ def cross_model_rule(report: Report) -> str:
 # ---- HTML ---------------------------------------------------------------------------------------------------
 
 
+MEMORY_NOTE = (
+    "Windowed conditions: every KV group outside the kept set attends only to its sinks and its window. Kept "
+    "fraction: the share of the full KV cache (KV groups × positions) the condition would keep, at each item's "
+    "context length, averaged over the items; a KV group stays whole when any of its query heads is kept, so equal "
+    "memory means equal kept KV groups. Nothing was evicted in these runs: attention was restricted, and this is "
+    "what a cache would need. Δ against the unmasked run; a contrast is retrieval kept − random kept at equal K."
+)
+_MEMORY_ORDER = {"none": 0, "retrieval": 1, "random": 2, "explicit": 3, "contrast": 4}
+MEMORY_COLUMNS = ["task", "condition", "window", "kept KV groups", "kept fraction", "Δ [CI]", "Holm p", "equal memory"]
+
+
+def memory_rows(model: ModelReport) -> list[list[str]]:
+    """One row per windowed condition (pooled seeds, contrasts) of each task's primary metric."""
+    bounded = {t.task: t.bounded for t in model.tasks}
+    points = sorted(model.memory, key=lambda p: (p.task, p.filter, p.window, _MEMORY_ORDER[p.keep], p.k or 0))
+    return [
+        [
+            p.task + (f" ({p.filter})" if p.filter != "none" else ""),
+            p.label,
+            f"{p.window} + {p.sink} sinks",
+            f"{p.kept_kv_groups:g} of {p.kv_groups}",
+            f"{p.kept_fraction:.1%}",
+            _interval(p.comparison, bounded.get(p.task, False)),
+            format_p(p.comparison.p_holm) if p.comparison.p_holm is not None else "—",
+            "yes" if p.equal_memory else "no",
+        ]
+        for p in points
+    ]
+
+
 def render_html(report: Report, forest_svg: str | None) -> str:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("rh_tasks.report", "templates"),
@@ -305,6 +335,8 @@ def render_html(report: Report, forest_svg: str | None) -> str:
         cross_rule=cross_model_rule(report) if report.cross_model else None,
         leaderboard_columns=LEADERBOARD_COLUMNS,
         unit_note=UNIT_NOTE,
+        memory_note=MEMORY_NOTE,
+        memory_columns=MEMORY_COLUMNS,
     )
 
 
@@ -349,6 +381,8 @@ def _html_model(model: ModelReport, number: int) -> dict:
         "head_map_source": head_map.head_scores if head_map else None,
         "head_map_note": note,
         "comparisons": _comparison_cells(model),
+        "memory_rows": memory_rows(model),
+        "memory_svg": plots.memory(model.memory, bounded, f"{salt}w") if model.memory else None,
     }
 
 
@@ -411,6 +445,9 @@ def render_markdown(report: Report) -> str:
                 ["condition"] + other_columns, [[r["label"]] + [c["text"] for c in r["cells"]] for r in other_rows]
             )
         lines += [f"{_md(note)}" for note in model.skipped_figures] + ([""] if model.skipped_figures else [])
+        if model.memory:
+            lines += ["### Memory: windowed conditions", "", MEMORY_NOTE, ""]
+            lines += _md_table(MEMORY_COLUMNS, memory_rows(model))
         for breakdown in model.failures:
             lines += [f"### {_md(breakdown.task)}: failure breakdown", ""] + _md_table(
                 ["condition", "n"] + list(OUTCOMES),
