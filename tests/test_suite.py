@@ -165,6 +165,31 @@ def test_suite_command_writes_the_report(suite, tmp_path, caplog):
     assert "Cannot read suite file" in caplog.text
 
 
+def test_a_windowed_suite_runs_and_reports_its_memory_axis(suite, tmp_path):
+    path = tmp_path / "windows.yaml"
+    data = {
+        **BASE,
+        "model": {"pretrained": suite.pretrained, "head_scores": suite.head_scores},
+        "masking": {"phase": "decode", "unit": "kv_group"},
+        "conditions": {"windows": {"window": [8, 16], "keep": ["none", "retrieval", "random"], "k": 1, "seeds": [0]}},
+        "output_dir": str(tmp_path / "out"),
+    }
+    path.write_text(yaml.safe_dump(data))
+    assert main(["suite", str(path), "--no-report"]) == 0
+    conditions = tmp_path / "out" / "conditions"
+    records = {p.parent.name: json.loads(p.read_text())["rh_masking"] for p in conditions.rglob("condition.json")}
+    assert sorted(records) == sorted(
+        ["none"] + [f"window{w}-{c}" for w in (8, 16) for c in ("none", "retrieval-k1", "random-k1-seed0")]
+    )
+    kept = records["window8-retrieval-k1"]
+    assert kept["heads"] == [[1, 2], [1, 3]] and kept["kept_kv_groups"] == 1 and kept["kv_groups"] == 4
+    assert all(r["audit"]["clean"] for name, r in records.items() if name != "none")
+    assert main(["report", str(conditions), "-o", str(tmp_path / "report")]) == 0
+    memory = json.loads((tmp_path / "report" / "report.json").read_text())["models"][0]["memory"]
+    assert {p["keep"] for p in memory} == {"none", "retrieval", "random", "contrast"}
+    assert all(p["equal_memory"] for p in memory if p["keep"] == "contrast")
+
+
 def _without_paths(value):
     """report.json minus file paths, which name timestamped lm-eval files."""
     if isinstance(value, dict):
