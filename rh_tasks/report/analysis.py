@@ -236,7 +236,9 @@ def _compare(
     rank = None
     if arm.kind == "contrast" and arm.sampled_sets:
         treated = _stack(table, arm.members, metric, rows)
-        rank = stats.rank_among_sets((treated - _stack(table, arm.reference, metric, rows)).mean(axis=1))
+        difference = (treated - _stack(table, arm.reference, metric, rows)).mean(axis=1)
+        # Masked: is the retrieval set more damaging than random sets? Kept by a window: less damaging?
+        rank = stats.rank_among_sets(-difference if arm.members[0].window is not None else difference)
     return Comparison(
         table.name,
         filter_name,

@@ -21,7 +21,7 @@ from model_wrappers.files import atomic_write_text, writable_folder
 from . import plots
 from .analysis import analyse, dose_response, headline_picks
 from .failures import OUTCOMES, classify_runs
-from .narrative import answers, format_p, format_value, listing_order, nulls, stars
+from .narrative import answers, format_p, format_value, listing_order, nulls, rank_words, stars
 from .runs import ReportInputError, load_runs, refuse_untrusted
 from .schema import Comparison, ForestRow, ModelReport, Report, Settings, TaskSummary, to_json
 
@@ -231,7 +231,7 @@ def _comparison_cells(model: ModelReport) -> list[list[dict]]:
                 _cell(r.test, r.test),
                 _cell(c.null, c.null),
                 _cell(
-                    "" if c.rank is None else f"{c.rank.beaten} of {c.rank.sets} (p = {format_p(c.rank.p_value)})",
+                    "" if c.rank is None else rank_words(c),
                     None if c.rank is None else c.rank.p_value,
                 ),
                 _cell(format_p(r.min_attainable_p), r.min_attainable_p),
@@ -473,7 +473,7 @@ def render_markdown(report: Report) -> str:
                 "clustered SE",
                 "test",
                 "null hypothesis",
-                "random sets it is more damaging than",
+                "rank among random sets",
                 "min p",
                 "p",
                 "Holm p",
