@@ -278,11 +278,13 @@ def memory(points: list[MemoryPoint], bounded: dict[str, bool], salt: str) -> st
         for (keep, window), series in _memory_series(task_points).items():
             colour, marker, name = _KEEP_STYLE[keep]
             x = np.array([p.kept_fraction for p in series]) * 100
-            score = np.array([p.baseline + p.comparison.result.delta for p in series]) * scale
-            low = np.array([p.comparison.result.ci_low for p in series], dtype=float)
-            high = np.array([p.comparison.result.ci_high for p in series], dtype=float)
-            delta = np.array([p.comparison.result.delta for p in series])
-            errors = np.nan_to_num(np.array([delta - low, high - delta])) * scale
+            score = np.array([p.baseline + p.comparison.result.delta for p in series])
+            low = np.array([p.baseline + p.comparison.result.ci_low for p in series], dtype=float)
+            high = np.array([p.baseline + p.comparison.result.ci_high for p in series], dtype=float)
+            if scale == 100:  # a score in [0, 1] cannot leave it, whatever the interval of its Δ
+                low, high = np.clip(low, 0, 1), np.clip(high, 0, 1)
+            errors = np.nan_to_num(np.array([score - low, high - score])) * scale
+            score = score * scale
             ax.errorbar(
                 x,
                 score,
@@ -295,7 +297,6 @@ def memory(points: list[MemoryPoint], bounded: dict[str, bool], salt: str) -> st
                 linestyle=_LINE_STYLES[windows.index(window) % len(_LINE_STYLES)],
                 label=f"{name}, window {window}",
             )
-        ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
         ax.set_title(task + (f" ({first})" if first != "none" else ""), fontsize=9)
         ax.set_xlabel("kept share of the KV cache (KV groups × positions)", fontsize=8)
