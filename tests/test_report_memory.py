@@ -66,6 +66,7 @@ def test_windowed_runs_get_a_memory_axis_with_the_contrast_at_equal_memory(tmp_p
     assert contrast["delta"] > 0, "keeping the retrieval groups should lose less than keeping random ones"
     markdown = files.markdown.read_text()
     assert "less damaging than 3 of 3 random kept sets" in markdown  # a kept set is ranked the other way
+    assert "does keeping a model's retrieval heads whole keep a task's score better" in markdown
     assert "### Memory: windowed conditions" in markdown and "| keep none [w=64, decode] | 64 + 4 sinks |" in markdown
     html = files.html.read_text()
     page = WellFormed()

@@ -36,6 +36,16 @@ UNIT_NOTE = (
     "the spread between head sets cannot be estimated and results hold only for the drawn sets."
 )
 QUESTION = "Does masking a model's retrieval heads lower a task's score more than masking as many random heads?"
+WINDOW_QUESTION = (
+    "With every other head restricted to a window, does keeping a model's retrieval heads whole keep a task's score "
+    "better than keeping as many random heads?"
+)
+
+
+def question(report: Report) -> str:
+    """The question the report answers: about masking, or, when every intervention is a window, about keeping."""
+    changed = [r.condition for r in report.runs if r.condition.kind != "none" or r.condition.window is not None]
+    return WINDOW_QUESTION if changed and all(c.window is not None for c in changed) else QUESTION
 
 
 @dataclass(frozen=True)
@@ -319,7 +329,7 @@ def render_html(report: Report, forest_svg: str | None) -> str:
     cross_columns, cross_rows = cross_model_table(report)
     models = [_html_model(model, number) for number, model in enumerate(report.models)]
     return environment.get_template("report.html.j2").render(
-        question=QUESTION,
+        question=question(report),
         answers=[(model.model, model.headline_k, answers(model)) for model in ranked_models(report)],
         forest_svg=forest_svg,
         forest_caption=forest_caption(report),
@@ -402,7 +412,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def render_markdown(report: Report) -> str:
     settings, methods = report.settings, report.methods
-    lines = ["# Which abilities depend on retrieval heads?", "", QUESTION, ""]
+    lines = ["# Which abilities depend on retrieval heads?", "", question(report), ""]
     for model in ranked_models(report):
         if len(report.models) > 1:
             lines += [f"**{_md(model.model)}** (K = {model.headline_k}):", ""]
