@@ -96,6 +96,59 @@ def test_records_written_before_read_back_as_their_conditions():
 
 
 @pytest.mark.parametrize(
+    "arguments, label, name, series",
+    [
+        (dict(window=64), "keep none [w=64]", "window64-none", "keep none [w=64]"),
+        (
+            dict(window="64", keep="retrieval", k="5", unit="kv_group"),
+            "keep retrieval@5 [w=64, kv_group]",
+            "window64-retrieval-k5",
+            "keep retrieval [w=64, kv_group]",
+        ),
+        (
+            dict(window=256, sink=8, keep="random", k=3, seed=1, phase="decode"),
+            "keep random@3 [w=256, sink=8, decode]/seed=1",
+            "window256-sink8-random-k3-seed1",
+            "keep random [w=256, sink=8, decode]",
+        ),
+        (dict(window=16, keep="[[1,3],[0,2]]"), "keep explicit[0.2,1.3] [w=16]", "window16-explicit-kNone", None),
+    ],
+)
+def test_a_windowed_condition_says_what_it_keeps_and_reads_back_from_its_record(arguments, label, name, series):
+    condition = Condition.parse(**arguments)
+    assert (condition.label, condition.name) == (label, name)
+    assert series is None or condition.series == series
+    record = condition.record()
+    assert record["window"] == condition.window and record["sink"] == condition.sink and "mode" not in record
+    assert Condition.from_record(record) == condition
+
+
+def test_windows_and_sinks_tell_conditions_apart_and_sort_after_masking():
+    conditions = [
+        Condition.parse(window=256, keep="retrieval", k=2),
+        Condition.parse(window=64, keep="random", k=2, seed=0),
+        Condition.parse(window=64),
+        Condition.parse(window=64, sink=0),
+        Condition.parse(heads="retrieval", k=2),
+        Condition(),
+    ]
+    assert len({c.name for c in conditions}) == len(conditions) == len(set(conditions))
+    assert [c.label for c in sorted(conditions, key=lambda c: c.sort_key)] == [
+        "none",
+        "retrieval@2",
+        "keep none [w=64, sink=0]",
+        "keep none [w=64]",
+        "keep random@2 [w=64]/seed=0",
+        "keep retrieval@2 [w=256]",
+    ]
+
+
+def test_records_without_a_window_read_as_masking_conditions():
+    record = Condition.parse(heads="retrieval", k=3, phase="decode").record()
+    assert "window" not in record and Condition.from_record(record) == Condition("retrieval", k=3, phase="decode")
+
+
+@pytest.mark.parametrize(
     "arguments, message",
     [
         (dict(heads="none", k=3), "meaningless with heads=none"),
@@ -129,3 +182,27 @@ def test_every_public_name_loads_from_the_package():
     from model_wrappers import Condition as C  # noqa: F401
 
     assert C is Condition
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(heads="retrieval", window=64), "one condition does one"),
+        (dict(window=0), r"window=0 must be a positive integer"),
+        (dict(window=64, sink=-1), r"sink=-1 must be an integer >= 0"),
+        (dict(window=64, keep="retrieval", mode="zero"), "mode=zero is meaningless with window="),
+        (dict(keep="retrieval", k=2), "keep= applies only to a windowed condition"),
+        (dict(heads="retrieval", k=2, sink=4), "sink= applies only to a windowed condition"),
+        (dict(window=64, k=2), "k is meaningless with keep=none"),
+        (dict(window=64, keep="retrieval", match="layer"), "match=layer applies only to keep=random"),
+        (dict(window=64, keep="strongest"), "keep='strongest' is not understood"),
+    ],
+)
+def test_malformed_windows_are_refused_before_any_model_loads(arguments, message):
+    with pytest.raises(ConditionError, match=message):
+        Condition.parse(**arguments)
+
+
+def test_a_misspelt_window_argument_is_refused():
+    with pytest.raises(ConditionError, match="did you mean 'window'"):
+        refuse_misspelt({"windw": 64}, known=())

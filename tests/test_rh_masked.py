@@ -193,3 +193,76 @@ def test_masking_without_effect_stops_the_run(tiny_dir):
     with pytest.raises(MaskingError, match="masking had no effect"):
         RHMaskedLM(pretrained=model, tokenizer=tiny_dir, heads=[[1, 0]], batch_size=1)
     assert RHMaskedLM(pretrained=model, tokenizer=tiny_dir, heads=[[0, 0]], batch_size=1).condition.heads
+
+
+def test_a_window_named_in_model_args_gives_the_logits_of_window_heads(tiny_dir, tmp_path):
+    from lm_eval.api.registry import get_model
+
+    from model_wrappers.masking.window import window_heads
+
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({f"{l}-{h}": [0.5 if (l, h) == (1, 3) else 0.01] for l in range(2) for h in range(4)}))
+    lm = get_model("rh-masked").create_from_arg_string(
+        f"pretrained={tiny_dir},dtype=float32,device=cpu,window=8,sink=2,keep=retrieval,k=1,unit=kv_group,"
+        f"head_scores={scores}"
+    )
+    info = lm.get_model_info()["rh_masking"]
+    assert info["heads"] == [[1, 2], [1, 3]] and info["num_kept"] == 2  # the KV group of head (1, 3), kept whole
+    assert (info["window"], info["sink"], info["heads_kind"]) == (8, 2, "retrieval")
+    ids = torch.randint(5, 96, (2, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), window_heads(lm.model, [(1, 2), (1, 3)], window=8, sink=2):
+        expected = lm.model(ids).logits
+    got = lm._model_call(ids)
+    assert torch.equal(got, expected)
+    assert not torch.allclose(got, _lm(HFLM, tiny_dir)._model_call(ids), atol=1e-4)
+    audit = lm.get_model_info()["rh_masking"]["audit"]
+    assert audit["clean"] and set(audit["layers"]) == {"0", "1"}  # layer 0 keeps no head: all of it is windowed
+
+
+def test_decode_phase_window_scores_as_the_prompt_read_whole(tiny_dir):
+    """Under phase=decode a window restricts only the positions that score the continuation."""
+    from model_wrappers.masking.window import window_heads
+
+    gen = torch.Generator().manual_seed(3)
+    requests = []
+    for context_length, continuation_length in [(12, 1), (20, 3), (15, 2), (20, 3)]:
+        ids = torch.randint(5, 96, (context_length + continuation_length,), generator=gen).tolist()
+        requests.append((("", ""), ids[:context_length], ids[context_length:]))
+    lm = _lm(RHMaskedLM, tiny_dir, window=4, sink=1, keep=[[0, 1]], phase="decode")
+    lm.batch_size_per_gpu = 3
+    got = [logprob for logprob, _ in lm._loglikelihood_tokens(requests, disable_tqdm=True)]
+    expected = []
+    for _, context, continuation in requests:
+        ids = torch.tensor([context + continuation[:-1]])
+        with (
+            torch.no_grad(),
+            window_heads(lm.model, [(0, 1)], window=4, sink=1, phase="decode", tail=len(continuation)),
+        ):
+            logits = lm.model(ids).logits[0, -len(continuation) :]
+        expected.append(float(torch.log_softmax(logits, -1)[range(len(continuation)), continuation].sum()))
+    assert got == pytest.approx(expected, abs=2e-4)
+    everywhere = _lm(RHMaskedLM, tiny_dir, window=4, sink=1, keep=[[0, 1]], phase="all")
+    assert min(abs(a - b) for (a, _), b in zip(everywhere._loglikelihood_tokens(requests), expected)) > 1e-3
+    assert lm.get_model_info()["rh_masking"]["audit"]["clean"]
+
+
+def test_a_window_that_keeps_every_head_is_refused(tiny_dir):
+    from model_wrappers.condition import ConditionError
+
+    every = [[l, h] for l in range(2) for h in range(4)]
+    with pytest.raises(ConditionError, match="keeps every head whole"):
+        _lm(RHMaskedLM, tiny_dir, window=4, keep=every)
+
+
+def test_windowing_without_effect_stops_the_run(tiny_dir):
+    """Heads whose values are all zero output zero whatever they read: windowing them must be refused."""
+    from transformers import AutoModelForCausalLM
+
+    from model_wrappers import MaskingError
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    with torch.no_grad():
+        model.model.layers[1].self_attn.v_proj.weight.zero_()
+    kept = [[0, h] for h in range(4)]  # only layer 1 is windowed
+    with pytest.raises(MaskingError, match="windowing had no effect"):
+        RHMaskedLM(pretrained=model, tokenizer=tiny_dir, window=4, keep=kept, batch_size=1)

@@ -81,20 +81,20 @@ def _requests(seed: int = 3) -> list:
     return requests
 
 
-def _one_by_one(lm, masking: dict, evaluate) -> dict:
+def _one_by_one(lm, masking: dict, evaluate, conditions: dict = CONDITIONS) -> dict:
     results = {}
-    for name, arguments in CONDITIONS.items():
+    for name, arguments in conditions.items():
         lm.remask(Condition.parse(**arguments, **masking))
         results[name] = (evaluate(lm), lm.get_model_info()["rh_masking"]["audit"])
     return results
 
 
-def _together(lm, masking: dict, evaluate, memory_gb: float = 2.0) -> dict:
+def _together(lm, masking: dict, evaluate, memory_gb: float = 2.0, conditions: dict = CONDITIONS) -> dict:
     lm.plan_conditions(
-        {name: Condition.parse(**arguments, **masking) for name, arguments in CONDITIONS.items()}, memory_gb
+        {name: Condition.parse(**arguments, **masking) for name, arguments in conditions.items()}, memory_gb
     )
     results = {}
-    for name in CONDITIONS:
+    for name in conditions:
         lm.use_condition(name)
         results[name] = (evaluate(lm), lm.get_model_info()["rh_masking"]["audit"])
     return results
@@ -137,6 +137,40 @@ def test_planned_conditions_generate_as_one_by_one(tiny_checkpoint, mode, phase)
     for name in ("a", "b", "c"):
         audit = together[name][1]
         assert audit["clean"] and audit["forward_passes"] == 6  # the last prompt token, then 5 decoded tokens
+
+
+WINDOWS = {  # windowed conditions with different windows and kept sets, beside the unmasked model
+    "none": dict(),
+    "a": dict(window=4, sink=2, keep=[[0, 1], [1, 2]]),
+    "b": dict(window=6, sink=2),
+    "c": dict(window=4, sink=2, keep=[[1, 0]]),
+}
+
+
+@pytest.mark.parametrize("phase", ["decode", "all"])
+def test_planned_windows_score_and_generate_as_one_by_one(tiny_checkpoint, phase):
+    lm = _lm(tiny_checkpoint)
+    masking = dict(phase=phase)
+    for evaluate in (_scores, _generations):
+        alone = _one_by_one(lm, masking, evaluate, WINDOWS)
+        together = _together(lm, masking, evaluate, conditions=WINDOWS)
+        for name in WINDOWS:
+            (expected, _), (got, audit) = alone[name], together[name]
+            if evaluate is _scores:
+                assert [greedy for _, greedy in got] == [greedy for _, greedy in expected]
+                assert [p for p, _ in got] == pytest.approx([p for p, _ in expected], abs=2e-4)
+            else:
+                assert got == expected
+            assert audit["clean"] or name == "none", audit["problems"]
+        assert len({str(alone[name][0]) for name in WINDOWS}) == len(WINDOWS), "every window must act"
+
+
+def test_planning_refuses_masks_and_windows_together(tiny_checkpoint):
+    lm = _lm(tiny_checkpoint)
+    with pytest.raises(ValueError, match="all mask with one mode and phase, or all window"):
+        lm.plan_conditions({"mask": Condition.parse(heads=[[0, 1]]), "window": Condition.parse(window=4, sink=2)})
+    with pytest.raises(ValueError, match="all window with one sink"):
+        lm.plan_conditions({"a": Condition.parse(window=4, sink=2), "b": Condition.parse(window=4, sink=1)})
 
 
 @pytest.mark.parametrize("phase", ["decode", "all"])
@@ -212,7 +246,7 @@ def test_each_prompt_is_prefilled_once_for_all_conditions(tiny_checkpoint):
 
 def test_planning_refuses_mixed_phases_and_unknown_names(tiny_checkpoint):
     lm = _lm(tiny_checkpoint)
-    with pytest.raises(ValueError, match="share mode and phase"):
+    with pytest.raises(ValueError, match="all mask with one mode and phase"):
         lm.plan_conditions(
             {"a": Condition.parse(heads=[[0, 1]], phase="decode"), "b": Condition.parse(heads=[[1, 1]], phase="all")}
         )

@@ -36,6 +36,49 @@ def test_conditions_expand_from_k_and_seeds(suite):
     assert [c.name for c in suite.conditions] == ["none", "retrieval-k1", "random-k1-seed0", "random-k1-seed1"]
 
 
+WINDOWS = {"window": [16, 32], "keep": ["none", "retrieval", "random"], "k": [1], "seeds": [0, 1]}
+
+
+def test_windows_expand_into_windowed_conditions():
+    config = parse_suite({**BASE, "conditions": {"windows": WINDOWS}, "masking": {"unit": "kv_group"}})
+    assert [c.name for c in config.conditions] == [
+        "none",
+        *(
+            f"window{w}-{kind}"
+            for w in (16, 32)
+            for kind in ("none", "retrieval-k1", "random-k1-seed0", "random-k1-seed1")
+        ),
+    ]
+    assert {c.unit for c in config.conditions if c.k} == {"kv_group"} and config.conditions[1].sink == 4
+    other = parse_suite({**BASE, "conditions": {"windows": {**WINDOWS, "sink": 0}}, "masking": {"unit": "kv_group"}})
+    assert other.digest() != config.digest()
+
+
+@pytest.mark.parametrize(
+    "windows, message",
+    [
+        ({"keep": ["none"]}, r"windows.window must be a positive integer"),
+        ({"window": [0]}, r"windows.window must be a positive integer"),
+        ({"window": 8, "sink": -1}, r"windows.sink must be one integer >= 0"),
+        ({"window": 8, "keep": ["strongest"]}, r"windows.keep must list some of none, retrieval, random"),
+        ({"window": 8, "keep": ["retrieval"]}, r"windows.k must be a positive integer"),
+        ({"window": 8, "k": [2]}, r"k is meaningless with keep: \[none\]"),
+        ({"window": 8, "keep": ["retrieval"], "k": 2, "seeds": [0]}, "seeds and match apply only to keep: random"),
+        ({"window": 8, "windw": 8}, r"Unknown key\(s\) \['windw'\]"),
+    ],
+)
+def test_bad_windows_name_the_problem(windows, message):
+    with pytest.raises(SuiteConfigError, match=message):
+        parse_suite({**BASE, "conditions": {"windows": windows}})
+
+
+def test_windows_and_masks_are_separate_suites():
+    with pytest.raises(SuiteConfigError, match="Write two suites"):
+        parse_suite({**BASE, "conditions": {"retrieval": [1], "windows": {"window": 8}}})
+    with pytest.raises(SuiteConfigError, match="mode=zero is meaningless for windows"):
+        parse_suite({**BASE, "conditions": {"windows": {"window": 8}}, "masking": {"mode": "zero"}})
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -97,6 +140,31 @@ def test_suite_command_writes_the_report(suite, tmp_path, caplog):
     assert report["models"], "the report should describe the suite's model"
     assert main(["suite", str(tmp_path / "missing.yaml")]) == 2
     assert "Cannot read suite file" in caplog.text
+
+
+def test_a_windowed_suite_runs_and_reports_its_memory_axis(suite, tmp_path):
+    path = tmp_path / "windows.yaml"
+    data = {
+        **BASE,
+        "model": {"pretrained": suite.pretrained, "head_scores": suite.head_scores},
+        "masking": {"phase": "decode", "unit": "kv_group"},
+        "conditions": {"windows": {"window": [8, 16], "keep": ["none", "retrieval", "random"], "k": 1, "seeds": [0]}},
+        "output_dir": str(tmp_path / "out"),
+    }
+    path.write_text(yaml.safe_dump(data))
+    assert main(["suite", str(path), "--no-report"]) == 0
+    conditions = tmp_path / "out" / "conditions"
+    records = {p.parent.name: json.loads(p.read_text())["rh_masking"] for p in conditions.rglob("condition.json")}
+    assert sorted(records) == sorted(
+        ["none"] + [f"window{w}-{c}" for w in (8, 16) for c in ("none", "retrieval-k1", "random-k1-seed0")]
+    )
+    kept = records["window8-retrieval-k1"]
+    assert kept["heads"] == [[1, 2], [1, 3]] and kept["kept_kv_groups"] == 1 and kept["kv_groups"] == 4
+    assert all(r["audit"]["clean"] for name, r in records.items() if name != "none")
+    assert main(["report", str(conditions), "-o", str(tmp_path / "report")]) == 0
+    memory = json.loads((tmp_path / "report" / "report.json").read_text())["models"][0]["memory"]
+    assert {p["keep"] for p in memory} == {"none", "retrieval", "random", "contrast"}
+    assert all(p["equal_memory"] for p in memory if p["keep"] == "contrast")
 
 
 def _without_paths(value):

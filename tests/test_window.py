@@ -297,3 +297,19 @@ def test_bad_rows_are_rejected():
     with pytest.raises(ValueError, match="sink=-2"):
         with window_rows(model, [KEPT], window=4, sink=-2, fresh=1, audits=[MaskingAudit()]):
             pass
+
+
+def test_a_shared_probe_gives_each_condition_the_change_a_fresh_probe_gives():
+    """Under phase=decode a Probe reads its prefix once; the change it finds is the change of a full pass."""
+    from model_wrappers.masking.canary import Probe
+
+    model = tiny_model("llama")
+    probe = torch.randint(3, 96, (1, 24), generator=torch.Generator().manual_seed(5))
+    shared = Probe(model, probe)
+    for kept in ([], [(0, 1)], [(1, h) for h in range(4)]):
+        for phase in ("all", "decode"):
+            fresh = check_window_changes_logits(model, kept, probe, window=4, sink=1, phase=phase)
+            again = check_window_changes_logits(model, kept, shared, window=4, sink=1, phase=phase)
+            assert again == pytest.approx(fresh, rel=1e-3, abs=1e-5) and again > 0
+    nothing = [(layer, head) for layer in range(2) for head in range(4)]
+    assert check_window_changes_logits(model, nothing, shared, window=4, sink=1, phase="decode") == 0.0

@@ -23,6 +23,11 @@ def masked_source(model_args: dict, device: str = "cpu", condition: Condition | 
     args = dict(model_args)
     described = {name: args.pop(name) for name in ARGUMENTS if name in args}
     condition = condition or Condition.parse(**described)
+    if condition.window is not None:
+        raise ExportRefusedError(
+            f"window={condition.window} cannot be exported: a window restricts which positions a head reads, which "
+            "no weight edit can do. Evaluate it with --model rh-masked."
+        )
     if condition.phase != "all":
         raise ExportRefusedError(
             f"phase={condition.phase} cannot be exported: it masks from the prompt's last token on, which no weight "

@@ -27,6 +27,7 @@ from ..condition import MEMORY_GB
 from ..masking.architectures import HeadGeometry, cache_keyword
 from ..masking.audit import MaskingError
 from ..masking.hooks import mask_rows
+from ..masking.window import window_rows
 from .state import ConditionState
 
 FIRST_STAGE = 8  # tokens every condition row generates before rows with a complete answer leave the batch
@@ -67,16 +68,24 @@ class ConditionBatch:
         if self.memory_gb <= 0:
             raise ValueError(f"memory_gb={self.memory_gb} must be positive.")
         self._cache_keyword = cache_keyword(self.model)
+        self._geometry = HeadGeometry.from_config(self.model.config)
         parameters = inspect.signature(self.model.forward).parameters
         self._prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}  # only the cache
 
     def add(self, name: str, state: ConditionState) -> None:
-        """Register a condition; its masking is counted in ``state.audit``. Masked conditions share mode and phase."""
+        """Register a condition; its masking is counted in ``state.audit``.
+
+        The conditions that change heads must all mask, sharing mode and phase, or all window, sharing sinks and
+        phase: one batch runs one kind of hook. Windows may differ from row to row.
+        """
         if name in self._states:
             raise ValueError(f"Condition {name!r} is registered twice.")
-        settings = {(s.condition.mode, s.condition.phase) for s in (*self._states.values(), state) if s.heads}
+        settings = {_batch_setting(s) for s in (*self._states.values(), state) if s.changed}
         if len(settings) > 1:
-            raise ValueError(f"Conditions evaluated together must share mode and phase; got {sorted(settings)}.")
+            raise ValueError(
+                f"Conditions evaluated together must all mask with one mode and phase, or all window with one sink "
+                f"and phase; got {sorted(settings)}. Evaluate the others in another run."
+            )
         self._states[name] = state
         self._waiting.append(name)
 
@@ -98,7 +107,7 @@ class ConditionBatch:
     @property
     def phase(self) -> str:
         """``decode`` shares each prompt's unmasked prefix; ``all`` batches the conditions without sharing."""
-        return next((s.condition.phase for s in self._states.values() if s.heads), "all")
+        return next((s.condition.phase for s in self._states.values() if s.changed), "all")
 
     def generate(
         self,
@@ -261,10 +270,17 @@ class ConditionBatch:
 
     def _rows(self, names: Sequence[str], fresh: int):
         states = [self._states[name] for name in names]
-        mode = next((s.mode for s in states if s.heads), None)
-        if mode is None:  # no row masks anything
+        changing = next((s for s in states if s.changed), None)
+        audits = [s.audit for s in states]
+        if changing is None:  # no row changes anything
             return contextlib.nullcontext()
-        return mask_rows(self.model, [s.heads for s in states], mode, fresh=fresh, audits=[s.audit for s in states])
+        if changing.windowed:  # a row without a window keeps every head
+            every = [(l, h) for l in range(self._geometry.num_layers) for h in range(self._geometry.num_heads)]
+            kept = [s.heads if s.windowed else every for s in states]
+            windows = [(s if s.windowed else changing).condition.window for s in states]
+            sink = changing.condition.sink
+            return window_rows(self.model, kept, window=windows, sink=sink, fresh=fresh, audits=audits)
+        return mask_rows(self.model, [s.heads for s in states], changing.mode, fresh=fresh, audits=audits)
 
     def _chunks(self, rows: list, length: int, fresh: int) -> list[list]:
         """``rows`` in batches that fit in the memory budget, for ``fresh`` new positions over ``length`` in all."""
@@ -288,6 +304,12 @@ class ConditionBatch:
         self.timing.continuation += time.perf_counter() - start
         self.timing.prompts += 1
         self.timing.rows += rows
+
+
+def _batch_setting(state: ConditionState) -> tuple:
+    """What the rows of one batch must share: the kind of hook, and its settings that are not per row."""
+    c = state.condition
+    return ("window", f"sink={c.sink}", c.phase) if state.windowed else ("mask", c.mode, c.phase)
 
 
 def _stageable(generation_kwargs: dict) -> bool:

@@ -1,9 +1,10 @@
-"""``rh-masked``: lm-eval's HF model with attention heads masked during every forward pass it makes.
+"""``rh-masked``: lm-eval's HF model with attention heads masked (or windowed) during every forward pass it makes.
 
 A thin HFLM subclass (after lm-eval's ``steered`` model): it takes its own ``--model_args``, resolves the head
-set before any weights load, and wraps ``_model_call`` and ``_model_generate`` in :func:`mask_heads`, so every
-lm-eval task works unchanged. Every masked condition proves itself: a canary at load checks that masking changes
-the logits, and the audit of every forward pass goes into ``config.rh_masking.audit`` of the results file.
+set before any weights load, and wraps ``_model_call`` and ``_model_generate`` in :func:`mask_heads` (or, for a
+windowed condition, :func:`window_heads`), so every lm-eval task works unchanged. Every condition proves itself:
+a canary at load checks that the intervention changes the logits, and the audit of every forward pass goes into
+``config.rh_masking.audit`` of the results file.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from ..heads.load import load_head_scores
 from ..heads.scores import HeadScores
 from ..heads.selection import resolve_heads
 from ..masking.architectures import HeadGeometry, check_supported
-from ..masking.canary import PROBE_TEXT, check_masking_changes_logits
+from ..masking.canary import PROBE_TEXT, Probe, check_masking_changes_logits, check_window_changes_logits
 from ..masking.hooks import mask_heads
 from ..masking.modes import MASK_MODES, MaskMode
+from ..masking.window import window_heads
 from ..packaged import DATA
 from ..sources.gguf_cache import EMBEDDED_NAME, GEMMA_NAME
 from ..sources.resolve import cached_gguf_sha256, model_source
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 MEAN_REFERENCE_TOKENS = 512  # tokens of packaged text whose per-head mean output ``mode=mean`` substitutes
 MEAN_REFERENCE_TEXT = "mean_reference.txt"  # the opening of H. G. Wells' The Time Machine (public domain)
+WINDOW_PROBE_MARGIN = 16  # tokens a windowed condition's canary probe reaches past its sinks and window
 # Models rh-eval names itself -> their packaged scores, the default of heads=retrieval/random.
 PACKAGED_SCORES = {
     EMBEDDED_NAME: "head_scores/smollm2-135m-instruct.json",
@@ -53,10 +56,10 @@ class PromptTooLongError(ValueError):
 
 @register_model("rh-masked")
 class RHMaskedLM(HFLM):
-    """HFLM with retrieval-head masking.
+    """HFLM with retrieval-head masking, or with every head but a kept set restricted to a window.
 
     The condition comes as ``--model_args`` (``heads``, ``k``, ``head_scores``, ``mode``, ``phase``, ``seed``,
-    ``match``, ``unit``: see :data:`~model_wrappers.condition.ARGUMENTS`) or as one
+    ``match``, ``unit``, ``window``, ``sink``, ``keep``: see :data:`~model_wrappers.condition.ARGUMENTS`) or as one
     :class:`~model_wrappers.condition.Condition`. Omit ``pretrained`` to evaluate the embedded
     SmolLM2-135M-Instruct; ``pretrained=gemma-3-270m`` names the optional packaged Gemma-3-270M. Both default
     ``heads=retrieval`` to their packaged scores.
@@ -70,6 +73,7 @@ class RHMaskedLM(HFLM):
         self._source = _resolve_source(pretrained, kwargs)
         self._requested = condition or Condition.parse(**arguments)
         self._modes: dict[str, MaskMode] = {}  # bound once per model: mean mode's reference pass runs once
+        self._probes: dict[int, Probe] = {}  # windowed conditions' canary probes by length, read once per model
         self._tail = 1
         self._batch: ConditionBatch | None = None
         self._items: ItemProgress | None = None
@@ -168,23 +172,54 @@ class RHMaskedLM(HFLM):
     def _prepare(self, condition: Condition, resolved=None) -> ConditionState:
         """The condition resolved on the loaded model, its mode bound, and proven by the canary."""
         resolved, scores = resolved or self._resolve(condition, self._model.config)
-        if resolved.mode not in self._modes and resolved.heads:
+        masks = resolved.window is None and resolved.heads
+        if masks and resolved.mode not in self._modes:
             self._modes[resolved.mode] = MASK_MODES[resolved.mode]().bind(self.model, self._reference_ids)
-        state = ConditionState(resolved, self._modes.get(resolved.mode) or MASK_MODES["uniform"](), scores)
-        probe = self.tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"]
-        check_masking_changes_logits(
-            self.model, list(state.heads), probe, mode=state.mode, phase=resolved.phase, audit=state.audit
-        )
-        logger.info(
-            "rh-masked: masking %d heads (%s, mode=%s, phase=%s)",
-            len(state.heads),
-            resolved.kind,
-            resolved.mode,
-            resolved.phase,
-        )
+        mode = self._modes.get(resolved.mode) if masks else MASK_MODES["uniform"]()
+        geometry = HeadGeometry.from_config(self.model.config)
+        state = ConditionState(resolved, mode, scores, geometry=geometry)
+        if state.windowed:
+            self._check_window(state)
+        else:
+            probe = self.tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"]
+            check_masking_changes_logits(
+                self.model, list(state.heads), probe, mode=state.mode, phase=resolved.phase, audit=state.audit
+            )
+        logger.info("rh-masked: %s (%d heads changed)", resolved.label, len(state.changed))
         return state
 
+    def _check_window(self, state: ConditionState) -> None:
+        """A windowed condition must window some head, and its window must change the logits of a long probe."""
+        condition = state.condition
+        if not state.changed:
+            raise ConditionError(
+                f"{condition.label} keeps every head whole, so nothing is windowed: that is the unmasked model. "
+                "Keep fewer heads (a smaller k), or drop window=."
+            )
+        length = condition.sink + condition.window + WINDOW_PROBE_MARGIN
+        if length not in self._probes:
+            self._probes[length] = Probe(self.model, self._reference_ids(length))
+        check_window_changes_logits(
+            self.model,
+            list(state.heads),
+            self._probes[length],
+            window=condition.window,
+            sink=condition.sink,
+            phase=condition.phase,
+            audit=state.audit,
+        )
+
     def _masked(self):
+        if self.state.windowed:
+            return window_heads(
+                self.model,
+                self.state.heads,
+                window=self.condition.window,
+                sink=self.condition.sink,
+                phase=self.condition.phase,
+                tail=self._tail,
+                audit=self.state.audit,
+            )
         return mask_heads(
             self.model,
             self.state.heads,
@@ -219,9 +254,9 @@ class RHMaskedLM(HFLM):
 
         Under ``phase=decode``, score requests in groups of equal input and continuation lengths.
 
-        The decode phase masks the position that predicts the first continuation token and every later one, i.e.
-        the last ``len(continuation)`` positions of each row; equal shapes make that the same slice for every
-        row of a batch (lm-eval pads rows on the right).
+        The decode phase masks (or windows) the position that predicts the first continuation token and every
+        later one, i.e. the last ``len(continuation)`` positions of each row; equal shapes make that the same slice
+        for every row of a batch (lm-eval pads rows on the right).
         """
         if self._batch is not None:
             results = self._batch.loglikelihood(
@@ -231,7 +266,7 @@ class RHMaskedLM(HFLM):
                 if request is not None:
                     self.cache_hook.add_partial("loglikelihood", request, answer)
             return results
-        if self.condition.phase != "decode" or not self.state.heads:
+        if self.condition.phase != "decode" or not self.state.changed:
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, (_, context, continuation) in enumerate(requests):
@@ -263,9 +298,10 @@ class RHMaskedLM(HFLM):
             )
         return input_ids, attention_mask
 
-    def _reference_ids(self) -> torch.Tensor:
-        text = DATA.read_text(MEAN_REFERENCE_TEXT)
-        return self.tokenizer(text, return_tensors="pt")["input_ids"][:, :MEAN_REFERENCE_TOKENS]
+    def _reference_ids(self, length: int = MEAN_REFERENCE_TOKENS) -> torch.Tensor:
+        """The first ``length`` tokens of the packaged reference text ``[1, length]``, repeated if it is shorter."""
+        ids = self.tokenizer(DATA.read_text(MEAN_REFERENCE_TEXT), return_tensors="pt")["input_ids"]
+        return ids.repeat(1, -(-length // ids.shape[1]))[:, :length]
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()

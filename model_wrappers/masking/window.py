@@ -97,20 +97,25 @@ def window_rows(
     model: nn.Module,
     rows_kept: Sequence[Iterable[Sequence[int]]],
     *,
-    window: int,
+    window: int | Sequence[int],
     sink: int = 4,
     fresh: int,
     audits: Sequence[MaskingAudit],
 ) -> Iterator[None]:
     """Window a different head set in each row of a batch, at every position of every pass.
 
-    Row ``i`` keeps ``rows_kept[i]`` whole and windows every other head. This is how several conditions continue
+    Row ``i`` keeps ``rows_kept[i]`` whole and windows every other head, to ``window`` positions or, given one
+    window per row, to ``window[i]``; the rows share ``sink``. This is how several conditions continue
     one shared prefix read with full attention: row ``i`` holds a copy of the prefix's KV cache, and windows are
     placed on absolute positions, the cached prefix included. The first pass must feed exactly the ``fresh``
     positions the cache does not hold and every later pass one decoded token; any other shape raises
     :class:`MaskingError`. ``audits[i]`` counts row ``i``'s windowing (rows of one condition share an audit).
     """
-    _check_window(window, sink)
+    windows = [window] * len(rows_kept) if isinstance(window, int) else list(window)
+    for each in windows:
+        _check_window(each, sink)
+    if len(windows) != len(rows_kept):
+        raise ValueError(f"{len(rows_kept)} rows need {len(rows_kept)} windows, got {len(windows)}.")
     if len(audits) != len(rows_kept):
         raise ValueError(f"{len(rows_kept)} rows need {len(rows_kept)} audits, got {len(audits)}.")
     geometry = HeadGeometry.from_config(model.config)
@@ -120,7 +125,7 @@ def window_rows(
         return
     _check_implementation(model)
     gate = RowGate(fresh, sorted({layer for heads in windowed for layer, _ in heads}), windowed, audits)
-    with _hooks(model, gate, windowed, window, sink):
+    with _hooks(model, gate, windowed, windows[0] if len(set(windows)) == 1 else windows, sink):
         yield
 
 
@@ -155,8 +160,8 @@ def _check_implementation(model: nn.Module) -> None:
 
 
 @contextmanager
-def _hooks(model: nn.Module, gate, windowed: list[list[Head]], window: int, sink: int) -> Iterator[None]:
-    """Install the hooks that window ``windowed[row]`` (one head list for all rows, or one per row)."""
+def _hooks(model: nn.Module, gate, windowed: list[list[Head]], window: int | list[int], sink: int) -> Iterator[None]:
+    """Install the hooks that window ``windowed[row]`` (one head list and window for all rows, or one per row)."""
     geometry = HeadGeometry.from_config(model.config)
     sites = attention_sites(model)
     stack = decoder(model)
@@ -196,8 +201,9 @@ class _Pattern:
     real tokens of each row and not its left padding.
     """
 
-    def __init__(self, stack: nn.Module, window: int, sink: int):
-        self.window, self.sink = window, sink
+    def __init__(self, stack: nn.Module, window: int | list[int], sink: int):
+        self.window = window if isinstance(window, int) else torch.tensor(window)[:, None, None]  # or [B, 1, 1]
+        self.sink = sink
         self.signature = inspect.signature(stack.forward)
         if "attention_mask" not in self.signature.parameters:
             raise MaskingError(
@@ -225,6 +231,8 @@ class _Pattern:
     def allowed(self, past: int, queries: int, offset: int, keys: int, first: int, device) -> torch.Tensor | None:
         """Keys a windowed head may read, ``[B or 1, 1, Q, K]``, before the model's own mask; None when all.
 
+        With one window per row, ``B`` rows.
+
         Queries sit at absolute positions ``past ..``, keys at ``offset ..``; queries before index ``first`` of
         the pass are not windowed.
         """
@@ -232,7 +240,10 @@ class _Pattern:
         if shape not in self.built:
             q = torch.arange(past, past + queries, device=device)[:, None]
             k = torch.arange(offset, offset + keys, device=device)
-            allowed = (q - k < self.window) | (torch.arange(queries, device=device) < first)[:, None]  # [Q, K]
+            window = self.window if isinstance(self.window, int) else self.window.to(device)
+            allowed = (q - k < window) | (torch.arange(queries, device=device) < first)[
+                :, None
+            ]  # [Q, K]; [B, Q, K] per row
             allowed = (allowed | self._sink_keys(k)[:, None, :])[:, None]
             self.built[shape] = None if bool(allowed.all()) else allowed
         return self.built[shape]

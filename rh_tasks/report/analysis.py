@@ -37,6 +37,7 @@ import numpy as np
 from model_wrappers.condition import Condition
 
 from . import failures, narrative, stats
+from .memory import memory_points
 from .pairing import UNMASKED, ModelRuns, TaskTable, group_by_model, task_table
 from .runs import Run
 from .schema import (
@@ -96,7 +97,7 @@ def _analyse_model(model_runs: ModelRuns, settings: Settings) -> ModelReport:
     grouped = {t for members in model_runs.groups.values() for t in members}
     headline = sorted(model_runs.groups) + sorted(t for t in model_runs.tasks if t not in grouped)
     headline_k = _headline_k(model_runs.conditions, settings.headline_k, model_runs.model)
-    tasks, compared, heatmaps, failure_counts = [], [], [], []
+    tasks, compared, heatmaps, failure_counts, memory = [], [], [], [], []
     for name in headline + sorted(grouped):
         table = task_table(model_runs, name)
         is_headline = name in headline
@@ -109,6 +110,10 @@ def _analyse_model(model_runs: ModelRuns, settings: Settings) -> ModelReport:
         ]
         compared.extend(rows)
         tasks.append(_task_summary(table, rows, is_headline))
+        kv_groups = {c: run.kv_groups for c, run in model_runs.tasks.get(name, {}).items() if run.kv_groups}
+        if kv_groups:
+            baselines = {f: summary.baseline for f, summary in tasks[-1].filters.items()}
+            memory.extend(memory_points(table, rows, kv_groups, baselines))
         if name not in model_runs.groups and table.long_context:
             heatmaps.append(_heatmap(table, arms))
             if all(i.outcome is not None for i in table.items):
@@ -124,6 +129,7 @@ def _analyse_model(model_runs: ModelRuns, settings: Settings) -> ModelReport:
         heatmaps=heatmaps,
         failures=failure_counts,
         head_map=_head_map(model_runs, headline_k),
+        memory=memory,
     )
 
 
@@ -162,7 +168,9 @@ def _arms(table: TaskTable, conditions: list[Condition]) -> list[Arm]:
     for c in present:
         if c.kind == "random":
             pools.setdefault(c.pool_label, []).append(c)
-    arms = [Arm(c.label, c.kind, c.k, (c,), **_about(c)) for c in present if c.kind in ("retrieval", "explicit")]
+    # A fixed set of heads: retrieval, a listed set, or no head kept by a window (every head windowed).
+    fixed = [c for c in present if c.kind in ("retrieval", "explicit", "none")]
+    arms = [Arm(c.label, "explicit" if c.kind == "none" else c.kind, c.k, (c,), **_about(c)) for c in fixed]
     for label, seeds in pools.items():
         arms.append(Arm(label, "random", seeds[0].k, tuple(seeds), **_about(seeds[0])))
         if len(seeds) > 1:
@@ -172,7 +180,7 @@ def _arms(table: TaskTable, conditions: list[Condition]) -> list[Arm]:
             continue
         for label, seeds in pools.items():
             control = seeds[0]
-            if (control.k, control.unit, control.mode, control.phase) == (c.k, c.unit, c.mode, c.phase):
+            if _settings(control) == _settings(c):
                 arms.append(
                     Arm(
                         f"{c.label} {MINUS} {label}",
@@ -186,6 +194,11 @@ def _arms(table: TaskTable, conditions: list[Condition]) -> list[Arm]:
                     )
                 )
     return arms
+
+
+def _settings(c: Condition) -> tuple:
+    """What a retrieval condition and its random control share: K and every setting but how heads are chosen."""
+    return c.k, c.unit, c.mode, c.phase, c.window, c.sink
 
 
 def _about(c: Condition) -> dict:
@@ -223,7 +236,9 @@ def _compare(
     rank = None
     if arm.kind == "contrast" and arm.sampled_sets:
         treated = _stack(table, arm.members, metric, rows)
-        rank = stats.rank_among_sets((treated - _stack(table, arm.reference, metric, rows)).mean(axis=1))
+        difference = (treated - _stack(table, arm.reference, metric, rows)).mean(axis=1)
+        # Masked: is the retrieval set more damaging than random sets? Kept by a window: less damaging?
+        rank = stats.rank_among_sets(-difference if arm.members[0].window is not None else difference)
     return Comparison(
         table.name,
         filter_name,
@@ -248,10 +263,17 @@ def _null(arm: Arm, result: stats.PairedResult) -> str:
             f"{arm.members[0].label}'s expected change equals the mean change of random sets of {arm.k} heads "
             "(over new random sets and new contexts)"
         )
+    windowed = arm.members[0].window is not None
     if arm.kind == "random" and not result.conditional:
-        return f"masking random sets of {arm.k} heads leaves the score unchanged on average over new sets and contexts"
+        sets = (
+            f"keeping random sets of {arm.k} heads whole (windowing the others)"
+            if windowed
+            else (f"masking random sets of {arm.k} heads")
+        )
+        return f"{sets} leaves the score unchanged on average over new sets and contexts"
     subject = "the drawn random set(s)" if arm.kind == "random" else arm.label
-    return f"masking {subject} leaves the score unchanged: both runs' scores are exchangeable within each context"
+    verb = "" if windowed else "masking "
+    return f"{verb}{subject} leaves the score unchanged: both runs' scores are exchangeable within each context"
 
 
 def _defined(result: stats.PairedResult) -> stats.PairedResult:

@@ -160,11 +160,13 @@ def _numbers(c: Comparison, bounded: bool) -> str:
 
 
 def rank_words(c: Comparison) -> str:
-    """``more damaging than 10 of 10 random sets (rank p = 0.091, one-sided)``, for a contrast with a rank."""
-    return (
-        f"more damaging than {c.rank.beaten} of {c.rank.sets} random sets "
-        f"(rank p = {format_p(c.rank.p_value)}, one-sided)"
-    )
+    """``more damaging than 10 of 10 random sets (rank p = 0.091, one-sided)``, for a contrast with a rank; a
+    kept set of a windowed condition is ranked the other way, as less damaging than random kept sets."""
+    if c.arm.members[0].window is not None:
+        words = f"less damaging than {c.rank.beaten} of {c.rank.sets} random kept sets"
+    else:
+        words = f"more damaging than {c.rank.beaten} of {c.rank.sets} random sets"
+    return f"{words} (rank p = {format_p(c.rank.p_value)}, one-sided)"
 
 
 def _answer(c: Comparison, bounded: bool) -> str:
@@ -174,11 +176,18 @@ def _answer(c: Comparison, bounded: bool) -> str:
     if includes_zero(c):
         return f"no effect shows ({numbers}; the interval includes 0)."
     direction = "lowers" if r.delta < 0 else "raises"
-    effect = (
-        f"masking its retrieval heads {direction} the score more than masking random heads"
-        if c.arm.kind == "contrast"
-        else f"masking {c.arm.label} {direction} the score"
-    )
+    if c.arm.members[0].window is not None:
+        effect = (
+            f"keeping its retrieval heads whole under a window {direction} the score against keeping random heads"
+            if c.arm.kind == "contrast"
+            else f"{c.arm.label} {direction} the score"
+        )
+    else:
+        effect = (
+            f"masking its retrieval heads {direction} the score more than masking random heads"
+            if c.arm.kind == "contrast"
+            else f"masking {c.arm.label} {direction} the score"
+        )
     if c.p_holm is not None and c.p_holm < stats.ALPHA:
         return f"{effect} ({numbers}, Holm p = {format_p(c.p_holm)})."
     if c.min_attainable_p_holm is not None and c.min_attainable_p_holm >= stats.ALPHA:

@@ -16,11 +16,11 @@ import numpy as np
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from .failures import OUTCOMES
 from .narrative import format_p, format_value, stars
-from .schema import Estimate, FailureBreakdown, ForestRow, HeadMap, Heatmap, SweepPoint
+from .schema import Estimate, FailureBreakdown, ForestRow, HeadMap, Heatmap, MemoryPoint, SweepPoint
 
 # gkamradt/LLMTest_NeedleInAHaystack CreateVizFromLLMTesting.ipynb: red -> yellow -> green over 0-100.
 GKAMRADT = LinearSegmentedColormap.from_list("gkamradt", ["#F0496E", "#EBB839", "#0CD79F"])
@@ -249,6 +249,70 @@ def k_sweep(rows: list[SweepPoint], bounded: dict[str, bool], salt: str) -> str:
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     return _svg(fig, salt)
+
+
+_KEEP_STYLE = {  # the kept set of a windowed condition -> colour, marker, legend name
+    "retrieval": ("#C62828", "o", "retrieval kept"),
+    "random": ("#1565C0", "s", "random kept"),
+    "none": ("#616161", "^", "none kept"),
+    "explicit": ("#6A1B9A", "D", "listed heads kept"),
+}
+
+
+def memory(points: list[MemoryPoint], bounded: dict[str, bool], salt: str) -> str:
+    """Score against the kept share of the KV cache, one panel per task (its first filter): a line per kept set
+    and window, with intervals, and the unmasked score as the full cache."""
+    panels: dict[str, list[MemoryPoint]] = {}
+    for p in points:
+        if p.keep != "contrast":
+            panels.setdefault(p.task, []).append(p)
+    columns = min(len(panels), 2)
+    fig = Figure(layout="constrained", figsize=(0.6 + 4.6 * columns, 0.4 + 3.2 * math.ceil(len(panels) / columns)))
+    axes = fig.subplots(math.ceil(len(panels) / columns), columns, squeeze=False)
+    for ax, (task, task_points) in zip(axes.flat, panels.items()):
+        first = task_points[0].filter
+        task_points = [p for p in task_points if p.filter == first]
+        scale = 100 if bounded.get(task) else 1
+        ax.axhline(task_points[0].baseline * scale, color="#555555", linewidth=0.8, linestyle="--", label="full cache")
+        windows = sorted({p.window for p in task_points})
+        for (keep, window), series in _memory_series(task_points).items():
+            colour, marker, name = _KEEP_STYLE[keep]
+            x = np.array([p.kept_fraction for p in series]) * 100
+            score = np.array([p.baseline + p.comparison.result.delta for p in series])
+            low = np.array([p.baseline + p.comparison.result.ci_low for p in series], dtype=float)
+            high = np.array([p.baseline + p.comparison.result.ci_high for p in series], dtype=float)
+            if scale == 100:  # a score in [0, 1] cannot leave it, whatever the interval of its Δ
+                low, high = np.clip(low, 0, 1), np.clip(high, 0, 1)
+            errors = np.nan_to_num(np.array([score - low, high - score])) * scale
+            score = score * scale
+            ax.errorbar(
+                x,
+                score,
+                yerr=errors,
+                color=colour,
+                marker=marker,
+                capsize=3,
+                linewidth=1.2,
+                markersize=4,
+                linestyle=_LINE_STYLES[windows.index(window) % len(_LINE_STYLES)],
+                label=f"{name}, window {window}",
+            )
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+        ax.set_title(task + (f" ({first})" if first != "none" else ""), fontsize=9)
+        ax.set_xlabel("kept share of the KV cache (KV groups × positions)", fontsize=8)
+        ax.set_ylabel(task_points[0].metric + (" (points)" if scale == 100 else ""), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    return _svg(fig, salt)
+
+
+def _memory_series(points: list[MemoryPoint]) -> dict[tuple[str, int], list[MemoryPoint]]:
+    series: dict[tuple[str, int], list[MemoryPoint]] = {}
+    for p in sorted(points, key=lambda p: (p.window, p.kept_fraction)):
+        series.setdefault((p.keep, p.window), []).append(p)
+    return series
 
 
 def failure_bars(breakdown: FailureBreakdown, salt: str) -> str:

@@ -21,7 +21,7 @@ from model_wrappers.files import atomic_write_text, writable_folder
 from . import plots
 from .analysis import analyse, dose_response, headline_picks
 from .failures import OUTCOMES, classify_runs
-from .narrative import answers, format_p, format_value, listing_order, nulls, stars
+from .narrative import answers, format_p, format_value, listing_order, nulls, rank_words, stars
 from .runs import ReportInputError, load_runs, refuse_untrusted
 from .schema import Comparison, ForestRow, ModelReport, Report, Settings, TaskSummary, to_json
 
@@ -36,6 +36,16 @@ UNIT_NOTE = (
     "the spread between head sets cannot be estimated and results hold only for the drawn sets."
 )
 QUESTION = "Does masking a model's retrieval heads lower a task's score more than masking as many random heads?"
+WINDOW_QUESTION = (
+    "With every other head restricted to a window, does keeping a model's retrieval heads whole keep a task's score "
+    "better than keeping as many random heads?"
+)
+
+
+def question(report: Report) -> str:
+    """The question the report answers: about masking, or, when every intervention is a window, about keeping."""
+    changed = [r.condition for r in report.runs if r.condition.kind != "none" or r.condition.window is not None]
+    return WINDOW_QUESTION if changed and all(c.window is not None for c in changed) else QUESTION
 
 
 @dataclass(frozen=True)
@@ -231,7 +241,7 @@ def _comparison_cells(model: ModelReport) -> list[list[dict]]:
                 _cell(r.test, r.test),
                 _cell(c.null, c.null),
                 _cell(
-                    "" if c.rank is None else f"{c.rank.beaten} of {c.rank.sets} (p = {format_p(c.rank.p_value)})",
+                    "" if c.rank is None else rank_words(c),
                     None if c.rank is None else c.rank.p_value,
                 ),
                 _cell(format_p(r.min_attainable_p), r.min_attainable_p),
@@ -280,6 +290,36 @@ def cross_model_rule(report: Report) -> str:
 # ---- HTML ---------------------------------------------------------------------------------------------------
 
 
+MEMORY_NOTE = (
+    "Windowed conditions: every KV group outside the kept set attends only to its sinks and its window. Kept "
+    "fraction: the share of the full KV cache (KV groups × positions) the condition would keep, at each item's "
+    "context length, averaged over the items; a KV group stays whole when any of its query heads is kept, so equal "
+    "memory means equal kept KV groups. Nothing was evicted in these runs: attention was restricted, and this is "
+    "what a cache would need. Δ against the unmasked run; a contrast is retrieval kept − random kept at equal K."
+)
+_MEMORY_ORDER = {"none": 0, "retrieval": 1, "random": 2, "explicit": 3, "contrast": 4}
+MEMORY_COLUMNS = ["task", "condition", "window", "kept KV groups", "kept fraction", "Δ [CI]", "Holm p", "equal memory"]
+
+
+def memory_rows(model: ModelReport) -> list[list[str]]:
+    """One row per windowed condition (pooled seeds, contrasts) of each task's primary metric."""
+    bounded = {t.task: t.bounded for t in model.tasks}
+    points = sorted(model.memory, key=lambda p: (p.task, p.filter, p.window, _MEMORY_ORDER[p.keep], p.k or 0))
+    return [
+        [
+            p.task + (f" ({p.filter})" if p.filter != "none" else ""),
+            p.label,
+            f"{p.window} + {p.sink} sinks",
+            f"{p.kept_kv_groups:g} of {p.kv_groups}",
+            f"{p.kept_fraction:.1%}",
+            _interval(p.comparison, bounded.get(p.task, False)),
+            format_p(p.comparison.p_holm) if p.comparison.p_holm is not None else "—",
+            "yes" if p.equal_memory else "no",
+        ]
+        for p in points
+    ]
+
+
 def render_html(report: Report, forest_svg: str | None) -> str:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("rh_tasks.report", "templates"),
@@ -289,7 +329,7 @@ def render_html(report: Report, forest_svg: str | None) -> str:
     cross_columns, cross_rows = cross_model_table(report)
     models = [_html_model(model, number) for number, model in enumerate(report.models)]
     return environment.get_template("report.html.j2").render(
-        question=QUESTION,
+        question=question(report),
         answers=[(model.model, model.headline_k, answers(model)) for model in ranked_models(report)],
         forest_svg=forest_svg,
         forest_caption=forest_caption(report),
@@ -305,6 +345,8 @@ def render_html(report: Report, forest_svg: str | None) -> str:
         cross_rule=cross_model_rule(report) if report.cross_model else None,
         leaderboard_columns=LEADERBOARD_COLUMNS,
         unit_note=UNIT_NOTE,
+        memory_note=MEMORY_NOTE,
+        memory_columns=MEMORY_COLUMNS,
     )
 
 
@@ -349,6 +391,8 @@ def _html_model(model: ModelReport, number: int) -> dict:
         "head_map_source": head_map.head_scores if head_map else None,
         "head_map_note": note,
         "comparisons": _comparison_cells(model),
+        "memory_rows": memory_rows(model),
+        "memory_svg": plots.memory(model.memory, bounded, f"{salt}w") if model.memory else None,
     }
 
 
@@ -368,7 +412,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def render_markdown(report: Report) -> str:
     settings, methods = report.settings, report.methods
-    lines = ["# Which abilities depend on retrieval heads?", "", QUESTION, ""]
+    lines = ["# Which abilities depend on retrieval heads?", "", question(report), ""]
     for model in ranked_models(report):
         if len(report.models) > 1:
             lines += [f"**{_md(model.model)}** (K = {model.headline_k}):", ""]
@@ -411,6 +455,9 @@ def render_markdown(report: Report) -> str:
                 ["condition"] + other_columns, [[r["label"]] + [c["text"] for c in r["cells"]] for r in other_rows]
             )
         lines += [f"{_md(note)}" for note in model.skipped_figures] + ([""] if model.skipped_figures else [])
+        if model.memory:
+            lines += ["### Memory: windowed conditions", "", MEMORY_NOTE, ""]
+            lines += _md_table(MEMORY_COLUMNS, memory_rows(model))
         for breakdown in model.failures:
             lines += [f"### {_md(breakdown.task)}: failure breakdown", ""] + _md_table(
                 ["condition", "n"] + list(OUTCOMES),
@@ -436,7 +483,7 @@ def render_markdown(report: Report) -> str:
                 "clustered SE",
                 "test",
                 "null hypothesis",
-                "random sets it is more damaging than",
+                "rank among random sets",
                 "min p",
                 "p",
                 "Holm p",

@@ -82,6 +82,7 @@ class Run:
     head_scores: str | None
     tasks: dict[str, TaskRun]
     groups: dict[str, list[str]] = field(default_factory=dict)
+    kv_groups: tuple[int, int] | None = None  # a windowed run's (kept, all) KV groups of the model
 
 
 def load_runs(folders: list[str | Path]) -> list[Run]:
@@ -156,7 +157,13 @@ def _load_run(path: Path, prompts: dict[str, str]) -> Run:
         head_scores=_shown(masking.get("head_scores")),
         tasks=tasks,
         groups={g: list(s) for g, s in (data.get("group_subtasks") or {}).items() if s},
+        kv_groups=_kv_groups(masking),
     )
+
+
+def _kv_groups(masking: dict) -> tuple[int, int] | None:
+    kept, every = masking.get("kept_kv_groups"), masking.get("kv_groups")
+    return None if kept is None or every is None else (int(kept), int(every))
 
 
 def _shown(path: str | None) -> str | None:
@@ -190,7 +197,7 @@ def refuse_untrusted(runs: list[Run]) -> None:
         kind = run.condition.kind
         if kind not in KINDS:
             raise ReportInputError(f"{run.path}: rh_masking.heads_kind={kind!r} is not one of {', '.join(KINDS)}.")
-        if kind == "none":
+        if kind == "none" and run.condition.window is None:
             continue
         if run.audit is None or not run.audit.clean:
             why = "; ".join(run.audit.problems or ["it is not clean"]) if run.audit else "it has none"
@@ -200,6 +207,11 @@ def refuse_untrusted(runs: list[Run]) -> None:
             )
         if kind in ("retrieval", "random") and run.condition.k is None:
             raise ReportInputError(f"{run.path}: a {kind} condition must record k in rh_masking.")
+        if run.condition.window is not None and run.kv_groups is None:
+            raise ReportInputError(
+                f"{run.path}: a windowed condition must record kept_kv_groups and kv_groups in rh_masking, the "
+                "memory it would keep. Rerun that condition with this rh-eval."
+            )
 
 
 def _load_task(path: Path, name: str, version, n_shot, prompts: dict[str, str]) -> TaskRun:

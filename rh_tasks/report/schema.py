@@ -63,7 +63,7 @@ class Arm:
     """Something compared against a reference on the same items: a condition, a pool of seeds, a contrast."""
 
     label: str
-    kind: str  # retrieval | random | random_seed | explicit | contrast
+    kind: str  # retrieval | random | random_seed | explicit (a fixed set; every head windowed) | contrast
     k: int | None
     members: tuple[Condition, ...]  # averaged per item
     reference: tuple[Condition, ...] = (UNMASKED,)  # averaged per item, subtracted from members
@@ -220,6 +220,27 @@ class ForestRow:
     significant: bool  # effect's Holm p below alpha
 
 
+@dataclass(frozen=True)
+class MemoryPoint:
+    """A windowed condition (a pool of random seeds, or a contrast) of one task: the cache it would keep, its Δ."""
+
+    task: str
+    filter: str
+    metric: str
+    keep: str  # retrieval | random | none | explicit | contrast (retrieval kept − random kept)
+    label: str
+    window: int
+    sink: int
+    k: int | None
+    kept_kv_groups: float  # mean over the arm's conditions (a contrast: its retrieval set's)
+    kv_groups: int  # the model's
+    kept_fraction: float  # of the full KV cache, KV groups x positions, averaged over the items' lengths
+    mean_length: float  # the items' mean context length, in tokens
+    equal_memory: bool  # every condition of the arm (and, for a contrast, its reference) keeps as many KV groups
+    baseline: float  # the unmasked score
+    comparison: Comparison
+
+
 @dataclass
 class ModelReport:
     model: str
@@ -235,6 +256,7 @@ class ModelReport:
     statements: list[str] = field(default_factory=list)  # written once the family's corrections are known
     forest: list[ForestRow] = field(default_factory=list)  # set with the statements
     skipped_figures: list[str] = field(default_factory=list)  # figures the design leaves nothing to show in
+    memory: list[MemoryPoint] = field(default_factory=list)  # windowed conditions' kept share of the KV cache
 
 
 @dataclass(frozen=True)
@@ -304,6 +326,8 @@ def _plain(value):
     if isinstance(value, HeadMap):
         masked = [{"condition": c, "kind": c.kind, "heads": c.heads} for c in value.masked]
         return _fields(value) | {"masked": _plain(masked)}
+    if isinstance(value, MemoryPoint):
+        return {k: v for k, v in _fields(value).items() if k != "comparison"} | _plain(_brief(value.comparison))
     if isinstance(value, CrossModelTask):
         briefs = {kind: _brief(getattr(value, kind)) for kind in ("retrieval", "random", "contrast")}
         return _fields(value) | _plain(briefs)
@@ -326,7 +350,8 @@ def _fields(value) -> dict:
 
 def _condition(c: Condition) -> dict:
     keys = ("kind", "k", "seed", "match", "unit", "mode", "phase", "heads")
-    return {"label": c.label} | {key: getattr(c, key) for key in keys}
+    windowed = {} if c.window is None else {"window": c.window, "sink": c.sink}
+    return {"label": c.label} | {key: getattr(c, key) for key in keys} | windowed
 
 
 def _comparison(c: Comparison) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from model_wrappers.condition import ARGUMENTS, Condition, ConditionError, check_choice
+from model_wrappers.condition import ARGUMENTS, SINK, Condition, ConditionError, check_choice
 
 
 class SuiteConfigError(ValueError):
@@ -50,8 +50,12 @@ class SuiteConfig:
         content = {key: value for key, value in asdict(self).items() if key != "output_dir"}
         if self.engine is None:  # suites written before engines existed keep their hash
             del content["engine"]
-        # conditions hash as they always have, so that suites written earlier still resume
-        content["conditions"] = [{"heads": c.kind, "k": c.k, "seed": c.seed} for c in self.conditions]
+        # masking conditions hash as they always have, so that suites written earlier still resume; windows add theirs
+        content["conditions"] = [
+            {"heads": c.kind, "k": c.k, "seed": c.seed}
+            | ({} if c.window is None else {"window": c.window, "sink": c.sink, "match": c.match})
+            for c in self.conditions
+        ]
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -69,8 +73,10 @@ _TOP_KEYS = {
 _MODEL_KEYS = {"pretrained", "args", "head_scores"}
 _TASK_KEYS = {"task", "limit", "metadata", "num_fewshot"}
 _MASKING_KEYS = {"mode", "phase", "unit"}
-_CONDITION_KEYS = {"retrieval", "random"}
+_CONDITION_KEYS = {"retrieval", "random", "windows"}
 _RANDOM_KEYS = {"k", "seeds", "match"}
+_WINDOW_KEYS = {"window", "sink", "keep", "k", "seeds", "match"}
+_KEEP = ("none", "retrieval", "random")
 
 
 def _check_keys(where: str, mapping, allowed: set[str]) -> dict:
@@ -138,6 +144,11 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
             raise SuiteConfigError(f"{source}: tasks[{i}].metadata must be a mapping.")
         tasks.append(TaskSpec(**entry))
 
+    if "windows" in conditions and {"retrieval", "random"} & set(conditions):
+        raise SuiteConfigError(
+            f"{source}: conditions.windows cannot share a suite with masked conditions (retrieval, random): one run "
+            "evaluates its conditions together, and masks and windows cannot share a batch. Write two suites."
+        )
     random_spec = _check_keys(f"{source}: conditions.random", conditions.get("random"), _RANDOM_KEYS)
     retrieval_ks = (
         _positive_ints(f"{source}: conditions.retrieval", conditions["retrieval"]) if "retrieval" in conditions else []
@@ -145,13 +156,7 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
     random_ks, seeds = [], []
     if random_spec:
         random_ks = _positive_ints(f"{source}: conditions.random.k", random_spec.get("k"))
-        seeds = random_spec.get("seeds", [0])
-        if (
-            not isinstance(seeds, list)
-            or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-        ):
-            raise SuiteConfigError(f"{source}: conditions.random.seeds must be a list of integers, got {seeds!r}.")
+        seeds = _seeds(f"{source}: conditions.random.seeds", random_spec.get("seeds", [0]))
 
     config = SuiteConfig(
         tasks=tuple(tasks),
@@ -180,6 +185,8 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
         for k in random_ks
         for seed in seeds
     ]
+    if "windows" in conditions:
+        expanded += _windows(f"{source}: conditions.windows", conditions["windows"], config)
     config = replace(config, conditions=tuple(expanded))
     _check_engine(source, config)
     if not isinstance(config.apply_chat_template, bool):
@@ -191,6 +198,59 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
             f"{source}: model.args may not set {sorted(reserved)}; the suite sets them per condition."
         )
     return config
+
+
+def _seeds(where: str, seeds) -> list[int]:
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise SuiteConfigError(f"{where} must be a list of integers, got {seeds!r}.")
+    return seeds
+
+
+def _windows(where: str, spec, config: SuiteConfig) -> list[Condition]:
+    """``conditions.windows``: every window with every kept set, as ``window=W,keep=...`` conditions.
+
+    ``keep: none`` windows every head; ``retrieval`` and ``random`` keep K heads (or KV groups under
+    ``masking.unit: kv_group``) at each ``k``, random once per seed.
+    """
+    spec = _check_keys(where, spec, _WINDOW_KEYS)
+    if config.mode != "uniform":
+        raise SuiteConfigError(f"{where}: masking.mode={config.mode} is meaningless for windows; drop it.")
+    windows = _positive_ints(f"{where}.window", spec.get("window"))
+    sink = spec.get("sink", SINK)
+    if isinstance(sink, bool) or not isinstance(sink, int) or sink < 0:
+        raise SuiteConfigError(
+            f"{where}.sink must be one integer >= 0 (first tokens every window keeps), got {sink!r}."
+        )
+    keep = spec.get("keep", ["none"])
+    keep = [keep] if isinstance(keep, str) else keep
+    if not isinstance(keep, list) or not keep or not set(keep) <= set(_KEEP) or len(set(keep)) < len(keep):
+        raise SuiteConfigError(f"{where}.keep must list some of {', '.join(_KEEP)} once each, got {keep!r}.")
+    chosen = [kind for kind in keep if kind != "none"]
+    ks = _positive_ints(f"{where}.k", spec.get("k")) if chosen or "k" in spec else []
+    if not chosen and ks:
+        raise SuiteConfigError(
+            f"{where}.k is meaningless with keep: [none]; keep retrieval or random heads, or drop k."
+        )
+    if ("seeds" in spec or "match" in spec) and "random" not in keep:
+        raise SuiteConfigError(f"{where}: seeds and match apply only to keep: random.")
+    seeds = _seeds(f"{where}.seeds", spec.get("seeds", [0]))
+    match = spec.get("match")
+    _check_choice(f"{where}.match", "match", match)
+    shared = dict(head_scores=config.head_scores, phase=config.phase, unit=config.unit, sink=sink)
+    expanded = []
+    for window in windows:
+        expanded += [Condition.parse(window=window, **shared)] if "none" in keep else []
+        for k in ks:
+            expanded += [Condition.parse(window=window, keep="retrieval", k=k, **shared)] if "retrieval" in keep else []
+            expanded += [
+                Condition.parse(window=window, keep="random", k=k, seed=seed, match=match, **shared)
+                for seed in (seeds if "random" in keep else [])
+            ]
+    return expanded
 
 
 def load_suite(path: str | Path) -> SuiteConfig:
