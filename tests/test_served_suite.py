@@ -46,6 +46,7 @@ def test_a_resumed_engine_suite_reuses_its_exports(suite, tmp_path, monkeypatch)
         ({"engine": "hf", "masking": {"phase": "decode"}}, "cannot be written into weights"),
         ({"engine": "rh-masked"}, "must name an lm-eval backend"),
         ({"engine": ""}, "must name an lm-eval backend"),
+        ({"engine": "hf", "conditions": {"windows": {"window": [64]}}}, "a window restricts which positions"),
     ],
 )
 def test_engine_suites_refuse_what_weights_cannot_carry(change, message):

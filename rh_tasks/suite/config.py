@@ -121,6 +121,11 @@ def _check_engine(source: str, config: SuiteConfig) -> None:
             f"{source}: engine={config.engine} runs exported checkpoints, and phase={config.phase} cannot be "
             "written into weights; use masking.phase: all, or leave engine out."
         )
+    if any(condition.window is not None for condition in config.conditions):
+        raise SuiteConfigError(
+            f"{source}: engine={config.engine} runs exported checkpoints, and a window restricts which positions a "
+            "head reads, which no weight edit can do; leave engine out to run conditions.windows with rh-masked."
+        )
 
 
 def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
