@@ -29,6 +29,7 @@ from ..masking.audit import MaskingError
 from ..masking.hooks import mask_rows
 from ..masking.window import window_rows
 from .state import ConditionState
+from .token_record import Scored
 
 FIRST_STAGE = 8  # tokens every condition row generates before rows with a complete answer leave the batch
 
@@ -147,11 +148,11 @@ class ConditionBatch:
 
     def loglikelihood(
         self, requests: Sequence[tuple[list[int], list[int]]], max_length: int, softmax_dtype: torch.dtype | None
-    ) -> list[tuple[float, bool]]:
-        """lm-eval's ``(log-probability, is-greedy)`` of each ``(context, continuation)`` under the current condition.
+    ) -> list[Scored]:
+        """Each ``(context, continuation)`` scored under the current condition, token by token.
 
         As lm-eval scores them: the context is cut from the left to fit ``max_length``, and the continuation's
-        log-probabilities are summed from a log-softmax in ``softmax_dtype``.
+        log-probabilities come from a log-softmax in ``softmax_dtype``.
         """
         keys = [("loglikelihood", tuple(context), tuple(continuation)) for context, continuation in requests]
         missing = {key: request for key, request in zip(keys, requests) if (self._current, key) not in self._ready}
@@ -227,14 +228,20 @@ class ConditionBatch:
         for prefix, items in groups.items():
             cache = self._prefill(torch.tensor(prefix, dtype=torch.long))
             start = time.perf_counter()
+            covered = _covered(items)
             by_length: dict[int, list] = {}
             for item in items:
-                by_length.setdefault(len(item[1]), []).append(item)
+                if item[0] not in covered:
+                    by_length.setdefault(len(item[1]), []).append(item)
             for length, same in by_length.items():
                 rows = [(name, item) for item in same for name in names]
                 for chunk in self._chunks(rows, len(prefix) + length, length):
                     self._score_rows(chunk, cache, length, softmax_dtype)
                     self._computed(len(chunk))
+            for key, (longer, offset, length) in covered.items():
+                for name in names:
+                    self._ready[(name, key)] = self._ready[(name, longer)].head(offset, length)
+                self._computed(len(names))
             self._count(start, len(names) * len(items))
 
     @torch.no_grad()
@@ -248,8 +255,11 @@ class ConditionBatch:
         for (name, (key, _, continuation)), row in zip(chunk, logprobs):
             scored = row[-len(continuation) :]
             target = torch.tensor(continuation, dtype=torch.long, device=scored.device)
-            greedy = bool((scored.argmax(dim=-1) == target).all())
-            self._ready[(name, key)] = (float(scored.gather(1, target[:, None]).sum()), greedy)
+            argmax = scored.argmax(dim=-1) == target
+            logprobs = scored.gather(1, target[:, None]).squeeze(1)
+            self._ready[(name, key)] = Scored(
+                float(logprobs.sum()), bool(argmax.all()), tuple(logprobs.tolist()), tuple(argmax.tolist())
+            )
 
     @torch.no_grad()
     def _prefill(self, prefix: torch.Tensor) -> transformers.Cache | None:
@@ -304,6 +314,26 @@ class ConditionBatch:
         self.timing.continuation += time.perf_counter() - start
         self.timing.prompts += 1
         self.timing.rows += rows
+
+
+def _covered(items: list) -> dict:
+    """Requests of one prefix group that another one's forward pass already scores: their scored tail begins that
+    request's, and their continuation is that request's from ``offset`` on, so under causal attention (and masking
+    by position) their log-probabilities are the same numbers. key -> (that request's key, offset, length).
+
+    A teacher-forced task asks for a solution and for the same solution cut before its answer; this scores both
+    in one pass per condition."""
+    covered = {}
+    longest_first = sorted(items, key=lambda item: -len(item[1]))
+    for key, tail, continuation in longest_first:
+        for other, other_tail, other_continuation in longest_first:
+            if len(other_tail) <= len(tail) or other in covered or other_tail[: len(tail)] != tail:
+                continue
+            offset = (len(tail) - len(continuation)) - (len(other_tail) - len(other_continuation))
+            if offset >= 0 and other_continuation[offset : offset + len(continuation)] == continuation:
+                covered[key] = (other, offset, len(continuation))
+                break
+    return covered
 
 
 def _batch_setting(state: ConditionState) -> tuple:

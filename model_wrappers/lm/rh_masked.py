@@ -9,6 +9,7 @@ a canary at load checks that the intervention changes the logits, and the audit 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import time
@@ -37,6 +38,7 @@ from ..sources.resolve import cached_gguf_sha256, model_source
 from .engine import ConditionBatch, Timing
 from .progress import AnsweredHook, ItemProgress
 from .state import ConditionState
+from .token_record import RESULTS_KEY, TokenRecord
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class RHMaskedLM(HFLM):
         self._batch: ConditionBatch | None = None
         self._items: ItemProgress | None = None
         self._resolved = None  # set as soon as the config is known (not at all for a model object)
+        self._tokens = TokenRecord()  # per-token log-probabilities of the condition being evaluated
+        self._recording: dict[tuple[str, str], list] = {}  # the requests of one loglikelihood call to record
 
         start = time.perf_counter()
         super().__init__(pretrained=self._source["path"], **kwargs)
@@ -96,6 +100,7 @@ class RHMaskedLM(HFLM):
         :meth:`plan_conditions`: from here on every condition computes its own forward passes.
         """
         self._batch = None
+        self._tokens.clear()
         self.state = self._prepare(condition)
 
     def plan_conditions(self, conditions: dict[str, Condition], memory_gb: float = MEMORY_GB) -> None:
@@ -115,6 +120,7 @@ class RHMaskedLM(HFLM):
         """Switch to a condition of :meth:`plan_conditions`; its results file describes it as ``remask`` would."""
         if self._batch is None:
             raise KeyError(f"{name!r} is not a planned condition; call plan_conditions first.")
+        self._tokens.clear()
         self.state = self._batch.start(name)
 
     @contextmanager
@@ -134,8 +140,12 @@ class RHMaskedLM(HFLM):
             self._items, self.cache_hook = None, hook
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        with self._answering(requests):
-            return super().loglikelihood(requests, disable_tqdm=disable_tqdm or self._items is not None)
+        self._recording = self._tokens.start(requests)
+        try:
+            with self._answering(requests):
+                return super().loglikelihood(requests, disable_tqdm=disable_tqdm or self._items is not None)
+        finally:
+            self._recording = {}
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         with self._answering(requests):
@@ -252,20 +262,46 @@ class RHMaskedLM(HFLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         """Score planned conditions together (:meth:`plan_conditions`), else one condition as below.
 
-        Under ``phase=decode``, score requests in groups of equal input and continuation lengths.
+        Requests whose documents ask for a token record are scored by the engine, one condition in one batch, which
+        gives every token's log-probability: under ``phase=decode`` from an unmasked pass over the context and one
+        masked pass over the whole continuation. Under ``phase=decode`` the others are scored in groups of equal
+        input and continuation lengths.
 
         The decode phase masks (or windows) the position that predicts the first continuation token and every
         later one, i.e. the last ``len(continuation)`` positions of each row; equal shapes make that the same slice
         for every row of a batch (lm-eval pads rows on the right).
         """
         if self._batch is not None:
-            results = self._batch.loglikelihood(
-                [(context, continuation) for _, context, continuation in requests], self.max_length, self.softmax_dtype
-            )
-            for (request, _, _), answer in zip(requests, results):
-                if request is not None:
-                    self.cache_hook.add_partial("loglikelihood", request, answer)
-            return results
+            return self._score_in(self._batch, requests)
+        recorded = [i for i, (request, _, _) in enumerate(requests) if request in self._recording]
+        others = sorted(set(range(len(requests))) - set(recorded))
+        results: list = [None] * len(requests)
+        if recorded:
+            solo = ConditionBatch(self.model)
+            solo.add(self.condition.label, self.state)
+            solo.start(self.condition.label)
+            for index, answer in zip(recorded, self._score_in(solo, [requests[i] for i in recorded])):
+                results[index] = answer
+        if others:
+            answers = self._score_directly([requests[i] for i in others], disable_tqdm, override_bs)
+            for index, answer in zip(others, answers):
+                results[index] = answer
+        return results
+
+    def _score_in(self, batch: ConditionBatch, requests) -> list[tuple[float, bool]]:
+        """lm-eval's answers from the engine's scores, with the token record of the requests that ask for one."""
+        scored = batch.loglikelihood(
+            [(context, continuation) for _, context, continuation in requests], self.max_length, self.softmax_dtype
+        )
+        decode = functools.partial(self.tok_decode, skip_special_tokens=False)
+        for (request, _, continuation), score in zip(requests, scored):
+            if request in self._recording:
+                self._tokens.add(self._recording[request], continuation, score, decode)
+            if request is not None:
+                self.cache_hook.add_partial("loglikelihood", request, score.answer)
+        return [score.answer for score in scored]
+
+    def _score_directly(self, requests, disable_tqdm: bool, override_bs) -> list:
         if self.condition.phase != "decode" or not self.state.changed:
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         groups: dict[tuple[int, int], list[int]] = {}
@@ -310,6 +346,7 @@ class RHMaskedLM(HFLM):
             "model": self._source["name"],
             "model_sha256": self._source["sha256"],
         }
+        info[RESULTS_KEY] = self._tokens.as_json()
         return info
 
 
