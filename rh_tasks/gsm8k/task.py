@@ -30,7 +30,7 @@ def load_test(source: str = "packaged"):
     raise ValueError(f"GSM8K source={source!r} is not one of {SOURCES}; use 'packaged' (default, offline) or 'hub'.")
 
 
-def _describe(source: str) -> str:
+def describe_source(source: str) -> str:
     if source == "hub":
         return f"{HUB_DATASET[0]} ({HUB_DATASET[1]}) from the Hugging Face hub"
     return f"the packaged GSM8K test set {TASK_DATA.folder / PACKAGED_TEST} (sha256 checked)"
@@ -43,7 +43,7 @@ def cot_dataset(source: str = "packaged", **_metadata) -> dict:
     # A warning, so that it shows: lm-eval's CLI prints only its own loggers below that level.
     logger.warning(
         "gsm8k_cot: rh-eval's copy of lm-eval's gsm8k_cot is active (same prompts and scoring); data: %s.",
-        _describe(source),
+        describe_source(source),
     )
     return {"test": test}
 
@@ -52,5 +52,5 @@ def direct_dataset(source: str = "packaged", **_metadata) -> dict:
     """``custom_dataset`` hook of ``gsm8k_direct``: the same questions as ``gsm8k_cot``."""
     check_option_names("gsm8k_direct", _metadata, ("source",))
     test = load_test(source)
-    logger.info("gsm8k_direct: data: %s.", _describe(source))
+    logger.info("gsm8k_direct: data: %s.", describe_source(source))
     return {"test": test}
