@@ -21,7 +21,27 @@ decides; both are printed.
 The pooled and contrast rows call ``stats.two_way`` (what ``compare_paired`` calls for them) on all
 replications of a cell at once; the fixed rows call ``compare_paired`` itself, one replication at a time.
 
-    python benchmarks/bench_calibration.py [--replications 1000] [--seed 0] [--quick]
+Two further designs (``--design``; the cells above are ``items``) score the teacher-forced negative log-likelihood
+(NLL, nats) of gold solutions: unbounded and right-skewed, so the tests are told ``bounded=False``. Unmasked
+per-token NLL is gamma (shape 0.7) around each question's mean-one lognormal difficulty: mean exactly 2 nats,
+median 1, 2% of tokens above 10. Masking multiplies it by a factor of mean exactly 1 built from the same four
+components (context = question, item = token): 1 + uniform shifts adding up to at most 0.9 (``symmetric``: the
+differences are symmetric given the baseline, so the two conditions are exchangeable), or a lognormal
+(``lognormal``: differences of mean 0 but skewed, as when a few head sets or questions are hit hard).
+
+- ``token_classes``: the items are the tokens of one class and a question's tokens are a cluster of unequal
+  size m: geometric with mean 3 (``geo3``), or with mean 12 where 20% of the G questions lack the class and do
+  not appear (``geo12``). A cell draws its counts once, for its null, alternative and rerun alike, and prints
+  how many questions have the class and the largest count. The estimate is the token-weighted mean difference,
+  and the alternative multiplies the random sets' NLL (pooled) or the fixed set's (contrast, fixed) by
+  1 + ``--effect`` (0.2 by default, a truth of 0.4 nats). The fixed rows run half the replications, as
+  ``compare_paired`` takes milliseconds per replication on up to 80 clusters.
+- ``interaction``: one value per question, the CoT solution's per-token NLL (mean 1 nat, gamma shape 3 across
+  questions) minus the direct answer's (mean 2.5 nats, gamma shape 0.7: heavy-tailed), each with its own
+  masking factor. Only the contrast, fixed set - random sets; the alternative multiplies the fixed set's CoT
+  NLL by 1 + ``--effect`` (0.5 by default, a truth of 0.5 nats).
+
+    python benchmarks/bench_calibration.py [--design items] [--replications 1000] [--seed 0] [--quick]
 """
 
 from __future__ import annotations
@@ -29,7 +49,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -46,6 +66,12 @@ COMPONENTS = {
     "equal": (0.7, 0.7, 0.3, 0.5),
 }
 BINARY_SPREAD = 0.3  # for 0/1 scores the components' half-widths add up to this, around a probability of 0.5
+TOKENS = {"geo3": (3.0, 0.0), "geo12": (12.0, 0.2)}  # tokens of a class per question: (mean, share lacking it)
+NLL_MEAN, NLL_SHAPE, DIFFICULTY_SD = 2.0, 0.7, 0.5  # per-token NLL: gamma around a lognormal question difficulty
+COT = (1.0, 3.0)  # the CoT solution's per-token NLL per question: (mean, gamma shape)
+DIRECT = (2.5, 0.7)  # the direct answer's
+SYMMETRIC_SPREAD = 0.9  # symmetric masking factors: the half-widths add up to this, so the factor stays in [0.1, 1.9]
+LOG_SCALE = 0.6  # lognormal masking factors: the components' standard deviations on the log scale, times this
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,29 @@ class Cell:
     items: str
     scores: str
     components: str
+    design: str = "items"
+    counts: tuple[float, ...] = ()  # token design: tokens of the class in each question that has any
+
+
+@dataclass(frozen=True)
+class Design:
+    """The grid of one design and the comparisons it makes."""
+
+    seeds: tuple[int, ...]
+    contexts: tuple[int, ...]
+    items: tuple[str, ...]
+    scores: tuple[str, ...]
+    kinds: tuple[str, ...]
+    effect: float  # the default alternative, in the design's unit
+    fixed_share: float = 1.0  # of the replications, for fixed rows: compare_paired runs once per replication
+
+
+NLL_SEEDS, QUESTIONS, MASKING = (3, 5, 10), (10, 20, 40, 80), ("symmetric", "lognormal")
+DESIGNS = {
+    "items": Design(SEEDS, CONTEXTS, ITEMS, ("0/1", "continuous"), ("pooled", "contrast", "fixed"), 0.2),
+    "token_classes": Design(NLL_SEEDS, QUESTIONS, tuple(TOKENS), MASKING, ("pooled", "contrast", "fixed"), 0.2, 0.5),
+    "interaction": Design(NLL_SEEDS, QUESTIONS, ("1",), MASKING, ("contrast",), 0.5),
+}
 
 
 def cluster_sizes(items: str, contexts: int, rng: np.random.Generator) -> np.ndarray:
@@ -83,6 +132,15 @@ class Draw:
 
 
 def simulate(cell: Cell, kind: str, effect: float, reps: int, rng: np.random.Generator) -> Draw:
+    """``reps`` replications of one comparison in one cell, with true mean difference ``Draw.truth``."""
+    if cell.design == "token_classes":
+        return simulate_tokens(cell, kind, effect, reps, rng)
+    if cell.design == "interaction":
+        return simulate_interaction(cell, kind, effect, reps, rng)
+    return simulate_items(cell, kind, effect, reps, rng)
+
+
+def simulate_items(cell: Cell, kind: str, effect: float, reps: int, rng: np.random.Generator) -> Draw:
     sizes = cluster_sizes(cell.items, cell.contexts, rng)
     index = np.repeat(np.arange(cell.contexts), sizes.astype(int))
     n_items = index.size
@@ -119,6 +177,75 @@ def simulate(cell: Cell, kind: str, effect: float, reps: int, rng: np.random.Gen
     return Draw(baseline, other, sizes, index, True, -effect if kind == "contrast" else effect)
 
 
+def masking(cell: Cell, sampled: bool, reps: int, index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``[reps, S or 1, items]`` multiplicative effects of masking, of mean exactly 1 so that a null is exact.
+
+    Context and item components always; sampled sets (S of them) add the set and set x context ones.
+    """
+    sd_set, sd_ctx, sd_inter, sd_item = COMPONENTS[cell.components]
+    sets = cell.seeds if sampled else 1
+    groups = int(index[-1]) + 1
+    parts = [(sd_ctx, (reps, 1, groups))]
+    if sampled:
+        parts += [(sd_set, (reps, sets, 1)), (sd_inter, (reps, sets, groups))]
+    parts.append((sd_item, (reps, sets, index.size)))
+    if cell.scores == "symmetric":
+        half = SYMMETRIC_SPREAD / sum(COMPONENTS[cell.components])
+        shifts = [rng.uniform(-width * half, width * half, size=shape) for width, shape in parts]
+    else:
+        shifts = [LOG_SCALE * sd * rng.standard_normal(shape) for sd, shape in parts]
+    shift = sum(shifts[:-1])[..., index] + shifts[-1]  # question-level parts spread to their items, then the items'
+    if cell.scores == "symmetric":
+        return np.add(shift, 1.0, out=shift)
+    variance = sum((LOG_SCALE * sd) ** 2 for sd, _ in parts)
+    return np.exp(shift - variance / 2, out=shift)
+
+
+def drawn(cell: Cell, rng: np.random.Generator) -> Cell:
+    """A token cell with its token counts drawn, once, so that its null, alternative and rerun share them (a
+    question without tokens of the class is not a cluster); other cells unchanged."""
+    if cell.design != "token_classes":
+        return cell
+    mean, lacking = TOKENS[cell.items]
+    counts = rng.geometric(1 / mean, size=cell.contexts) * (rng.random(cell.contexts) >= lacking)
+    return replace(cell, counts=tuple(float(c) for c in counts if c > 0))
+
+
+def simulate_tokens(cell: Cell, kind: str, effect: float, reps: int, rng: np.random.Generator) -> Draw:
+    """Per-token NLL: none against a fixed set (``fixed``) or S random sets (``pooled``), or the fixed set
+    against the random sets (``contrast``); the side the alternative acts on is multiplied by 1 + effect."""
+    sizes = np.array(cell.counts)
+    index = np.repeat(np.arange(sizes.size), sizes.astype(int))
+    difficulty = np.exp(DIFFICULTY_SD * rng.standard_normal((reps, 1, sizes.size)) - DIFFICULTY_SD**2 / 2)
+    none = NLL_MEAN * difficulty[..., index] * rng.gamma(NLL_SHAPE, 1 / NLL_SHAPE, size=(reps, 1, index.size))
+    truth = effect * NLL_MEAN
+    if kind == "fixed":
+        return Draw(none, (1 + effect) * none * masking(cell, False, reps, index, rng), sizes, index, False, truth)
+    sampled = none * masking(cell, True, reps, index, rng)
+    if kind == "pooled":
+        return Draw(none, np.multiply(sampled, 1 + effect, out=sampled), sizes, index, False, truth)
+    retrieval = (1 + effect) * none * masking(cell, False, reps, index, rng)
+    return Draw(retrieval, sampled, sizes, index, False, truth)
+
+
+def simulate_interaction(cell: Cell, kind: str, effect: float, reps: int, rng: np.random.Generator) -> Draw:
+    """Per question, CoT minus direct per-token NLL under the fixed set and under S random sets; the
+    alternative multiplies the fixed set's CoT NLL by 1 + effect."""
+    if kind != "contrast":
+        raise ValueError(f"The interaction design measures the contrast only, not {kind}.")
+    index = np.arange(cell.contexts)
+    (cot_mean, cot_shape), (direct_mean, direct_shape) = COT, DIRECT
+    cot = cot_mean * rng.gamma(cot_shape, 1 / cot_shape, size=(reps, 1, cell.contexts))
+    direct = direct_mean * rng.gamma(direct_shape, 1 / direct_shape, size=(reps, 1, cell.contexts))
+
+    def difference(sampled: bool, scale: float) -> np.ndarray:
+        cot_masked = scale * cot * masking(cell, sampled, reps, index, rng)
+        return cot_masked - direct * masking(cell, sampled, reps, index, rng)
+
+    retrieval = difference(False, 1 + effect)
+    return Draw(retrieval, difference(True, 1.0), np.ones(cell.contexts), index, False, effect * cot_mean)
+
+
 def crossed(cell: Cell, kind: str, effect: float, reps: int, rng: np.random.Generator) -> tuple[float, float]:
     """(rejection rate at 5%, coverage of the 95% interval) of the two-way t over ``reps`` replications."""
     draw = simulate(cell, kind, effect, reps, rng)
@@ -130,10 +257,11 @@ def crossed(cell: Cell, kind: str, effect: float, reps: int, rng: np.random.Gene
 def fixed(cell: Cell, effect: float, reps: int, rng: np.random.Generator) -> tuple[float, float]:
     """The same through ``compare_paired`` for one fixed condition against another (exact test, t interval)."""
     draw = simulate(cell, "fixed", effect, reps, rng)
+    bounded = None if cell.design == "items" else draw.bounded  # items: compare_paired infers it, as for its callers
     rejected = covered = 0
     for rep in range(reps):
         result = stats.compare_paired(
-            draw.baseline[rep, 0], draw.other[rep, 0], clusters=draw.index, n_resamples=999, seed=rep
+            draw.baseline[rep, 0], draw.other[rep, 0], clusters=draw.index, bounded=bounded, n_resamples=999, seed=rep
         )
         rejected += result.p_value < 0.05
         covered += result.ci_low <= draw.truth <= result.ci_high
@@ -168,6 +296,7 @@ class Row:
         return (
             f"{self.kind:<9}{seeds:>3}{c.contexts:>4}{c.items:>5} {c.scores:<11}{components:<18}"
             f"{self.size:>7.3f}{self.cover:>7.3f}{self.power:>7.3f}{self.power_double:>7.3f}{self.mark}"
+            + (f"  [{len(c.counts)} questions with the class, largest {max(c.counts):g} tokens]" if c.counts else "")
         )
 
 
@@ -204,35 +333,45 @@ def summary(rows: list[Row]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replications", type=int, default=1000, help="replications per cell and hypothesis")
-    parser.add_argument("--effect", type=float, default=0.2, help="the alternative's true mean difference")
+    parser.add_argument("--effect", type=float, help="the alternative's effect (0.2; 0.5 for the interaction)")
+    parser.add_argument("--design", choices=DESIGNS, default="items", help="what the items and scores are")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few cells only (seconds)")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     reps = args.replications
     started = time.perf_counter()
-    cells = [
-        Cell(s, g, m, scores, comp)
-        for s, g, m, scores, comp in itertools.product(SEEDS, CONTEXTS, ITEMS, ("0/1", "continuous"), COMPONENTS)
-    ]
-    if args.quick:
-        cells = cells[:: len(cells) // 12]
-    fixed_cells = sorted({(c.contexts, c.items, c.scores) for c in cells})
-    print(f"{reps} replications per cell; a size passes at <= {_limit(reps):.3f}; effect {args.effect}")
+    design = DESIGNS[args.design]
+    effect = design.effect if args.effect is None else args.effect
+    fixed_reps = round(design.fixed_share * reps)
+    grid = itertools.product(design.seeds, design.contexts, design.items, design.scores, COMPONENTS)
+    cells = [Cell(s, g, m, scores, comp, args.design) for s, g, m, scores, comp in grid]
+    if args.quick:  # about 12 cells; a stride that is a multiple of the inner factors' period would fix them
+        step = len(cells) // 12
+        cells = cells[:: step + (step % (len(design.items) * len(design.scores) * len(COMPONENTS)) == 0)]
+    cells = [drawn(cell, rng) for cell in cells]
+    print(f"{reps} replications per cell; a size passes at <= {_limit(reps):.3f}; effect {effect}")
+    if fixed_reps != reps:
+        print(f"fixed rows: {fixed_reps} replications; a size passes at <= {_limit(fixed_reps):.3f}")
     print(
         f"{'test':<9}{'S':>3}{'G':>4}{'m':>5} {'scores':<11}{'components':<18}"
         f"{'size':>7}{'cover':>7}{'power':>7}{'at 2x':>7}"
     )
     rows = []
-    jobs = [(kind, cell) for cell in cells for kind in ("pooled", "contrast")]
-    jobs += [("fixed", Cell(1, g, m, scores, "contexts dominate")) for g, m, scores in fixed_cells]
+    jobs = [(kind, cell) for cell in cells for kind in design.kinds if kind != "fixed"]
+    if "fixed" in design.kinds:
+        fixed_cells = sorted({(c.contexts, c.items, c.scores) for c in cells})
+        jobs += [
+            ("fixed", drawn(Cell(1, g, m, scores, "contexts dominate", args.design), rng))
+            for g, m, scores in fixed_cells
+        ]
     for kind, cell in jobs:
-        rows.append(measure(kind, cell, args.effect, reps, rng))
+        rows.append(measure(kind, cell, effect, fixed_reps if kind == "fixed" else reps, rng))
         print(rows[-1].line(), flush=True)
     print()
     print("\n".join(summary(rows)))
     print()
-    for kind in ("pooled", "contrast", "fixed"):
+    for kind in design.kinds:
         mine = [r for r in rows if r.kind == kind]
         covered = [r.cover for r in mine if r.cell.contexts >= 8 and (kind == "fixed" or r.cell.seeds >= 5)]
         print(

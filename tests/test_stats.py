@@ -355,3 +355,23 @@ def test_minimum_detectable_effect_uses_t_at_g_minus_one():
     assert stats.minimum_detectable_effect(1.0, 6) == pytest.approx(2.570582 + 0.919544, abs=1e-5)
     assert stats.minimum_detectable_effect(1.0, 41) == pytest.approx(2.021075 + 0.850700, abs=1e-5)
     assert math.isinf(stats.minimum_detectable_effect(1.0, 5))  # 5 clusters: p >= 1/16 > 0.05
+
+
+def test_unbounded_scores_that_happen_to_lie_in_zero_one_get_no_zero_one_handling():
+    """Per-token NLL of easy tokens, all under 1 nat: 3 questions of 2 tokens."""
+    baseline = [0.05, 0.9, 0.1, 0.2, 0.95, 0.3]
+    treated = [0.95, 0.85, 0.9, 0.6, 0.05, 0.1]
+    questions = [0, 0, 1, 1, 2, 2]
+    nll = stats.compare_paired(baseline, treated, clusters=questions, bounded=False)
+    # cluster sums 0.85 1.2 -1.1, delta 0.95 / 6; CR2: sum of e_g^2 / (1 - 2/6) / 6^2, and no (1 / (G + 2))^2
+    delta = 0.95 / 6
+    e = np.array([0.85, 1.2, -1.1]) - 2 * delta
+    se = math.sqrt(np.sum(e**2) / (2 / 3) / 36)
+    half = scipy_stats.t.ppf(0.975, 2) * se
+    assert (nll.delta, nll.se_design, nll.df) == (pytest.approx(delta), pytest.approx(se), 2)
+    assert (nll.ci_low, nll.ci_high) == (pytest.approx(delta - half), pytest.approx(delta + half))
+    assert nll.ci_low < -1 and nll.ci_high > 1  # not clipped to what a difference of [0, 1] scores allows
+    # left to infer, the same values pass for [0, 1] scores
+    inferred = stats.compare_paired(baseline, treated, clusters=questions)
+    assert inferred.se_design == pytest.approx(math.sqrt(se**2 + 1 / 5**2))
+    assert (inferred.ci_low, inferred.ci_high) == (-1.0, 1.0)

@@ -396,6 +396,7 @@ def compare_paired(
     *,
     clusters: Sequence | None = None,
     sampled_sets: bool = False,
+    bounded: bool | None = None,
     confidence: float = CONFIDENCE,
     n_resamples: int = N_RESAMPLES,
     seed=0,
@@ -404,6 +405,7 @@ def compare_paired(
 
     ``baseline`` and ``treated`` are ``[items]`` or ``[sets, items]``: one side may hold one row per random
     head set (seed), with ``sampled_sets`` saying that those sets are a sample. The estimate averages the sets.
+    ``bounded`` says if scores are [0, 1] by nature; None infers it from the values, wrong for an NLL that is under 1.
 
     - ``MIN_SEEDS`` or more sampled sets: the two-way t test and interval (:func:`two_way`), valid for the
       null that the mean difference over new sets and new contexts is 0.
@@ -425,7 +427,7 @@ def compare_paired(
     d = b - a  # [sets, items]
     sets = d.shape[0]
     items = d.mean(axis=0)  # per-item difference averaged over the sets
-    bounded = is_bounded(a, b)
+    bounded = is_bounded(a, b) if bounded is None else bounded
     sums, scale, sizes = cluster_sums(d, clusters)
     groups = sizes.size
     clustered = bool(sizes.max() > 1)
