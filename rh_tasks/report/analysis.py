@@ -95,10 +95,11 @@ def analyse(runs: list[Run], settings: Settings) -> Report:
 
 def _analyse_model(model_runs: ModelRuns, settings: Settings) -> ModelReport:
     grouped = {t for members in model_runs.groups.values() for t in members}
-    headline = sorted(model_runs.groups) + sorted(t for t in model_runs.tasks if t not in grouped)
+    exploratory = model_runs.exploratory
+    headline = sorted(model_runs.groups) + sorted(t for t in model_runs.tasks if t not in grouped | exploratory)
     headline_k = _headline_k(model_runs.conditions, settings.headline_k, model_runs.model)
     tasks, compared, heatmaps, failure_counts, memory = [], [], [], [], []
-    for name in headline + sorted(grouped):
+    for name in headline + sorted(grouped) + sorted(exploratory):
         table = task_table(model_runs, name)
         is_headline = name in headline
         arms = _arms(table, model_runs.conditions)
@@ -229,6 +230,7 @@ def _compare(
         _stack(table, arm.members, metric, rows),
         clusters=None if clusters is None else [c for c, keep in zip(clusters, rows) if keep],
         sampled_sets=arm.sampled_sets,
+        bounded=False if metric in table.lower_is_better else None,  # a loss may happen to lie in [0, 1]
         confidence=settings.confidence,
         n_resamples=settings.n_resamples,
         seed=[settings.seed, zlib.crc32(key.encode())],
@@ -237,8 +239,10 @@ def _compare(
     if arm.kind == "contrast" and arm.sampled_sets:
         treated = _stack(table, arm.members, metric, rows)
         difference = (treated - _stack(table, arm.reference, metric, rows)).mean(axis=1)
-        # Masked: is the retrieval set more damaging than random sets? Kept by a window: less damaging?
-        rank = stats.rank_among_sets(-difference if arm.members[0].window is not None else difference)
+        # Masked: is the retrieval set more damaging than random sets? Kept by a window: less damaging? Damage
+        # lowers a score and raises a loss.
+        flips = (arm.members[0].window is not None) + (metric in table.lower_is_better)
+        rank = stats.rank_among_sets(-difference if flips % 2 else difference)
     return Comparison(
         table.name,
         filter_name,
@@ -290,7 +294,9 @@ def _task_summary(table: TaskTable, rows: list[Comparison], is_headline: bool) -
     """Per task: item counts, unmasked score and the minimum detectable effect of its primary metric."""
     primary = table.metrics[0]
     values = np.concatenate([s[m] for s in table.scores.values() for m in table.metrics])
-    bounded = bool(np.all((values >= 0) & (values <= 1)))  # scores in [0, 1] are shown as points x100
+    higher_is_better = primary not in table.lower_is_better
+    # Scores in [0, 1] are shown as points x100; a loss is shown as it is, wherever its values fall.
+    bounded = higher_is_better and bool(np.all((values >= 0) & (values <= 1)))
     per_filter = {}
     for f in _filters(table):
         mine = [r.result for r in rows if r.filter == f and r.metric == primary and r.arm.reference == (UNMASKED,)]
@@ -324,6 +330,7 @@ def _task_summary(table: TaskTable, rows: list[Comparison], is_headline: bool) -
         metrics=table.metrics,
         primary_metric=primary,
         bounded=bounded,
+        higher_is_better=higher_is_better,
         long_context=table.long_context,
         dropped_items=table.dropped,
         filters=per_filter,
@@ -439,13 +446,16 @@ def _cross_model(models: list[ModelReport]) -> list[CrossModelRow]:
                 baseline=task.filters[f].baseline,
                 long_context=task.long_context,
                 bounded=task.bounded,
+                higher_is_better=task.higher_is_better,
                 retrieval=pick.get("retrieval"),
                 random=pick.get("random"),
                 contrast=pick.get("contrast"),
             )
         long_context = [t for t in tasks.values() if t.long_context and t.contrast]
         basis = long_context or [t for t in tasks.values() if t.contrast]
-        dependence = -float(np.mean([t.contrast.result.delta for t in basis])) if basis else None
+        # Damage lowers a score and raises a loss, so dependence is the mean contrast signed as damage.
+        damage = [(-1 if t.higher_is_better else 1) * t.contrast.result.delta for t in basis]
+        dependence = float(np.mean(damage)) if basis else None
         rows.append((model, tasks, dependence, "long-context tasks" if long_context else "all tasks"))
     rows.sort(key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0].model))
     return [
@@ -481,7 +491,8 @@ def _forest(model: ModelReport) -> list[ForestRow]:
     swept = sorted({c.arm.k for c in model.comparisons if c.in_family and c.arm.kind == "retrieval" and c.arm.k})
     ks = swept if len(swept) > 1 else [model.headline_k]
     rows = []
-    for task in (t for t in model.tasks if t.headline):
+    # Losses (NLL, in nats) are on another scale: the chain-of-thought figure shows them.
+    for task in (t for t in model.tasks if t.headline and t.higher_is_better):
         f = next(iter(task.filters))
         for k in ks:
             pick = headline_picks(model, task, f, k)

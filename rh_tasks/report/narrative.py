@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from . import stats
+from .derived import is_interaction
 from .schema import Comparison, FilterSummary, ModelReport, TaskSummary
 
 ARM_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}  # how reports list comparisons
@@ -147,7 +148,7 @@ def answers(model: ModelReport) -> list[str]:
         elif _cannot_tell(task.filters[f], task.bounded):
             sentences.append(f"{name}: the model scores 0 on it unmasked, so it cannot tell ({_numbers(c, True)}).")
         else:
-            sentences.append(f"{name}: {_answer(c, task.bounded)}")
+            sentences.append(f"{name}: {_answer(c, task)}")
     return sentences
 
 
@@ -169,24 +170,27 @@ def rank_words(c: Comparison) -> str:
     return f"{words} (rank p = {format_p(c.rank.p_value)}, one-sided)"
 
 
-def _answer(c: Comparison, bounded: bool) -> str:
-    r, numbers = c.result, _numbers(c, bounded)
+def _answer(c: Comparison, task: TaskSummary) -> str:
+    r, numbers = c.result, _numbers(c, task.bounded)
     if c.rank is not None:
         numbers += f"; {rank_words(c)}"
     if includes_zero(c):
         return f"no effect shows ({numbers}; the interval includes 0)."
     direction = "lowers" if r.delta < 0 else "raises"
+    score = "the score" if task.higher_is_better else f"{task.primary_metric} (lower is better)"
+    if is_interaction(task.task):
+        score += " of chains of thought, against direct answers to the same questions,"
     if c.arm.members[0].window is not None:
         effect = (
-            f"keeping its retrieval heads whole under a window {direction} the score against keeping random heads"
+            f"keeping its retrieval heads whole under a window {direction} {score} against keeping random heads"
             if c.arm.kind == "contrast"
-            else f"{c.arm.label} {direction} the score"
+            else f"{c.arm.label} {direction} {score}"
         )
     else:
         effect = (
-            f"masking its retrieval heads {direction} the score more than masking random heads"
+            f"masking its retrieval heads {direction} {score} more than masking random heads"
             if c.arm.kind == "contrast"
-            else f"masking {c.arm.label} {direction} the score"
+            else f"masking {c.arm.label} {direction} {score}"
         )
     if c.p_holm is not None and c.p_holm < stats.ALPHA:
         return f"{effect} ({numbers}, Holm p = {format_p(c.p_holm)})."

@@ -7,6 +7,7 @@ prompt hash. Anything else is refused with an error that names both runs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 
 from model_wrappers.condition import Condition
 
+from .derived import derive
 from .runs import Item, ReportInputError, Run
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class TaskTable:
     scores: dict[Condition, dict[str, np.ndarray]]  # condition -> metric -> [items]
     outcomes: dict[Condition, list[str | None]]  # condition -> [items]
     dropped: int  # items not present in every condition
+    lower_is_better: frozenset[str] = frozenset()
 
     @property
     def clusters(self) -> list[str] | None:
@@ -67,13 +70,13 @@ class ModelRuns:
     tasks: dict[str, dict[Condition, Run]]  # task -> condition -> run
     groups: dict[str, list[str]]  # top-level group -> its leaf tasks that have samples
     head_scores: str | None
+    exploratory: set[str] = dataclasses.field(default_factory=set)  # derived tasks outside the corrected family
 
     @property
     def runs(self) -> list[Run]:
-        return sorted(
-            {id(r): r for by_condition in self.tasks.values() for r in by_condition.values()}.values(),
-            key=lambda r: str(r.path),
-        )
+        """Every run once (a derived task's run is a copy of the one that supplied its source)."""
+        by_path = {str(r.path): r for by_condition in self.tasks.values() for r in by_condition.values()}
+        return [by_path[path] for path in sorted(by_path)]
 
 
 def group_by_model(runs: list[Run]) -> list[ModelRuns]:
@@ -117,6 +120,8 @@ def _model_runs(model: str, runs: list[Run]) -> ModelRuns:
     for task in missing:
         logger.warning("%s: %s has no unmasked run, so it is left out of the report.", model, task)
         del tasks[task]
+    derived, exploratory = derive(model, tasks)
+    tasks |= derived
     conditions = sorted({c for by_condition in tasks.values() for c in by_condition}, key=lambda c: c.sort_key)
     return ModelRuns(
         model=model,
@@ -124,6 +129,7 @@ def _model_runs(model: str, runs: list[Run]) -> ModelRuns:
         tasks=tasks,
         groups=_top_groups(runs, tasks),
         head_scores=next((r.head_scores for r in runs if r.head_scores), None),
+        exploratory=exploratory,
     )
 
 
@@ -184,6 +190,7 @@ def task_table(model_runs: ModelRuns, name: str) -> TaskTable:
         outcomes={c: [o for p in parts for o in p.outcomes[c]] for c in conditions},
         dropped=sum(p.dropped for p in parts),
         item_tasks=[p.name for p in parts for _ in p.items],
+        lower_is_better=frozenset.union(*(p.lower_is_better for p in parts)),
     )
 
 
@@ -227,6 +234,7 @@ def _leaf_table(model_runs: ModelRuns, task: str) -> TaskTable:
         outcomes=outcomes,
         dropped=dropped,
         item_tasks=[task] * len(items),
+        lower_is_better=base.lower_is_better,
     )
 
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from .cot_classes import ClassRow
 from .failures import OUTCOMES
 from .narrative import format_p, format_value, stars
 from .schema import Estimate, FailureBreakdown, ForestRow, HeadMap, Heatmap, MemoryPoint, SweepPoint
@@ -331,4 +332,41 @@ def failure_bars(breakdown: FailureBreakdown, salt: str) -> str:
     ax.set_xlabel("% of responses", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, ncols=len(OUTCOMES), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    return _svg(fig, salt)
+
+
+def token_classes(rows: list[ClassRow], k: int | None, salt: str) -> str:
+    """ΔNLL per token by token class: the retrieval set and the pooled random sets with their intervals, and each
+    random set alone as a dot, so a reader sees whether the retrieval set falls outside the random sets' spread."""
+    fig = Figure(layout="constrained", figsize=(1.6 + 1.7 * len(rows), 3.6))
+    ax = fig.subplots()
+    ax.axhline(0, color="#555555", linewidth=0.8)
+    for x, row in enumerate(rows):
+        for part, offset, kind in ((row.retrieval, -0.12, "retrieval"), (row.random, 0.12, "random")):
+            if part is None:
+                continue
+            colour, marker = _SERIES_STYLE[kind]
+            r = part.result
+            ax.plot([x + offset] * 2, [r.ci_low, r.ci_high], color=colour, linewidth=1.4)
+            ax.plot(x + offset, r.delta, marker=marker, color=colour, markersize=6, linestyle="none")
+        seeds = [c.result.delta for c in row.seeds]
+        ax.plot([x + 0.3] * len(seeds), seeds, "o", color=_SERIES_STYLE["random"][0], markersize=3, alpha=0.6)
+    names = [textwrap.fill(row.title + ("" if row.tokens is None else f" ({row.tokens} tokens)"), 18) for row in rows]
+    ax.set_xticks(range(len(rows)), names, fontsize=8)
+    ax.set_ylabel("\u0394 NLL per token (nats), masked \u2212 unmasked", fontsize=8)
+    ax.axvline(sum(row.tokens is not None for row in rows) - 0.5, color="#BBBBBB", linewidth=0.8, linestyle=":")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(axis="y", color="#DDDDDD", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.set_title(
+        "Teacher-forced chain of thought: where masking hurts" + (f", K = {k}" if k is not None else ""), fontsize=9
+    )
+    legend = [
+        Line2D([], [], marker="o", color=_SERIES_STYLE["retrieval"][0], label="retrieval heads"),
+        Line2D([], [], marker="s", color=_SERIES_STYLE["random"][0], label="random heads, pooled"),
+        Line2D(
+            [], [], marker="o", linestyle="none", color=_SERIES_STYLE["random"][0], markersize=3, label="one random set"
+        ),
+    ]
+    fig.legend(handles=legend, loc="outside lower center", ncols=3, fontsize=7, frameon=False)
     return _svg(fig, salt)

@@ -18,12 +18,13 @@ import jinja2
 
 from model_wrappers.files import atomic_write_text, writable_folder
 
-from . import plots
+from . import cot_classes, plots
 from .analysis import analyse, dose_response, headline_picks
 from .failures import OUTCOMES, classify_runs
 from .narrative import answers, format_p, format_value, listing_order, nulls, rank_words, stars
 from .runs import ReportInputError, load_runs, refuse_untrusted
 from .schema import Comparison, ForestRow, ModelReport, Report, Settings, TaskSummary, to_json
+from .token_records import check_token_records
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def write_report(
     settings = Settings(confidence=confidence, n_resamples=n_resamples, seed=seed, headline_k=headline_k)
     runs = load_runs(list(run_dirs))
     refuse_untrusted(runs)
+    check_token_records(runs)
     classify_runs(runs)
     report = analyse(runs, settings)
     forest_svg = forest_figure(report)  # drawn once: report.html inlines it, report.md links it
@@ -90,11 +92,42 @@ def write_report(
     }
     if forest_svg:
         texts["forest.svg"] = forest_svg
+    for number, model in enumerate(report.models):
+        if rows := cot_classes.class_rows(model):
+            texts[class_figure_name(report, number)] = plots.token_classes(rows, model.headline_k, f"c{number}")
     output = writable_folder(output_dir)
     for name, text in texts.items():
         atomic_write_text(output / name, text)
     forest = output / "forest.svg" if forest_svg else None
     return ReportFiles(output / "report.md", output / "report.json", output / "report.html", forest, report)
+
+
+def class_figure_name(report: Report, number: int) -> str:
+    """The token-class figure's file: one per model, numbered only when the report has several."""
+    return "token_classes.svg" if len(report.models) == 1 else f"token_classes_{number + 1}.svg"
+
+
+def class_table(model: ModelReport) -> list[list[str]]:
+    """The chain-of-thought section's rows (:data:`cot_classes.COLUMNS`), as text."""
+    table = []
+    for row in cot_classes.class_rows(model):
+        contrast = row.contrast
+        p = "—" if contrast is None else format_p(contrast.result.p_value)
+        if contrast is not None and contrast.p_holm is not None:
+            p += f" ({format_p(contrast.p_holm)}{stars(contrast.p_holm)})"
+        if contrast is not None and contrast.rank is not None:
+            p += f"; {rank_words(contrast)}"
+        table.append(
+            [row.task, row.title, "—" if row.tokens is None else str(row.tokens), str(row.questions)]
+            + [format_value(row.baseline, False)]
+            + [_cell_text(c) for c in (row.retrieval, row.random, contrast)]
+            + [p]
+        )
+    return table
+
+
+def _cell_text(c: Comparison | None) -> str:
+    return "—" if c is None else _interval(c, False)
 
 
 def forest_figure(report: Report) -> str | None:
@@ -347,6 +380,8 @@ def render_html(report: Report, forest_svg: str | None) -> str:
         unit_note=UNIT_NOTE,
         memory_note=MEMORY_NOTE,
         memory_columns=MEMORY_COLUMNS,
+        class_columns=cot_classes.COLUMNS,
+        class_note=cot_classes.NOTE,
     )
 
 
@@ -392,6 +427,10 @@ def _html_model(model: ModelReport, number: int) -> dict:
         "head_map_note": note,
         "comparisons": _comparison_cells(model),
         "memory_rows": memory_rows(model),
+        "class_rows": class_table(model),
+        "class_svg": (
+            plots.token_classes(rows, model.headline_k, f"{salt}c") if (rows := cot_classes.class_rows(model)) else None
+        ),
         "memory_svg": plots.memory(model.memory, bounded, f"{salt}w") if model.memory else None,
     }
 
@@ -455,6 +494,11 @@ def render_markdown(report: Report) -> str:
                 ["condition"] + other_columns, [[r["label"]] + [c["text"] for c in r["cells"]] for r in other_rows]
             )
         lines += [f"{_md(note)}" for note in model.skipped_figures] + ([""] if model.skipped_figures else [])
+        if class_rows := class_table(model):
+            figure = class_figure_name(report, report.models.index(model))
+            lines += ["### Chain of thought: where masking hurts", "", cot_classes.NOTE, ""]
+            lines += [f"![ΔNLL per token by token class]({figure})", ""]
+            lines += _md_table(cot_classes.COLUMNS, class_rows)
         if model.memory:
             lines += ["### Memory: windowed conditions", "", MEMORY_NOTE, ""]
             lines += _md_table(MEMORY_COLUMNS, memory_rows(model))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from model_wrappers.condition import KINDS, Condition
 from model_wrappers.export.record import ExportRecordError
+from model_wrappers.lm.token_record import RECORD_FIELD, RESULTS_KEY
 from rh_tasks.shared.samples import SampleFields
 
 from .exported import exported_masking
@@ -50,6 +51,8 @@ class Item:
     response: str  # the filtered response ("" for a non-text one)
     prompt: str  # the first request's context; rows with the same prompt_hash share one string
     outcome: str | None = None  # set by failures.classify_runs: one of failures.OUTCOMES, or None
+    doc: dict | None = None  # kept only for a document that asked for a token record
+    requests: tuple[tuple[str, str, float], ...] = ()  # and its (context, continuation, log-likelihood) requests
 
 
 @dataclass
@@ -60,6 +63,7 @@ class TaskRun:
     metrics: list[str]  # numeric per-item metrics, in the task's order
     items: dict[tuple[int, str], Item]
     source: Path
+    lower_is_better: frozenset[str] = frozenset()  # metrics the task declares lower-is-better (losses, NLL)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Run:
     tasks: dict[str, TaskRun]
     groups: dict[str, list[str]] = field(default_factory=dict)
     kv_groups: tuple[int, int] | None = None  # a windowed run's (kept, all) KV groups of the model
+    token_logprobs: dict = field(default_factory=dict)  # config.token_logprobs: task -> doc_id -> requests
 
 
 def load_runs(folders: list[str | Path]) -> list[Run]:
@@ -140,6 +145,8 @@ def _load_run(path: Path, prompts: dict[str, str]) -> Run:
             tasks[name] = _load_task(
                 samples, name, data["versions"].get(name), data.get("n-shot", {}).get(name), prompts
             )
+            declared = (data.get("higher_is_better") or {}).get(name) or {}
+            tasks[name].lower_is_better = frozenset(m for m, higher in declared.items() if higher is False)
             tasks[name].metrics.sort(key=_declared_order(data.get("configs", {}).get(name, {})))
     if not tasks:
         raise ReportInputError(
@@ -158,6 +165,7 @@ def _load_run(path: Path, prompts: dict[str, str]) -> Run:
         tasks=tasks,
         groups={g: list(s) for g, s in (data.get("group_subtasks") or {}).items() if s},
         kv_groups=_kv_groups(masking),
+        token_logprobs=config.get(RESULTS_KEY) if isinstance(config.get(RESULTS_KEY), dict) else {},
     )
 
 
@@ -236,6 +244,7 @@ def _load_task(path: Path, name: str, version, n_shot, prompts: dict[str, str]) 
                 )
             scores = _scores(row)
             metrics.extend(m for m in scores if m not in metrics)
+            recorded = isinstance(row.get("doc"), dict) and bool(row["doc"].get(RECORD_FIELD))
             items[key] = Item(
                 doc_id=key[0],
                 filter=key[1],
@@ -245,6 +254,8 @@ def _load_task(path: Path, name: str, version, n_shot, prompts: dict[str, str]) 
                 fields=SampleFields.read(row.get("doc")),
                 response=_response(row),
                 prompt=prompts.setdefault(prompt_hash, _prompt(row)),
+                doc=row["doc"] if recorded else None,
+                requests=_loglikelihood_requests(row, path, number) if recorded else (),
             )
     if not items:
         raise ReportInputError(f"{path} is empty; rerun that condition with --log_samples.")
@@ -280,3 +291,17 @@ def _response(row: dict) -> str:
     while isinstance(response, list) and response:
         response = response[0]
     return response if isinstance(response, str) else ""
+
+
+def _loglikelihood_requests(row: dict, path: Path, number: int) -> tuple[tuple[str, str, float], ...]:
+    """A log-likelihood row's requests as (context, continuation, log-likelihood), in request order."""
+    arguments, responses = row.get("arguments") or {}, row.get("resps") or []
+    try:
+        return tuple(
+            (arguments[f"gen_args_{i}"]["arg_0"], arguments[f"gen_args_{i}"]["arg_1"], float(response[0][0]))
+            for i, response in enumerate(responses)
+        )
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise ReportInputError(
+            f"{path}:{number} asks for a token record but its requests cannot be read ({err!r}). Rerun that condition."
+        ) from err

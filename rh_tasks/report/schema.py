@@ -123,6 +123,7 @@ class TaskSummary:
     long_context: bool
     dropped_items: int
     filters: dict[str, FilterSummary]
+    higher_is_better: bool = True  # False for a loss such as NLL, where damage raises the value
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ class CrossModelTask:
     baseline: float
     long_context: bool
     bounded: bool
+    higher_is_better: bool
     retrieval: Comparison | None
     random: Comparison | None
     contrast: Comparison | None
@@ -276,7 +278,7 @@ class CrossModelRow:
     model: str
     headline_k: int | None
     tasks: dict[str, CrossModelTask]
-    dependence: float | None  # minus the mean causal contrast
+    dependence: float | None  # the mean causal contrast signed as damage (minus it for scores, as it is for losses)
     dependence_basis: str
     rank: int
 

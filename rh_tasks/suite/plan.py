@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from rh_tasks.gsm8k.teacher_forced_fields import TWINS
 from rh_tasks.report import stats
+from rh_tasks.report.derived import interaction_task
 from rh_tasks.shared.samples import SampleFields
 
 from .config import SuiteConfig
@@ -28,6 +30,8 @@ class TaskDesign:
     items: int
     clusters: int
     filters: int
+    loss: bool = False  # its headline metric is a loss such as NLL: continuous, no effect size in points
+    derived: bool = False  # made by the report from other tasks' runs: tested, but never evaluated itself
 
 
 @dataclass(frozen=True)
@@ -63,13 +67,14 @@ class Plan:
 
 
 def task_designs(config: SuiteConfig, tasks: TaskCache | None = None) -> list[TaskDesign]:
-    """Count each task's documents as the suite's lm-eval runs will see them (same build, metadata and limit)."""
+    """Count each task's documents as the suite's lm-eval runs will see them (same build, metadata and limit),
+    and add the tasks the report derives from them (chain of thought against direct answers)."""
     from lm_eval.evaluator_utils import get_sample_size
 
     tasks = TaskCache() if tasks is None else tasks
     designs = []
     for spec in config.tasks:
-        items, clusters, filters = 0, 0, 1
+        items, clusters, filters, loss = 0, 0, 1, False
         for leaf in tasks.leaves(spec.task, task_metadata(config) | spec.metadata, spec.num_fewshot):
             docs = list(leaf.eval_docs)
             limit = get_sample_size(leaf, spec.limit)
@@ -78,7 +83,14 @@ def task_designs(config: SuiteConfig, tasks: TaskCache | None = None) -> list[Ta
             items += len(docs)
             clusters += len({k for k in keys if k is not None}) + sum(k is None for k in keys)
             filters = max(filters, len(getattr(leaf, "_filters", None) or [None]))
-        designs.append(TaskDesign(spec.task, items, clusters, filters))
+            first = next(iter(leaf.config.metric_list or [{}]), {})
+            loss = loss or first.get("higher_is_better") is False
+        designs.append(TaskDesign(spec.task, items, clusters, filters, loss))
+    by_task = {d.task: d for d in designs}
+    for cot, direct in TWINS.items():  # the report pairs them question by question into a task of its own
+        if cot in by_task and direct in by_task:
+            shared = min(by_task[cot].items, by_task[direct].items)
+            designs.append(TaskDesign(interaction_task(cot, direct), shared, shared, 1, loss=True, derived=True))
     return designs
 
 
@@ -141,6 +153,11 @@ def describe(plan: Plan) -> list[tuple[bool, str]]:
             + (f" ({need} items at {per:g} per context)" if d.clusters < d.items else "")
             + f" for {stats.POWER:.0%} power after correction over {plan.family_size} tests."
         )
+        if d.loss:
+            sizing = (
+                "Its scores are a continuous loss (NLL), so no effect in points applies: the report gives the "
+                "smallest detectable change from the run's own spread."
+            )
         if not check.reachable:
             lines.append(
                 (

@@ -206,7 +206,7 @@ def _run_pending(
     designs = task_designs(config, tasks)
     warn_about_design(config, designs)
     if config.engine is not None:
-        return _run_served(config, pending, conditions_dir, tasks, sum(design.items for design in designs))
+        return _run_served(config, pending, conditions_dir, tasks, _items(designs))
     lm = RHMaskedLM(
         pretrained=config.pretrained, batch_size=config.batch_size, device=config.device, **config.model_args
     )
@@ -216,7 +216,7 @@ def _run_pending(
     else:
         lm.plan_conditions({condition.name: condition for condition in pending}, memory_gb)
     start = time.perf_counter()
-    total = len(pending) * sum(design.items for design in designs)
+    total = len(pending) * _items(designs)
     with tqdm(total=total, desc=f"{len(pending)} conditions", unit="item", dynamic_ncols=True) as bar:
         with lm.progress(bar.update), _environment_read_once():
             for condition in pending:
@@ -229,6 +229,11 @@ def _run_pending(
     if not one_by_one:
         timing["shared_prefill"] = asdict(lm.shared_timing())
     return timing
+
+
+def _items(designs: list[TaskDesign]) -> int:
+    """Documents each condition evaluates (a derived task is evaluated by none)."""
+    return sum(design.items for design in designs if not design.derived)
 
 
 def _run_served(config: SuiteConfig, pending: list[Condition], conditions_dir: Path, tasks: TaskCache, items: int):
