@@ -29,7 +29,6 @@ from .teacher_forced_fields import BEFORE_ANSWER, CONTINUATION
 logger = logging.getLogger(__name__)
 
 
-
 def cot_dataset(source: str = "packaged", **metadata) -> dict:
     """``custom_dataset`` of ``gsm8k_cot_nll``: every test question with its gold solution as the continuation."""
     return _dataset("gsm8k_cot_nll", gold_solution, source, metadata)
