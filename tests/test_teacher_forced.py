@@ -146,11 +146,14 @@ def decode_reference(model, heads: list[tuple[int, int]], context: list[int], co
     """The decode phase written out: one unmasked pass over the context but its last token, then one pass over
     that token and the whole continuation (but its last token) with each masked head's query zeroed, which makes
     its attention uniform over what it may see (the paper's masking)."""
+    from model_wrappers.masking.architectures import cache_keyword
+
     cache = transformers.DynamicCache(config=model.config)
+    cached = {cache_keyword(model): cache, "use_cache": True}  # the keyword this transformers release takes
     head_dim = model.config.hidden_size // model.config.num_attention_heads
     head_dim = getattr(model.config, "head_dim", None) or head_dim
     with torch.no_grad():
-        model(torch.tensor([context[:-1]]), past_key_values=cache, use_cache=True)
+        model(torch.tensor([context[:-1]]), **cached)
         handles = []
         for layer in sorted({l for l, _ in heads}):
             rows = [h for l, h in heads if l == layer]
@@ -164,7 +167,7 @@ def decode_reference(model, heads: list[tuple[int, int]], context: list[int], co
             handles.append(model.model.layers[layer].self_attn.q_proj.register_forward_hook(zero_queries))
         try:
             tail = torch.tensor([context[-1:] + continuation[:-1]])
-            logits = model(tail, past_key_values=cache, use_cache=True).logits[0]
+            logits = model(tail, **cached).logits[0]
         finally:
             for handle in handles:
                 handle.remove()

@@ -37,6 +37,7 @@ import numpy as np
 from model_wrappers.condition import Condition
 
 from . import failures, narrative, stats
+from .derived import is_interaction
 from .memory import memory_points
 from .pairing import UNMASKED, ModelRuns, TaskTable, group_by_model, task_table
 from .runs import Run
@@ -250,9 +251,21 @@ def _compare(
         arm,
         _defined(result),
         in_family=primary and arm.in_family,
-        null=_null(arm, result),
+        null=_interaction_null(arm, result) if is_interaction(table.name) else _null(arm, result),
         rank=rank,
     )
+
+
+def _interaction_null(arm: Arm, result: stats.PairedResult) -> str:
+    """The null of a comparison on chain of thought minus direct answers: the condition changes both alike."""
+    if arm.kind == "contrast":
+        sets = "the drawn random set(s)" if result.conditional else f"random sets of {arm.k} heads (over new sets)"
+        return (
+            f"{arm.members[0].label} changes chain-of-thought NLL, relative to direct answers to the same questions, "
+            f"as much as {sets} do, on average over questions"
+        )
+    subject = arm.label if arm.kind != "random" or result.conditional else f"random sets of {arm.k} heads"
+    return f"masking {subject} changes chain-of-thought and direct-answer NLL alike, on average over questions"
 
 
 def _null(arm: Arm, result: stats.PairedResult) -> str:

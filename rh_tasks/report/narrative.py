@@ -92,12 +92,14 @@ def _line(c: Comparison, bounded: bool, confidence: float) -> str:
 
 
 def nulls(model: ModelReport) -> list[tuple[str, str, str]]:
-    """(comparison, null hypothesis, test) for each headline comparison at the headline K, once per label."""
-    seen: dict[str, tuple[str, str, str]] = {}
+    """(comparison, null hypothesis, test) for each headline comparison at the headline K, once per label and
+    null (chain of thought minus direct answers has nulls of its own)."""
+    seen: dict[tuple[str, str], tuple[str, str, str]] = {}
     for task in (t for t in model.tasks if t.headline):
         for f in task.filters:
             for c in _headline_comparisons(model, task, f):
-                seen.setdefault(_name(c), (_name(c), c.null, _test_kind(c)))
+                name = _name(c) + (f" on {task.task}" if is_interaction(task.task) else "")
+                seen.setdefault((_name(c), c.null), (name, c.null, _test_kind(c)))
     return list(seen.values())
 
 
