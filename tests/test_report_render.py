@@ -164,7 +164,7 @@ def test_cross_model_table_ranks_by_long_context_contrast_and_shows_its_interval
     markdown = files.markdown.read_text()
     assert markdown.index(f"**{MODEL}**") < markdown.index("**/models/robust**")  # the answers in rank order
     assert [row.model for row in forest_rows(files.report)] == [MODEL] * 6 + ["/models/robust"] * 6  # 3 tasks x K 2, 4
-    rule = markdown.index("Ranked by dependence on retrieval heads: minus the mean causal contrast")
+    rule = markdown.index("Ranked by dependence on retrieval heads: the mean causal contrast")
     first = markdown.index(f"| 1 | {MODEL} | 2 |")
     assert rule < first < markdown.index("| 2 | /models/robust | 2 |")
     assert interval_text(contrasts[MODEL]) in markdown[first:].splitlines()[0]

@@ -465,11 +465,13 @@ def _cross_model(models: list[ModelReport]) -> list[CrossModelRow]:
                 contrast=pick.get("contrast"),
             )
         long_context = [t for t in tasks.values() if t.long_context and t.contrast]
-        basis = long_context or [t for t in tasks.values() if t.contrast]
+        reasoning = [t for name, t in tasks.items() if is_interaction(name) and t.contrast]
+        basis = long_context or reasoning or [t for t in tasks.values() if t.contrast]
         # Damage lowers a score and raises a loss, so dependence is the mean contrast signed as damage.
         damage = [(-1 if t.higher_is_better else 1) * t.contrast.result.delta for t in basis]
         dependence = float(np.mean(damage)) if basis else None
-        rows.append((model, tasks, dependence, "long-context tasks" if long_context else "all tasks"))
+        described = "long-context tasks" if long_context else "chain of thought against direct answers"
+        rows.append((model, tasks, dependence, described if long_context or reasoning else "all tasks"))
     rows.sort(key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0].model))
     return [
         CrossModelRow(model.model, model.headline_k, tasks, dependence, basis, rank)

@@ -301,20 +301,28 @@ def cross_model_table(report: Report) -> tuple[list[str], list[dict]]:
                 "model": row.model,
                 "k": row.headline_k,
                 "cells": cells,
-                "dependence": "n/a"
-                if dependence is None
-                else format_value(dependence, True) + (" (all tasks)" if row.dependence_basis == "all tasks" else ""),
+                "dependence": _dependence(row),
                 "dependence_sort": "" if dependence is None else dependence,
             }
         )
     return [task + (" (long context)" if task in long_context else "") for task in tasks], rows
 
 
+def _dependence(row) -> str:
+    """Points over long-context (or all) tasks; nats per token over chain of thought against direct answers."""
+    if row.dependence is None:
+        return "n/a"
+    if row.dependence_basis == "chain of thought against direct answers":
+        return format_value(row.dependence, False) + " nats (chain of thought − direct)"
+    return format_value(row.dependence, True) + (" (all tasks)" if row.dependence_basis == "all tasks" else "")
+
+
 def cross_model_rule(report: Report) -> str:
     """The one line that says how the cross-model table is ranked and what its cells hold."""
     return (
-        "Ranked by dependence on retrieval heads: minus the mean causal contrast Δ(retrieval) − "
-        "Δ(random) over the long-context tasks (over all tasks for a model with no long-context contrast), at "
+        "Ranked by dependence on retrieval heads: the mean causal contrast Δ(retrieval) − Δ(random), signed so "
+        "that damage is positive, over the long-context tasks (for a model with none, chain of thought minus direct "
+        "answers in NLL per token, else all tasks), at "
         "each model's headline K; the most dependent model first. Each task's cell is its contrast with its "
         f"{report.settings.confidence:.0%} interval (— where the task has no random control)."
     )
