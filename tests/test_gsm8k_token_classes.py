@@ -185,13 +185,6 @@ def test_spans_outside_the_solution_are_rejected(span):
         tc.classify_tokens("2 apples", "So 125", [span])
 
 
-def test_class_counts():
-    assert tc.class_counts([T, Q, T, E]) == {"question": 1, "earlier_step": 1, "new_number": 0, "text": 2}
-    assert list(tc.class_counts([])) == list(tc.CLASSES)
-    with pytest.raises(ValueError, match="not one of the token classes"):
-        tc.class_counts(["number"])
-
-
 @pytest.fixture(scope="module")
 def solved_rows() -> list[tuple[str, str]]:
     """(question, gold solution) of the first 200 packaged test rows."""

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 CLASSES = ("question", "earlier_step", "new_number", "text")
@@ -118,13 +118,3 @@ def classify_tokens(question: str, solution: str, spans: Sequence[tuple[int, int
         overlaps = start < end and i < len(numbers) and numbers[i][0].start < end
         classes.append(numbers[i][1] if overlaps else "text")
     return classes
-
-
-def class_counts(classes: Iterable[str]) -> dict[str, int]:
-    """How many tokens of each class, every class of ``CLASSES`` included, in that order."""
-    counts = dict.fromkeys(CLASSES, 0)
-    for name in classes:
-        if name not in counts:
-            raise ValueError(f"{name!r} is not one of the token classes {CLASSES}")
-        counts[name] += 1
-    return counts
