@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats as sps
-from report_runs import FAST, assert_well_formed, sha, write_run, written
+from report_runs import FAST, MODEL, assert_well_formed, sha, write_run, written
 
 from rh_tasks.report import write_report
 from rh_tasks.report.narrative import format_value
@@ -153,7 +153,9 @@ def teacher_forced(task: str, question: int, condition: str, nll: Nll) -> tuple[
     return row, {str(question): requests}
 
 
-def nll_runs(root: Path, cot: Nll = cot_nll, direct: Nll = direct_nll, *, plain_baseline: bool = False) -> list[Path]:
+def nll_runs(
+    root: Path, cot: Nll = cot_nll, direct: Nll = direct_nll, *, plain_baseline: bool = False, model: str = MODEL
+) -> list[Path]:
     """Both tasks under every condition, each task in a results file of its own as a suite writes them; the
     second file's record holds both tasks, as rh-masked's record grows over one process. A plain baseline is an
     ``hf`` run: no masking entry and no token record."""
@@ -170,7 +172,9 @@ def nll_runs(root: Path, cot: Nll = cot_nll, direct: Nll = direct_nll, *, plain_
                 row, entries = teacher_forced(task, question, condition, nll)
                 rows.append(row)
                 record.setdefault(task, {}).update(entries)
-            folder = write_run(root / condition, {task: rows}, masking=None if plain else masking, date=date)
+            folder = write_run(
+                root / condition, {task: rows}, masking=None if plain else masking, date=date, model=model
+            )
             (path,) = folder.rglob(f"results_{date}.json")
             results = json.loads(path.read_text())
             results["higher_is_better"] = {task: dict.fromkeys(METRICS, False)}
@@ -454,3 +458,25 @@ def test_design_check_counts_the_interaction_and_speaks_of_losses_without_points
     )
     assert "An effect of 20 points needs about" in mixed["niah"]
     assert "An effect of 20 points" not in mixed[INTERACTION]
+
+
+def test_models_without_long_context_tasks_are_ranked_by_chain_of_thought_against_direct_answers(tmp_path):
+    """Across models, the interaction's contrast (nats per token, damage positive) ranks models that ran no
+    long-context task; a model whose retrieval heads do not touch its chains of thought ranks second."""
+
+    def untouched(condition: str, question: int, position: int, token_class: str) -> float:
+        return cot_nll("none" if condition == "retrieval" else condition, question, position, token_class)
+
+    folders = nll_runs(tmp_path / "a") + nll_runs(tmp_path / "b", cot=untouched, model="/models/untouched")
+    files = write_report(folders, tmp_path / "out", **FAST)
+    report = written(files)
+    rows = {row["model"]: row for row in report["cross_model"]}
+    assert [row["model"] for row in sorted(report["cross_model"], key=lambda r: r["rank"])] == [
+        MODEL,
+        "/models/untouched",
+    ]
+    for row in rows.values():
+        assert row["dependence_basis"] == "chain of thought against direct answers"
+        assert row["dependence"] == pytest.approx(row["tasks"][INTERACTION]["contrast"]["delta"])
+    assert rows[MODEL]["dependence"] > 0 > rows["/models/untouched"]["dependence"]
+    assert "nats (chain of thought − direct)" in files.markdown.read_text()

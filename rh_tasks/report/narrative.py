@@ -38,7 +38,9 @@ def stars(p_holm: float | None) -> str:
 
 
 def includes_zero(comparison: Comparison) -> bool:
-    return comparison.result.ci_low <= 0 <= comparison.result.ci_high
+    """Whether the interval admits no change; a comparison with no interval (no spread at all) shows none."""
+    low, high = comparison.result.ci_low, comparison.result.ci_high
+    return low is None or high is None or low <= 0 <= high
 
 
 def listing_order(comparison: Comparison) -> tuple:

@@ -347,7 +347,8 @@ def token_classes(rows: list[ClassRow], k: int | None, salt: str) -> str:
                 continue
             colour, marker = _SERIES_STYLE[kind]
             r = part.result
-            ax.plot([x + offset] * 2, [r.ci_low, r.ci_high], color=colour, linewidth=1.4)
+            if r.ci_low is not None and r.ci_high is not None:
+                ax.plot([x + offset] * 2, [r.ci_low, r.ci_high], color=colour, linewidth=1.4)
             ax.plot(x + offset, r.delta, marker=marker, color=colour, markersize=6, linestyle="none")
         seeds = [c.result.delta for c in row.seeds]
         ax.plot([x + 0.3] * len(seeds), seeds, "o", color=_SERIES_STYLE["random"][0], markersize=3, alpha=0.6)
