@@ -19,7 +19,7 @@ from .pairing import UNMASKED
 from .runs import Run
 from .stats import PairedResult, SetRank
 
-SCHEMA = "rh-eval-report/3"  # 3: t intervals, the two-way test of pooled seeds, nulls and ranks, forest rows
+SCHEMA = "rh-eval-report/4"  # 4: losses (higher_is_better), tasks derived from chain-of-thought runs
 
 
 @dataclass(frozen=True)
