@@ -215,3 +215,31 @@ def test_stock_hf_on_the_embedded_model_equals_plain_transformers(tmp_path):
     path = str(embedded_model_dir())
     _, samples = lm_eval(tmp_path, "hf", f"pretrained={path},dtype=float32", limit=2)
     check_against_plain_transformers(samples, *load(path))
+
+
+@pytest.mark.parametrize(
+    ("forced", "generated"), [("gsm8k_cot_nll", "gsm8k_cot"), ("gsm8k_direct_nll", "gsm8k_direct")]
+)
+@pytest.mark.parametrize("chat", [False, True])
+def test_prompts_are_those_of_the_accuracy_tasks(forced, generated, chat):
+    """The teacher-forced tasks score their continuations after exactly the prompt the model would answer."""
+    from lm_eval.tasks import TaskManager
+
+    from model_wrappers.sources.gguf_cache import embedded_model_dir
+
+    manager = TaskManager()
+    tasks = manager.load_task_or_group([forced, generated])
+    template = None
+    if chat:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(embedded_model_dir())
+
+        def template(history, add_generation_prompt=True):
+            return tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    contexts = {}
+    for name in (forced, generated):
+        tasks[name].build_all_requests(limit=3, rank=0, world_size=1, apply_chat_template=chat, chat_template=template)
+        contexts[name] = {i.doc_id: i.args[0] for i in tasks[name].instances}
+    assert contexts[forced] == contexts[generated] and len(contexts[forced]) == 3
+    continuations = [i.args[1] for i in tasks[forced].instances if i.idx == 0]
+    assert all(c.startswith(" ") != chat and c.strip()[0].isalpha() for c in continuations)  # no doubled space
