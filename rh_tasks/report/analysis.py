@@ -506,8 +506,7 @@ def _forest(model: ModelReport) -> list[ForestRow]:
     swept = sorted({c.arm.k for c in model.comparisons if c.in_family and c.arm.kind == "retrieval" and c.arm.k})
     ks = swept if len(swept) > 1 else [model.headline_k]
     rows = []
-    # Losses (NLL, in nats) are on another scale: the chain-of-thought figure shows them.
-    for task in (t for t in model.tasks if t.headline and t.higher_is_better):
+    for task in (t for t in model.tasks if t.headline):
         f = next(iter(task.filters))
         for k in ks:
             pick = headline_picks(model, task, f, k)
@@ -534,6 +533,7 @@ def _forest(model: ModelReport) -> list[ForestRow]:
                     retrieval=_estimate(pick.get("retrieval")),
                     random=_estimate(pick.get("random")),
                     significant=effect.p_holm is not None and effect.p_holm < stats.ALPHA,
+                    higher_is_better=task.higher_is_better,
                 )
             )
     return rows

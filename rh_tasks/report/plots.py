@@ -41,36 +41,54 @@ def _svg(fig: Figure, salt: str) -> str:
     return _STRIPPED.sub("", text[text.index("<svg") :])
 
 
-def forest(rows: list[ForestRow], salt: str) -> str:
+def forest(rows: list[ForestRow], salt: str, several: bool | None = None) -> str:
     """The headline figure: per task (and model), the causal contrast with its interval, filled and starred when
-    significant after Holm, the retrieval and random deltas it is made of, and the unmasked score as text."""
-    several = len({r.model for r in rows}) > 1
+    significant after Holm, the retrieval and random deltas it is made of, and the unmasked score as text.
+
+    Scores and losses sit in panels of their own, each on its own axis: points beside nats would hide the nats.
+    ``several`` names each row's model (default: when the rows come from several models).
+    """
+    several = len({r.model for r in rows}) > 1 if several is None else several
     ks = {r.k for r in rows}
-    positions = np.arange(len(rows))[::-1]  # the first row on top
-    fig = Figure(layout="constrained", figsize=(10.0, 1.3 + 0.5 * len(rows)))
-    ax, table = fig.subplots(1, 2, sharey=True, width_ratios=[3, 2.2])
-    ax.axvline(0, color="#555555", linewidth=0.8)
-    for y, row in zip(positions, rows):
-        for part, offset, kind in ((row.retrieval, 0.2, "retrieval"), (row.random, -0.2, "random")):
-            if part is not None and part != row.effect:
-                colour, marker = _SERIES_STYLE[kind]
-                _whisker(ax, part, y + offset, row.bounded, colour=colour, marker=marker, size=4, filled=True)
-        _whisker(ax, row.effect, y, row.bounded, colour="black", marker="D", size=7, filled=row.significant)
+    panels: dict[str, list[ForestRow]] = {}
+    for row in rows:
+        panels.setdefault(_forest_scale(row), []).append(row)
+    sizes = [len(panel) for panel in panels.values()]
+    fig = Figure(layout="constrained", figsize=(10.0, 1.3 + 0.5 * len(rows) + 0.7 * (len(panels) - 1)))
+    grid = fig.subplots(len(panels), 2, width_ratios=[3, 2.6], height_ratios=sizes, squeeze=False)
     swept = {r.model for r in rows if sum(o.model == r.model and o.task == r.task for o in rows) > 1}
-    labels = [_forest_label(row, several, row.model in swept) for row in rows]
-    ax.set_yticks(positions, labels, fontsize=9)
-    ax.set_ylim(-0.6, len(rows) - 0.4)
-    ax.set_xlabel("\u0394 score, masked \u2212 unmasked (points for scores in [0, 1])", fontsize=8)
-    ax.tick_params(axis="x", labelsize=7)
-    ax.grid(axis="x", color="#DDDDDD", linewidth=0.6)
-    ax.set_axisbelow(True)
-    ax.set_title(
+    for (ax, table), (scale, panel) in zip(grid, panels.items()):
+        positions = np.arange(len(panel))[::-1]  # the first row on top
+        ax.axvline(0, color="#555555", linewidth=0.8)
+        for y, row in zip(positions, panel):
+            for part, offset, kind in ((row.retrieval, 0.2, "retrieval"), (row.random, -0.2, "random")):
+                if part is not None and part != row.effect:
+                    colour, marker = _SERIES_STYLE[kind]
+                    _whisker(ax, part, y + offset, row.bounded, colour=colour, marker=marker, size=4, filled=True)
+            _whisker(ax, row.effect, y, row.bounded, colour="black", marker="D", size=7, filled=row.significant)
+        ax.set_yticks(positions, [_forest_label(row, several, row.model in swept) for row in panel], fontsize=9)
+        ax.set_ylim(-0.6, len(panel) - 0.4)
+        ax.set_xlabel(scale, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", color="#DDDDDD", linewidth=0.6)
+        ax.set_axisbelow(True)
+        table.sharey(ax)
+        _forest_table(table, panel, positions)
+    grid[0][0].set_title(
         "\u0394 retrieval heads \u2212 \u0394 random heads" + (f" at K = {ks.pop()}" if len(ks) == 1 else ""),
         fontsize=9,
     )
-    _forest_table(table, rows, positions)
     fig.legend(handles=_forest_legend(), loc="outside lower center", ncols=4, fontsize=7, frameon=False)
     return _svg(fig, salt)
+
+
+def _forest_scale(row: ForestRow) -> str:
+    """The axis a row belongs on: scores in points, losses (positive is damage), other scores as they are."""
+    if row.bounded:
+        return "\u0394 score, masked \u2212 unmasked (points)"
+    if not row.higher_is_better:
+        return f"\u0394 {row.metric}, masked \u2212 unmasked (a loss: positive is damage)"
+    return "\u0394 score, masked \u2212 unmasked"
 
 
 def _whisker(ax, part: Estimate, y: float, bounded: bool, *, colour: str, marker: str, size: float, filled: bool):
@@ -100,7 +118,7 @@ def _forest_label(row: ForestRow, several: bool, swept: bool) -> str:
 def _forest_table(ax, rows: list[ForestRow], positions: np.ndarray) -> None:
     """Text columns beside the forest: unmasked score, the plotted effect with its interval, Holm p."""
     ax.axis("off")
-    columns = (0.0, 0.27, 0.84)
+    columns = (0.0, 0.22, 0.87)
     transform = ax.get_yaxis_transform()  # x in axes fractions, y in rows
     top = len(rows) - 0.4
     for x, header in zip(columns, ("unmasked", "\u0394 [CI]", "Holm p")):

@@ -133,7 +133,7 @@ def _cell_text(c: Comparison | None) -> str:
 def forest_figure(report: Report) -> str | None:
     """The headline figure as SVG; None when no task has a retrieval condition to plot."""
     rows = forest_rows(report)
-    return plots.forest(rows, "forest") if rows else None
+    return plots.forest(rows, "forest", several=len(report.models) > 1) if rows else None
 
 
 def forest_rows(report: Report) -> list[ForestRow]:
@@ -398,7 +398,8 @@ def forest_caption(report: Report) -> str:
     return (
         f"Diamonds: Δ(retrieval) − Δ(random) with its {report.settings.confidence:.0%} interval, filled "
         f"and starred when significant after Holm correction over {report.family_size} tests; circles and squares: "
-        "the retrieval and random deltas against the unmasked run. Scores in [0, 1] in points."
+        "the retrieval and random deltas against the unmasked run. Scores in [0, 1] in points; losses (NLL per "
+        "token, in nats) on an axis of their own, where damage is positive."
     )
 
 

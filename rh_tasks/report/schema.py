@@ -219,6 +219,7 @@ class ForestRow:
     retrieval: Estimate | None
     random: Estimate | None
     significant: bool  # effect's Holm p below alpha
+    higher_is_better: bool = True  # False for a loss (NLL): drawn on an axis of its own
 
 
 @dataclass(frozen=True)
