@@ -83,9 +83,9 @@ def plain_logprobs(model, tokenizer, context: str, continuation: str) -> tuple[l
     context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
     whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
     continuation_ids = whole[len(context_ids) :]
-    with torch.no_grad():
-        logits = model(torch.tensor([whole])).logits[0, -len(continuation_ids) - 1 : -1]
-    logprobs = torch.log_softmax(logits.double(), dim=-1)
+    with torch.no_grad():  # every token but the last predicts the next one, in float32 as the model computes
+        logits = model(torch.tensor([whole[:-1]])).logits[0, -len(continuation_ids) :]
+    logprobs = torch.log_softmax(logits, dim=-1).double()
     return continuation_ids, logprobs.gather(1, torch.tensor(continuation_ids)[:, None]).squeeze(1)
 
 
