@@ -84,22 +84,29 @@ def write_report(
     check_token_records(runs)
     classify_runs(runs)
     report = analyse(runs, settings)
-    forest_svg = forest_figure(report)  # drawn once: report.html inlines it, report.md links it
+    forest_svg = forest_figure(report)  # each figure drawn once: report.html inlines it, report.md links it
+    class_svgs = [class_figure(model, number) for number, model in enumerate(report.models)]
     texts = {
         "report.json": json.dumps(to_json(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
         "report.md": render_markdown(report),
-        "report.html": render_html(report, forest_svg),
+        "report.html": render_html(report, forest_svg, class_svgs),
     }
     if forest_svg:
         texts["forest.svg"] = forest_svg
-    for number, model in enumerate(report.models):
-        if rows := cot_classes.class_rows(model):
-            texts[class_figure_name(report, number)] = plots.token_classes(rows, model.headline_k, f"c{number}")
+    for number, svg in enumerate(class_svgs):
+        if svg:
+            texts[class_figure_name(report, number)] = svg
     output = writable_folder(output_dir)
     for name, text in texts.items():
         atomic_write_text(output / name, text)
     forest = output / "forest.svg" if forest_svg else None
     return ReportFiles(output / "report.md", output / "report.json", output / "report.html", forest, report)
+
+
+def class_figure(model: ModelReport, number: int) -> str | None:
+    """A model's token-class figure as SVG; None when it ran no teacher-forced chain of thought."""
+    rows = cot_classes.class_rows(model)
+    return plots.token_classes(rows, model.headline_k, f"c{number}") if rows else None
 
 
 def class_figure_name(report: Report, number: int) -> str:
@@ -361,14 +368,17 @@ def memory_rows(model: ModelReport) -> list[list[str]]:
     ]
 
 
-def render_html(report: Report, forest_svg: str | None) -> str:
+def render_html(report: Report, forest_svg: str | None, class_svgs: list[str | None]) -> str:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("rh_tasks.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
     cross_columns, cross_rows = cross_model_table(report)
-    models = [_html_model(model, number) for number, model in enumerate(report.models)]
+    models = [
+        _html_model(model, number) | {"class_svg": svg}
+        for (number, model), svg in zip(enumerate(report.models), class_svgs)
+    ]
     return environment.get_template("report.html.j2").render(
         question=question(report),
         answers=[(model.model, model.headline_k, answers(model)) for model in ranked_models(report)],
@@ -437,9 +447,6 @@ def _html_model(model: ModelReport, number: int) -> dict:
         "comparisons": _comparison_cells(model),
         "memory_rows": memory_rows(model),
         "class_rows": class_table(model),
-        "class_svg": (
-            plots.token_classes(rows, model.headline_k, f"{salt}c") if (rows := cot_classes.class_rows(model)) else None
-        ),
         "memory_svg": plots.memory(model.memory, bounded, f"{salt}w") if model.memory else None,
     }
 
