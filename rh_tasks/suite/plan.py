@@ -147,16 +147,17 @@ def describe(plan: Plan) -> list[tuple[bool, str]]:
             if d.clusters < d.items
             else _count(d.items, "independent item")
         )
-        need = math.ceil(check.clusters_for_effect * per)
-        sizing = (
-            f"An effect of {points} needs about {check.clusters_for_effect} {unit}"
-            + (f" ({need} items at {per:g} per context)" if d.clusters < d.items else "")
-            + f" for {stats.POWER:.0%} power after correction over {plan.family_size} tests."
-        )
         if d.loss:
             sizing = (
                 "Its scores are a continuous loss (NLL), so no effect in points applies: the report gives the "
                 "smallest detectable change from the run's own spread."
+            )
+        else:
+            need = math.ceil(check.clusters_for_effect * per)
+            sizing = (
+                f"An effect of {points} needs about {check.clusters_for_effect} {unit}"
+                + (f" ({need} items at {per:g} per context)" if d.clusters < d.items else "")
+                + f" for {stats.POWER:.0%} power after correction over {plan.family_size} tests."
             )
         if not check.reachable:
             lines.append(
