@@ -48,14 +48,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(staging, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
+        os.chmod(staging, new_file_mode())  # mkstemp's 0600 would hide the file from other users
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
+def new_file_mode(folder: bool = False) -> int:
+    """The mode ``open`` or ``mkdir`` would give under the process's umask (0644 or 0755 under the usual 022).
+
+    Files written through a temporary name (``mkstemp``, ``mkdtemp``, safetensors) start private; outputs that a
+    server or another user reads are set to this mode instead.
+    """
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return (0o777 if folder else 0o666) & ~mask

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
 from rh_tasks.report import write_report
 from rh_tasks.report.narrative import format_value
 
-MODEL = "/models/tiny-llama"
+MODEL = "models/tiny-llama"
 HAYSTACK = "The Time Traveller was expounding a recondite matter to us. His grey eyes shone and twinkled."
 NEEDLES = [
     (
@@ -180,7 +181,7 @@ def write_run(
         "n-samples": {t: {"original": len(r), "effective": len(r)} for t, r in tasks.items()},
         "config": config,
         "git_hash": None,
-        "date": 0.0,
+        "date": datetime.strptime(date, "%Y-%m-%dT%H-%M-%S.%f").replace(tzinfo=timezone.utc).timestamp(),
         "model_name": model,
     }
     (out / f"results_{date}.json").write_text(json.dumps(results, indent=2))
@@ -308,9 +309,9 @@ def two_runs(tmp_path, **changes):
 
 
 def two_models(tmp_path: Path):
-    """The suite for MODEL and for /models/robust, which barely notices retrieval masking at K = 2."""
+    """The suite for MODEL and for models/robust, which barely notices retrieval masking at K = 2."""
     folders = suite(tmp_path / "m1", weights=None)  # baseline written as a plain hf run
-    folders += suite(tmp_path / "m2", model="/models/robust")
+    folders += suite(tmp_path / "m2", model="models/robust")
     for path in (tmp_path / "m2" / "retrieval2").rglob("samples_niah_*.jsonl"):
         path.write_text("".join(json.dumps(r) + "\n" for r in niah_rows(["c"] * 17 + ["h"])))
     return write_report(folders, tmp_path / "out", **FAST)

@@ -330,8 +330,8 @@ CASES = {
     ),
     # reports
     "report: runs of different models": (
-        lambda ws, _: cli(ws, "report", *report_runs(ws, model="/models/other"), "-o", ws.root / "report"),
-        r"no unmasked run of /models/other",
+        lambda ws, _: cli(ws, "report", *report_runs(ws, model="models/other"), "-o", ws.root / "report"),
+        r"no unmasked run of models/other",
     ),
     "report: runs with different prompts": (
         lambda ws, _: cli(

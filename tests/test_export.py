@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from conftest import REPO_ROOT, tiny_model
 from model_wrappers import head_output_means, mask_heads
 from model_wrappers.export.export import ExportVerificationError, MaskedSource, export_masked
 from model_wrappers.export.record import RECORD_NAME, ExportRecordError, read_export_record
+from model_wrappers.files import new_file_mode
+from model_wrappers.masking.canary import PROBE_TEXT
 from model_wrappers.masking.modes import as_mode
 from model_wrappers.masking.weight_edits import ExportRefusedError
 from rh_tasks.plugin.command import main
@@ -126,6 +129,26 @@ def test_an_existing_folder_is_never_overwritten(input_ids, tmp_path):
     assert os.listdir(tmp_path / "out") == ["keep.txt"]
 
 
+def test_exported_files_are_readable_by_a_server_whatever_the_source_allows(input_ids, tmp_path):
+    """A private source file (a cache written through mkstemp) must not make the export private too."""
+    model, folder = _saved(tmp_path, "llama", "sdpa")
+    (folder / "model.safetensors").chmod(0o600)
+    export_masked(_source(model, folder, "uniform", input_ids[:1]), tmp_path / "out")
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "out").iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {new_file_mode()}, modes
+    assert (tmp_path / "out").stat().st_mode & 0o777 == new_file_mode(folder=True)
+
+
+@pytest.mark.slow
+def test_the_embedded_model_cache_is_readable_by_others(tmp_path, monkeypatch):
+    from model_wrappers.sources.gguf_cache import embedded_model_dir
+
+    monkeypatch.setenv("RH_EVAL_CACHE", str(tmp_path))
+    folder = embedded_model_dir()
+    assert folder.stat().st_mode & 0o777 == new_file_mode(folder=True)
+    assert {path.stat().st_mode & 0o777 for path in folder.iterdir()} == {new_file_mode()}
+
+
 def test_a_marked_folder_without_its_record_is_refused(input_ids, tmp_path):
     model, folder = _saved(tmp_path, "llama", "sdpa")
     export_masked(_source(model, folder, "uniform", input_ids[:1]), tmp_path / "out")
@@ -160,7 +183,16 @@ def test_the_command_exports_what_rh_masked_resolves(tiny_checkpoint, tmp_path, 
     assert "bytes written" in capsys.readouterr().out
     lm = RHMaskedLM(pretrained=tiny_checkpoint, heads=[[0, 1], [1, 2]], unit="kv_group", mode="zero", device="cpu")
     record = read_export_record(tmp_path / "o")
-    assert record["rh_masking"] == json.loads(json.dumps(lm.get_model_info()["rh_masking"]))
+    audit = record["rh_masking"].pop("audit")
+    resolved = json.loads(json.dumps(lm.get_model_info()["rh_masking"]))
+    assert record["rh_masking"] == {key: value for key, value in resolved.items() if key != "audit"}
+    # what the export verified: one masked probe pass, the layers it masked, the written weights' logit difference
+    probe = len(lm.tokenizer(PROBE_TEXT)["input_ids"])
+    assert (
+        audit["clean"] and audit["problems"] == [] and audit["forward_passes"] == 1 and audit["probe_tokens"] == probe
+    )
+    assert {layer: counts["masked_positions"] for layer, counts in audit["layers"].items()} == {"0": probe, "1": probe}
+    assert audit["canary_logit_change"] > 0 and audit["max_abs_logit_diff"] <= audit["tolerance"] == 1e-5
     assert record["rh_masking"]["heads"] == [[0, 0], [0, 1], [1, 2], [1, 3]]  # the KV groups' query heads
     assert len(record["export"]["source_sha256"]) == 64 and record["export"]["rh_eval_version"]
 
@@ -204,7 +236,8 @@ def _exported_run(tmp_path, input_ids) -> tuple:
     source = _source(model, folder, "zero", input_ids[:1])
     export_masked(dataclasses.replace(source, rh_masking=masking), tmp_path / "out")
     runs = tmp_path / "runs"
-    write_run(runs / "stock", {"mmlu_x": mc_rows([1, 0, 1], "x")}, model=str(tmp_path / "out"))
+    after = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%f")  # the run started after the export
+    write_run(runs / "stock", {"mmlu_x": mc_rows([1, 0, 1], "x")}, model=str(tmp_path / "out"), date=after)
     return runs
 
 
@@ -223,6 +256,37 @@ def test_a_stock_run_on_an_export_without_its_record_is_refused(input_ids, tmp_p
     (tmp_path / "out" / RECORD_NAME).write_text("{")
     with pytest.raises(ReportInputError, match="the run evaluated .*out, but .* cannot be read"):
         load_runs([runs])
+
+
+def test_a_stock_run_on_a_missing_folder_is_refused_not_read_as_unmasked(input_ids, tmp_path):
+    from rh_tasks.report.runs import ReportInputError, load_runs
+
+    runs = _exported_run(tmp_path, input_ids)
+    (tmp_path / "out").rename(tmp_path / "moved")
+    with pytest.raises(ReportInputError, match=f"evaluated {tmp_path / 'out'}, which is not a folder here"):
+        load_runs([runs])
+
+
+def test_a_stock_run_on_a_folder_exported_again_after_it_is_refused(input_ids, tmp_path):
+    from report_runs import mc_rows, write_run
+
+    from rh_tasks.report.runs import ReportInputError, load_runs
+
+    _exported_run(tmp_path, input_ids)
+    earlier = tmp_path / "earlier"  # a run from before the folder's current weights were written
+    write_run(earlier, {"mmlu_x": mc_rows([1, 0, 1], "x")}, model=str(tmp_path / "out"))
+    with pytest.raises(ReportInputError, match=r"out was exported at .* after this run started \(2026-01-01 10:00"):
+        load_runs([earlier])
+
+
+def test_a_stock_run_on_a_hub_id_is_the_unmasked_model(tmp_path):
+    from report_runs import mc_rows, write_run
+
+    from rh_tasks.report.runs import load_runs
+
+    write_run(tmp_path / "hub", {"mmlu_x": mc_rows([1, 0, 1], "x")}, model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    (run,) = load_runs([tmp_path / "hub"])
+    assert run.condition.label == "none" and run.model == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def test_a_stock_run_on_an_unverified_export_is_not_trusted(input_ids, tmp_path):

@@ -467,16 +467,16 @@ def test_models_without_long_context_tasks_are_ranked_by_chain_of_thought_agains
     def untouched(condition: str, question: int, position: int, token_class: str) -> float:
         return cot_nll("none" if condition == "retrieval" else condition, question, position, token_class)
 
-    folders = nll_runs(tmp_path / "a") + nll_runs(tmp_path / "b", cot=untouched, model="/models/untouched")
+    folders = nll_runs(tmp_path / "a") + nll_runs(tmp_path / "b", cot=untouched, model="models/untouched")
     files = write_report(folders, tmp_path / "out", **FAST)
     report = written(files)
     rows = {row["model"]: row for row in report["cross_model"]}
     assert [row["model"] for row in sorted(report["cross_model"], key=lambda r: r["rank"])] == [
         MODEL,
-        "/models/untouched",
+        "models/untouched",
     ]
     for row in rows.values():
         assert row["dependence_basis"] == "chain of thought against direct answers"
         assert row["dependence"] == pytest.approx(row["tasks"][INTERACTION]["contrast"]["delta"])
-    assert rows[MODEL]["dependence"] > 0 > rows["/models/untouched"]["dependence"]
+    assert rows[MODEL]["dependence"] > 0 > rows["models/untouched"]["dependence"]
     assert "nats (chain of thought − direct)" in files.markdown.read_text()

@@ -40,7 +40,7 @@ def test_pairs_by_doc_id_not_position(tmp_path):
         ({"rows": niah_rows(RETRIEVAL[2], prompt_suffix=" ")}, "prompt_hash"),
         ({"versions": {"niah": 2.0}}, "task versions"),
         ({"weights": "fff999"}, "different weights"),
-        ({"model": "/models/other"}, "no unmasked run of /models/other"),
+        ({"model": "models/other"}, "no unmasked run of models/other"),
     ],
 )
 def test_refuses_runs_that_cannot_be_paired(tmp_path, changes, message):
@@ -126,7 +126,7 @@ def test_plain_hf_runs_and_cross_model_ranking(tmp_path):
     """A plain hf baseline pairs with masked runs of the same model; two models are ranked, never cross-paired."""
     files = two_models(tmp_path)
     report = written(files)
-    assert [row["model"] for row in report["cross_model"]] == [MODEL, "/models/robust"]
+    assert [row["model"] for row in report["cross_model"]] == [MODEL, "models/robust"]
     first, second = report["cross_model"]
     assert first["dependence"] > second["dependence"]
     assert first["tasks"]["niah"]["contrast"]["n"] == 18

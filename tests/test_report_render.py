@@ -153,20 +153,20 @@ def test_cross_model_table_ranks_by_long_context_contrast_and_shows_its_interval
     files = two_models(tmp_path)
     report = written(files)
     contrasts = {row["model"]: row["tasks"]["niah"]["contrast"] for row in report["cross_model"]}
-    assert contrasts[MODEL]["delta"] < contrasts["/models/robust"]["delta"]  # more dependent on retrieval heads
+    assert contrasts[MODEL]["delta"] < contrasts["models/robust"]["delta"]  # more dependent on retrieval heads
     columns, rows = cross_model_table(files.report)
-    assert [r["model"] for r in rows] == [MODEL, "/models/robust"]  # not the alphabetical order
+    assert [r["model"] for r in rows] == [MODEL, "models/robust"]  # not the alphabetical order
     assert columns == ["gsm8k_cot", "mmlu", "niah (long context)"]
     for row in rows:
         niah = row["cells"][columns.index("niah (long context)")]
         assert niah["text"] == interval_text(contrasts[row["model"]])
         assert [c["text"] for c in row["cells"][:2]] == ["\u2014", "\u2014"]  # no random control
     markdown = files.markdown.read_text()
-    assert markdown.index(f"**{MODEL}**") < markdown.index("**/models/robust**")  # the answers in rank order
-    assert [row.model for row in forest_rows(files.report)] == [MODEL] * 6 + ["/models/robust"] * 6  # 3 tasks x K 2, 4
+    assert markdown.index(f"**{MODEL}**") < markdown.index("**models/robust**")  # the answers in rank order
+    assert [row.model for row in forest_rows(files.report)] == [MODEL] * 6 + ["models/robust"] * 6  # 3 tasks x K 2, 4
     rule = markdown.index("Ranked by dependence on retrieval heads: the mean causal contrast")
     first = markdown.index(f"| 1 | {MODEL} | 2 |")
-    assert rule < first < markdown.index("| 2 | /models/robust | 2 |")
+    assert rule < first < markdown.index("| 2 | models/robust | 2 |")
     assert interval_text(contrasts[MODEL]) in markdown[first:].splitlines()[0]
     html = files.html.read_text()
     rule, table = html.index("Ranked by dependence on retrieval heads"), html.index(f'<td class="name">{MODEL}</td>')

@@ -4,7 +4,8 @@ Only the weight files that hold an edited tensor are rewritten; every other weig
 source's (copied when the two folders sit on different filesystems). The folder is then a complete, ordinary
 checkpoint: transformers loads every tensor of every listed shard and vLLM globs ``*.safetensors``, so a delta
 shard beside the source's would load the unedited tensors too. A single-file checkpoint is rewritten whole.
-A hard link shares the file with the source: editing the source in place would change the export as well.
+A hard link shares the file with the source: editing the source in place would change the export as well, and it
+keeps the source's permissions. Every file written here gets the umask's mode (0644 under the usual 022).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import sha256_file
+from ..files import new_file_mode, sha256_file
 from ..masking.weight_edits import ExportRefusedError, TensorEdit
 from .record import MARKER_KEY, RECORD_NAME
 
@@ -90,7 +91,7 @@ def write_checkpoint(source: Path, folder: Path, edits: dict[str, TensorEdit], f
         for key in tensors.keys() & edits.keys():
             tensors[key] = edits[key].apply(tensors[key])
         save_file(tensors, target, metadata=metadata)
-        shutil.copymode(origin, target)  # save_file's own mode may hide the file from other users
+        os.chmod(target, new_file_mode())  # a served folder is read by the server's user, whatever the source allows
         written.rewritten.append(name)
         written.bytes_written += target.stat().st_size
     for path in sorted(source.iterdir()):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..condition import Head
+from ..masking.audit import MaskingAudit
 from ..masking.hooks import mask_heads
 from ..masking.modes import MaskMode
 from ..masking.weight_edits import ExportRefusedError
@@ -57,8 +58,12 @@ def export_masked(source: MaskedSource, output: str | Path) -> dict:
     edits = weight_edits(source.model, source.heads, source.mode)
     files = tensor_files(source.folder)
     edits = checkpoint_names(edits, files, source.model.base_model_prefix)
-    with torch.no_grad(), mask_heads(source.model, source.heads, mode=source.mode):
-        expected = source.model(source.probe_ids).logits
+    audit = MaskingAudit()
+    with torch.no_grad():
+        unmasked = source.model(source.probe_ids).logits
+        with mask_heads(source.model, source.heads, mode=source.mode, audit=audit):
+            expected = source.model(source.probe_ids).logits
+    audit.canary_logit_change = float((expected - unmasked).abs().max())
     staging = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -72,7 +77,7 @@ def export_masked(source: MaskedSource, output: str | Path) -> dict:
                 "on the probe, so it does not compute the masked condition; nothing was written. Please report it."
             )
         record = {
-            "rh_masking": source.rh_masking,
+            "rh_masking": {**source.rh_masking, "audit": _probe_audit(audit, source, reached, tolerance)},
             "export": {
                 "source": str(source.folder),
                 "source_sha256": weights_sha256(source.folder),
@@ -86,6 +91,7 @@ def export_masked(source: MaskedSource, output: str | Path) -> dict:
                 "copied_files": written.copied,
                 "seconds": round(time.perf_counter() - start, 1),
                 "rh_eval_version": metadata.version("rh-eval"),
+                "created": time.time(),
             },
         }
         (staging / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -96,6 +102,21 @@ def export_masked(source: MaskedSource, output: str | Path) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return record
+
+
+def _probe_audit(audit: MaskingAudit, source: MaskedSource, reached: float, tolerance: float) -> dict:
+    """What the export proved, in the form of rh-masked's audit, since no evaluation runs under these hooks.
+
+    The counts are those of the masked probe pass, the canary is how far masking moved the probe's logits, and
+    the written checkpoint gave that pass's logits within ``tolerance`` (checked before any record is written).
+    """
+    described = audit.describe({layer for layer, _ in source.heads})
+    return {
+        **described,
+        "probe_tokens": int(source.probe_ids.shape[-1]),
+        "max_abs_logit_diff": reached,
+        "tolerance": tolerance,
+    }
 
 
 def check_output(output: Path) -> None:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..files import sha256_file
+from ..files import new_file_mode, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,9 @@ def _build(gguf_path: Path, digest: str, target: Path) -> None:
         }
         manifest = {"format": CACHE_FORMAT, "gguf_file": gguf_path.name, "gguf_sha256": digest, "files": files}
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+        for path in staging.iterdir():  # mkdtemp and safetensors write private files; exports link to them
+            path.chmod(new_file_mode())
+        staging.chmod(new_file_mode(folder=True))
         try:
             os.rename(staging, target)
         except OSError:

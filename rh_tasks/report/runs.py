@@ -129,7 +129,7 @@ def _load_run(path: Path, prompts: dict[str, str]) -> Run:
     date = _RESULTS_FILE.match(path.name)["date"]
     config = data["config"] if isinstance(data["config"], dict) else {}
     try:
-        masking = config.get("rh_masking") or exported_masking(path, config.get("model_args")) or {}
+        masking = config.get("rh_masking") or exported_masking(path, config.get("model_args"), data.get("date")) or {}
     except ExportRecordError as err:
         raise ReportInputError(str(err)) from None
     model = (
