@@ -1,0 +1,85 @@
+"""A K sweep is answered over its whole curve, and the answers, the forest plot and the family agree."""
+
+from __future__ import annotations
+
+import pytest
+from report_runs import FAST, NONE, niah_rows, write_report, write_run, written
+
+KS = (2, 4, 8)
+LOST = ["h"] * 18  # every needle lost
+SEEDS = 4
+
+
+def sweep(root, effect_at: set[int]) -> list:
+    """none, retrieval@K and random@K (4 seeds) for K = 2, 4, 8 on niah: retrieval loses every needle at the Ks
+    in ``effect_at`` and none elsewhere; each random seed loses one needle of its own."""
+    runs = [write_run(root / "none", {"niah": niah_rows(NONE)}, masking={"heads_kind": "none"})]
+    for k in KS:
+        masking = {"heads_kind": "retrieval", "k": k, "num_masked": k, "heads": [[1, h] for h in range(k)]}
+        rows = niah_rows(LOST if k in effect_at else NONE)
+        runs.append(write_run(root / f"retrieval{k}", {"niah": rows}, masking=masking))
+        for seed in range(SEEDS):
+            outcomes = list(NONE)
+            outcomes[3 * seed] = "h"
+            masking = {"heads_kind": "random", "k": k, "seed": seed, "num_masked": k, "heads": [[0, seed], [2, k]]}
+            runs.append(write_run(root / f"random{k}_{seed}", {"niah": niah_rows(outcomes)}, masking=masking))
+    return runs
+
+
+LOWERS = "masking its retrieval heads lowers the score more than masking random heads"
+
+
+@pytest.mark.parametrize(
+    "effect_at, says",
+    [
+        ({8}, f"niah: at K = 8, {LOWERS}; at K = 2 and 4 no effect shows ("),
+        ({4, 8}, f"niah: from K = 4 on, {LOWERS}; at K = 2 no effect shows ("),
+        ({2}, f"niah: at K = 2, {LOWERS}; at K = 4 and 8 no effect shows ("),
+        ({2, 4}, f"niah: up to K = 4, {LOWERS}; at K = 8 no effect shows ("),
+        ({2, 4, 8}, f"niah: at every K (2, 4 and 8), {LOWERS} ("),
+        (set(), "niah: no effect shows at any K (2, 4 and 8) ("),
+    ],
+)
+def test_a_sweep_is_answered_over_every_k_as_the_forest_shows_it(tmp_path, effect_at, says):
+    files = write_report(sweep(tmp_path, effect_at), tmp_path / "out", **FAST)
+    report = written(files)
+    model = report["models"][0]
+    (answer,) = model["answers"]
+    assert answer.startswith(says), answer
+    for k in KS:  # every K's numbers, whatever the curve
+        assert f"K = {k}: " in answer
+    forest = {row["k"]: row for row in model["forest"]}
+    assert sorted(forest) == list(KS)
+    assert {k for k, row in forest.items() if row["significant"]} == effect_at
+    for k, row in forest.items():
+        assert row["effect"]["condition"] == f"retrieval@{k} \u2212 random@{k}"
+        assert f"K = {k}: " + _points(row["effect"]) in answer
+    # the family is what the design asks: three contrasts and three random controls against none
+    family = [c for c in model["comparisons"] if c["in_family"]]
+    assert sorted((c["kind"], c["k"]) for c in family) == sorted(
+        (kind, k) for k in KS for kind in ("contrast", "random")
+    )
+    assert report["settings"]["family_size"] == 6
+    assert not any(c["in_family"] for c in model["comparisons"] if c["kind"] in ("retrieval", "random_seed"))
+    markdown = files.markdown.read_text()
+    assert markdown.index(f"- {answer}") < markdown.index("](forest.svg)")
+    assert "Family: the questions the design declares" in markdown
+    assert "Answers: each headline task is answered at every K" in markdown
+
+
+def _points(estimate: dict) -> str:
+    from rh_tasks.report.narrative import format_p, format_value
+
+    values = [format_value(estimate[key], True, signed=True) for key in ("delta", "ci_low", "ci_high")]
+    return f"{values[0]} points [{values[1]}, {values[2]}], Holm p = {format_p(estimate['p_holm'])}"
+
+
+def test_exploratory_rows_are_marked_and_carry_no_corrected_p(tmp_path):
+    files = write_report(sweep(tmp_path, {8}), tmp_path / "out", **FAST)
+    model = written(files)["models"][0]
+    retrieval = [c for c in model["comparisons"] if c["kind"] == "retrieval" and c["metric"] == "contains"]
+    assert retrieval and all(c["headline"] and c["p_holm"] is None for c in retrieval)
+    markdown = files.markdown.read_text()
+    leaderboard = markdown.split("### Leaderboard")[1].split("\n\n")[2]
+    assert " †" in leaderboard.splitlines()[2].split("|")[3]  # Δ retrieval at the headline K: exploratory
+    assert "| retrieval@8 − random@8 | " in markdown and "| retrieval@8 | " in markdown
