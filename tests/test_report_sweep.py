@@ -36,8 +36,8 @@ LOWERS = "masking its retrieval heads lowers the score more than masking random 
         ({4, 8}, f"niah: from K = 4 on, {LOWERS}; at K = 2 no effect shows ("),
         ({2}, f"niah: at K = 2, {LOWERS}; at K = 4 and 8 no effect shows ("),
         ({2, 4}, f"niah: up to K = 4, {LOWERS}; at K = 8 no effect shows ("),
-        ({2, 4, 8}, f"niah: at every K (2, 4 and 8), {LOWERS} ("),
-        (set(), "niah: no effect shows at any K (2, 4 and 8) ("),
+        ({2, 4, 8}, f"niah: at each of K = 2, 4 and 8, {LOWERS} ("),
+        (set(), "niah: no effect shows at K = 2, 4 or 8 ("),
     ],
 )
 def test_a_sweep_is_answered_over_every_k_as_the_forest_shows_it(tmp_path, effect_at, says):

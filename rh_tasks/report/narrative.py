@@ -187,7 +187,7 @@ def _curve(points: list[Point], task: TaskSummary) -> str:
         unclear = [p.k for p in mine if not shows(p.effect) and not includes_zero(p.effect)]
         null = [p.k for p in mine if includes_zero(p.effect)]
         if not clauses:
-            clauses.append(f"no effect shows at any K ({_listed(ks)})")
+            clauses.append(f"no effect shows at K = {_listed(ks, 'or')}")
             if unclear:
                 clauses[-1] += f"; at K = {_listed(unclear)} the interval excludes 0 but Holm p does not reach 0.05"
         else:
@@ -202,9 +202,10 @@ def _curve(points: list[Point], task: TaskSummary) -> str:
 
 
 def _where(shown: list, ks: list) -> str:
-    """``at every K (2, 5, 8)``, ``from K = 5 on`` (the largest Ks), ``up to K = 5`` (the smallest), ``at K = 8``."""
+    """``at each of K = 2, 5 and 8``, ``from K = 5 on`` (the largest Ks), ``up to K = 5`` (the smallest), or
+    ``at K = 8``."""
     if shown == ks:
-        return f"at every K ({_listed(ks)})"
+        return f"at each of K = {_listed(ks)}"
     if len(shown) > 1 and shown == ks[-len(shown) :]:
         return f"from K = {shown[0]} on"
     if len(shown) > 1 and shown == ks[: len(shown)]:
@@ -212,9 +213,9 @@ def _where(shown: list, ks: list) -> str:
     return f"at K = {_listed(shown)}"
 
 
-def _listed(values: list) -> str:
+def _listed(values: list, conjunction: str = "and") -> str:
     words = [str(v) for v in values]
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" {conjunction} " + words[-1]
 
 
 def _kind_word(c: Comparison) -> str:
