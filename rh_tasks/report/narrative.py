@@ -184,15 +184,21 @@ def _curve(points: list[Point], task: TaskSummary) -> str:
             shown = [p.k for p in mine if shows(p.effect) and (p.effect.result.delta < 0) == (direction == "lowers")]
             if shown:
                 clauses.append(f"{_where(shown, ks)}, {_effect(mine[0].effect, task, direction, sweep=True)}")
-        unclear = [p.k for p in mine if not shows(p.effect) and not includes_zero(p.effect)]
+        unclear = [p for p in mine if not shows(p.effect) and not includes_zero(p.effect)]
         null = [p.k for p in mine if includes_zero(p.effect)]
-        if not clauses:
-            clauses.append(f"no effect shows at K = {_listed(ks, 'or')}")
-            if unclear:
-                clauses[-1] += f"; at K = {_listed(unclear)} the interval excludes 0 but Holm p does not reach 0.05"
-        else:
+        if clauses:
             clauses += [f"at K = {_listed(null)} no effect shows"] if null else []
-            clauses += [f"at K = {_listed(unclear)} it is not significant after Holm correction"] if unclear else []
+            if unclear:
+                clauses.append(f"at K = {_listed([p.k for p in unclear])} it is not significant after Holm correction")
+        elif unclear:  # no effect is significant, but some intervals exclude 0 before correction
+            for direction in ("lowers", "raises"):
+                found = [p.k for p in unclear if (p.effect.result.delta < 0) == (direction == "lowers")]
+                if found:
+                    effect = _effect(mine[0].effect, task, direction, sweep=True)
+                    clauses.append(f"at K = {_listed(found)}, {effect}, but not significantly after Holm correction")
+            clauses += [f"at K = {_listed(null)} no effect shows"] if null else []
+        else:
+            clauses.append(f"no effect shows at K = {_listed(ks, 'or')}")
         effect = mine[0].effect
         what = "Δ retrieval − Δ random" if effect.arm.kind == "contrast" else f"{_kind_word(effect)} vs none"
         numbers = "; ".join(f"K = {p.k}: {_estimate(p.effect, task.bounded)}" for p in mine)
