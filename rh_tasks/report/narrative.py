@@ -181,9 +181,10 @@ def _curve(points: list[Point], task: TaskSummary) -> str:
         ks = [p.k for p in mine]
         clauses = []
         for direction in ("lowers", "raises"):
-            shown = [p.k for p in mine if shows(p.effect) and (p.effect.result.delta < 0) == (direction == "lowers")]
+            shown = [p for p in mine if shows(p.effect) and (p.effect.result.delta < 0) == (direction == "lowers")]
             if shown:
-                clauses.append(f"{_where(shown, ks)}, {_effect(mine[0].effect, task, direction, sweep=True)}")
+                effect = _effect(shown[0].effect, task, direction, sweep=True)
+                clauses.append(f"{_where([p.k for p in shown], ks)}, {effect}")
         unclear = [p for p in mine if not shows(p.effect) and not includes_zero(p.effect)]
         null = [p.k for p in mine if includes_zero(p.effect)]
         if clauses:
@@ -192,18 +193,21 @@ def _curve(points: list[Point], task: TaskSummary) -> str:
                 clauses.append(f"at K = {_listed([p.k for p in unclear])} it is not significant after Holm correction")
         elif unclear:  # no effect is significant, but some intervals exclude 0 before correction
             for direction in ("lowers", "raises"):
-                found = [p.k for p in unclear if (p.effect.result.delta < 0) == (direction == "lowers")]
+                found = [p for p in unclear if (p.effect.result.delta < 0) == (direction == "lowers")]
                 if found:
-                    effect = _effect(mine[0].effect, task, direction, sweep=True)
-                    clauses.append(f"at K = {_listed(found)}, {effect}, but not significantly after Holm correction")
+                    effect = _effect(found[0].effect, task, direction, sweep=True)
+                    where = _listed([p.k for p in found])
+                    clauses.append(f"at K = {where}, {effect}, but not significantly after Holm correction")
             clauses += [f"at K = {_listed(null)} no effect shows"] if null else []
         else:
             clauses.append(f"no effect shows at K = {_listed(ks, 'or')}")
-        effect = mine[0].effect
-        what = "Δ retrieval − Δ random" if effect.arm.kind == "contrast" else f"{_kind_word(effect)} vs none"
-        numbers = "; ".join(f"K = {p.k}: {_estimate(p.effect, task.bounded)}" for p in mine)
+        what = {_what(p.effect) for p in mine}
+        if len(what) == 1:  # one kind of comparison throughout, named once
+            numbers = what.pop() + " at " + "; ".join(f"K = {p.k}: {_estimate(p.effect, task.bounded)}" for p in mine)
+        else:
+            numbers = "; ".join(f"K = {p.k} ({_what(p.effect)}): {_estimate(p.effect, task.bounded)}" for p in mine)
         prefix = "" if window is None else f"with window {window}, "
-        parts.append(f"{prefix}{'; '.join(clauses)} ({what} at {numbers})")
+        parts.append(f"{prefix}{'; '.join(clauses)} ({numbers})")
     return "; ".join(parts) + "."
 
 
@@ -224,8 +228,11 @@ def _listed(values: list, conjunction: str = "and") -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" {conjunction} " + words[-1]
 
 
-def _kind_word(c: Comparison) -> str:
-    return "Δ listed heads" if c.arm.kind == "explicit" else "Δ retrieval"
+def _what(c: Comparison) -> str:
+    """What a sweep's numbers are: the contrast, or (no random control at that K) a fixed set against none."""
+    if c.arm.kind == "contrast":
+        return "Δ retrieval − Δ random"
+    return ("Δ listed heads" if c.arm.kind == "explicit" else "Δ retrieval") + " vs none"
 
 
 def _estimate(c: Comparison, bounded: bool) -> str:
