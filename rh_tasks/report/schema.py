@@ -29,7 +29,7 @@ class Settings:
     confidence: float = stats.CONFIDENCE
     n_resamples: int = stats.N_RESAMPLES
     seed: int = 0
-    headline_k: int | None = None  # default: the K with the most random seeds (smallest K on ties)
+    headline_k: int | None = None  # the leaderboard's K; default: the most random seeds (smallest K on ties)
 
 
 @dataclass(frozen=True)
