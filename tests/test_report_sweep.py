@@ -62,6 +62,8 @@ def test_a_sweep_is_answered_over_every_k_as_the_forest_shows_it(tmp_path, effec
         (kind, k) for k in KS for kind in ("contrast", "random")
     )
     assert report["settings"]["family_size"] == 6
+    # report.json's version names the fields these rest on: headline, answers, the forest's window
+    assert report["schema"] == "rh-eval-report/5" and all("window" in row for row in model["forest"])
     assert not any(c["in_family"] for c in model["comparisons"] if c["kind"] in ("retrieval", "random_seed"))
     markdown = files.markdown.read_text()
     assert markdown.index(f"- {answer}") < markdown.index("](forest.svg)")
