@@ -167,9 +167,16 @@ def test_suite_command_shows_a_bar_and_warnings_once_then_prints_the_findings(ti
     markdown = (tmp_path / "out" / "report" / "report.md").read_text().split("### Leaderboard")[1]
     rows = [line.strip("|").split(" | ") for line in markdown.splitlines() if line.startswith("| ")][1:3]
     assert [row[0].strip() for row in rows] == ["mmlu_abstract_algebra · acc", "niah · contains"]
-    for label, *cells in rows:  # unmasked, Δ retrieval, Δ random, contrast, items: one line each
-        (line,) = [line for line in out.splitlines() if line.startswith(label.strip() + "  ")]
-        assert [cell.strip() for cell in cells[:5]] == re.split(r"\s{2,}", line[len(label.strip()) :].strip())
+    lines = out.splitlines()
+    assert sum(line.startswith("task \u00b7 metric") for line in lines) == 1  # one table
+    for label, *cells in rows:  # unmasked, Δ retrieval, Δ random, contrast: values, then intervals below
+        task, metric = label.strip().split(" \u00b7 ")
+        (number,) = [i for i, line in enumerate(lines) if line.startswith(task + "  ")]
+        assert lines[number + 1].split()[:2] == ["\u00b7", metric]
+        shown = [re.match(r"(\S+) (\[.*\])?(\**)( \u2020)?$", cell.strip()) for cell in cells[1:4]]
+        values = [cells[0].strip()] + [m[1] + m[3] + (m[4] or "").strip() if m else "\u2014" for m in shown]
+        assert re.split(r"\s{2,}", lines[number][len(task) :].strip()) == values
+        assert all(m[2] in lines[number + 1] for m in shown if m)
     report = write_report([tmp_path / "out" / "conditions"], tmp_path / "again").report
     sentences = answers(report.models[0])
     assert len(sentences) == 2 and all(" ".join(s.split()) in " ".join(out.split()) for s in sentences)

@@ -299,8 +299,9 @@ def test_interaction_is_cot_minus_direct_per_question(reported):
     contrast = found["retrieval@2 \u2212 random@2"]
     assert contrast["delta"] == pytest.approx(np.mean(per_question("retrieval") - random))
     assert contrast["n"] == len(QUESTIONS)
-    for label in ("retrieval@2", "random@2", "retrieval@2 \u2212 random@2"):
+    for label in ("random@2", "retrieval@2 \u2212 random@2"):
         assert found[label]["in_family"] and found[label]["p_holm"] is not None
+    assert found["retrieval@2"]["headline"] and not found["retrieval@2"]["in_family"]  # its contrast answers
 
 
 def test_interaction_answers_in_the_corrected_family(reported):
@@ -309,11 +310,11 @@ def test_interaction_answers_in_the_corrected_family(reported):
     tasks = {t["task"]: t for t in report["models"][0]["tasks"]}
     assert tasks[INTERACTION]["headline"] and not tasks[INTERACTION]["higher_is_better"]
     family = [c for c in report["models"][0]["comparisons"] if c["in_family"]]
-    # retrieval, pooled random and contrast for each of the three headline tasks
+    # the contrast and the pooled random control for each of the three headline tasks
     assert {(c["task"], c["condition"]) for c in family} == {
-        (t, a) for t in (COT, DIRECT, INTERACTION) for a in ("retrieval@2", "random@2", "retrieval@2 \u2212 random@2")
+        (t, a) for t in (COT, DIRECT, INTERACTION) for a in ("random@2", "retrieval@2 \u2212 random@2")
     }
-    assert report["settings"]["family_size"] == len(family) == 9
+    assert report["settings"]["family_size"] == len(family) == 6
     said = next(line for line in markdown.splitlines() if line.startswith(f"- {INTERACTION}:"))
     assert "retrieval@2 \u2212 random@2" in said and "points" not in said
     assert "masking its retrieval heads raises nll_token (lower is better)" in said, said
@@ -446,11 +447,11 @@ def test_design_check_counts_the_interaction_and_speaks_of_losses_without_points
         (INTERACTION, 4, 4, True),
     ]
     plan = check_design(config, designs)
-    # per task: retrieval@2 against none, pooled random@2, and their contrast; the report's family is the same
-    assert plan.family_size == 9 and [c.tests for c in plan.checks] == [3, 3, 3]
+    # per task: pooled random@2 against none and the contrast; the report's family is the same
+    assert plan.family_size == 6 and [c.tests for c in plan.checks] == [2, 2, 2]
     lines = dict(text.split(": ", 1) for _, text in describe(plan))
     for task in (COT, DIRECT, INTERACTION):
-        assert "over 9 tests" in lines[task] and "continuous loss (NLL)" in lines[task]
+        assert "its 2 questions are tested with t" in lines[task] and "continuous loss (NLL)" in lines[task]
         assert "An effect of 20 points" not in lines[task]
     # a score beside them is still sized in points
     mixed = dict(

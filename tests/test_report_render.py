@@ -197,7 +197,10 @@ def test_forest_rows_are_the_headline_comparisons(built):
                 assert row[part] is None
                 continue
             c = find_comparison(report, task, condition, row["metric"], row["filter"])
-            assert c["in_family"] and c["k"] == model["headline_k"]
+            assert c["headline"] and c["k"] == model["headline_k"]
+            # the family is what the design asks: the contrast and the random control; retrieval against none
+            # only where no random control stands beside it
+            assert c["in_family"] == (part != "retrieval" or task != "niah")
             assert row[part] == {
                 "condition": condition,
                 "reference": c["reference"],
@@ -255,10 +258,24 @@ def test_figures_with_several_cells_and_ks_are_drawn(built):
     assert "Dose\u2013response: \u0394 against K" in html and "niah: score by depth and context length" in html
 
 
-def test_suite_summary_shows_the_leaderboard_within_the_terminal(built):
+def test_suite_summary_is_one_table_within_the_terminal(built):
     _, files = built
-    text = summary(files, 100)
-    niah = next(row for row in written(files)["models"][0]["forest"] if row["task"] == "niah")
-    assert interval_text(niah["effect"]) in text
-    leaderboard = text.split("Answers:")[0].splitlines()[3:]  # after the legend and the model's name
-    assert leaderboard[0].startswith("task \u00b7 metric") and all(len(line) <= 100 for line in leaderboard)
+    model = written(files)["models"][0]
+    for width in (100, 300, 80):
+        text = summary(files, width)
+        *lines, where = text.splitlines()
+        assert where.startswith("Report: ") and all(len(line) <= min(width, 100) for line in lines), width
+        table = text.split("(headline K = 2)\n")[1].split("\n\n")[0].splitlines()
+        header, rows = table[0], table[1:]
+        assert header.split()[-7:] == ["K", "unmasked", "\u0394", "retrieval", "\u0394", "random", "contrast"]
+        assert text.count("unmasked  ") == 1 and len(rows) == 2 * len(model["forest"])  # one table, two lines a row
+        for row, values, intervals in zip(model["forest"], rows[::2], rows[1::2]):
+            contrast = row["effect"] if row["random"] else None
+            shown = [interval_text(e).split(" [") for e in (row["retrieval"], row["random"], contrast) if e]
+            cells = values.split()
+            assert cells[1:3] == [str(row["k"]), format_value(row["baseline"], True)]
+            assert [c.rstrip("*\u2020") for c in cells[3:] if c != "\u2014"] == [delta for delta, _ in shown]
+            assert all(f"[{ci}" in intervals for _, ci in shown) and intervals.split()[1].rstrip(",") == row["metric"]
+    assert "Design: mmlu: 10 items; gsm8k_cot: 4 items; niah: 18 items in 6 contexts, 1 to 3 random seeds." in summary(
+        files
+    )

@@ -138,6 +138,10 @@ def test_suite_command_writes_the_report(suite, tmp_path, caplog):
     assert "Design check: niah: 2 independent items" in caplog.text  # said before any condition ran
     report = json.loads((Path(suite.output_dir) / "report" / "report.json").read_text())
     assert report["models"], "the report should describe the suite's model"
+    from rh_tasks.suite.plan import check_design, task_designs
+
+    # the plan counts the family the report corrects over: the contrast and the random control against none
+    assert report["settings"]["family_size"] == check_design(suite, task_designs(suite)).family_size == 2
     assert main(["suite", str(tmp_path / "missing.yaml")]) == 2
     assert "Cannot read suite file" in caplog.text
 
@@ -162,8 +166,20 @@ def test_a_windowed_suite_runs_and_reports_its_memory_axis(suite, tmp_path):
     assert kept["heads"] == [[1, 2], [1, 3]] and kept["kept_kv_groups"] == 1 and kept["kv_groups"] == 4
     assert all(r["audit"]["clean"] for name, r in records.items() if name != "none")
     assert main(["report", str(conditions), "-o", str(tmp_path / "report")]) == 0
-    memory = json.loads((tmp_path / "report" / "report.json").read_text())["models"][0]["memory"]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    memory = report["models"][0]["memory"]
     assert {p["keep"] for p in memory} == {"none", "retrieval", "random", "contrast"}
+    # per window: the contrast, the random control and keeping no head, against none; as the plan counts them
+    family = [c for c in report["models"][0]["comparisons"] if c["in_family"]]
+    assert (
+        sorted(c["condition"].split(" [")[0] for c in family)
+        == ["keep none", "keep none"] + ["keep random@1"] * 2 + ["keep retrieval@1"] * 2
+    )
+    assert all(c["kind"] in ("contrast", "random", "explicit") for c in family)
+    from rh_tasks.suite.plan import check_design, task_designs
+
+    config = load_suite(path)
+    assert check_design(config, task_designs(config)).family_size == report["settings"]["family_size"] == 6
     assert all(p["equal_memory"] for p in memory if p["keep"] == "contrast")
 
 
@@ -210,14 +226,17 @@ def test_plan_counts_items_and_contexts_and_says_what_is_needed(suite, tmp_path,
     )
     plan = check_design(sweep, [TaskDesign("niah", 18, 6, 1)])
     (check,) = plan.checks
-    # 9 tests: 3 retrieval at 6 contexts (exact, p >= 1/32) and 6 pooled random or contrast t tests (no floor),
-    # so Holm's best case multiplies the exact tests' floor by the 3 tests left after the 6 pooled ones
-    assert (plan.family_size, check.tests, check.min_p) == (9, 9, 1 / 32)
-    assert check.min_p_holm == pytest.approx(3 / 32) and not check.reachable
-    assert check.clusters_for_floor == 9  # 2 / 2^9 <= 0.05 / 9 < 2 / 2^8
+    # the questions the suite declares: 3 contrasts and 3 random controls against none, all t tests (no floor);
+    # retrieval against none is exploratory where its contrast answers
+    assert (plan.family_size, check.tests, check.exact_tests, check.min_p) == (6, 6, 0, 0.0)
+    assert check.reachable and check.clusters_for_floor == 8  # 2 / 2^8 <= 0.05 / 6 < 2 / 2^7
     assert plan.seeds_ok and plan.seeds_for_rank == 19  # 5 seeds: the rank p is at least 1/6
+    # no random control: each retrieval K is the question, tested exactly at 6 contexts (p >= 1/32)
+    fixed = check_design(parse_suite({**BASE, "conditions": {"retrieval": [2, 5, 8]}}), [TaskDesign("niah", 18, 6, 1)])
+    assert (fixed.family_size, fixed.checks[0].min_p) == (3, 1 / 32)
+    assert fixed.checks[0].min_p_holm == pytest.approx(3 / 32) and not fixed.checks[0].reachable
     wide = check_design(sweep, [TaskDesign("niah", 600, 200, 1)])
-    assert wide.checks[0].reachable and wide.checks[0].min_p_holm == pytest.approx(3 * 2.0**-199)
+    assert wide.checks[0].reachable and wide.checks[0].min_p_holm == 0.0
     few = check_design(parse_suite({**BASE, "conditions": {"random": {"k": [2], "seeds": [0, 1]}}}), plan.checks[0:0])
     assert not few.seeds_ok
 
@@ -230,6 +249,19 @@ def test_plan_counts_items_and_contexts_and_says_what_is_needed(suite, tmp_path,
     assert "PROBLEM niah: 2 independent items; no test can give p below 0.5" in out
     assert "random: 2 seeds; the spread between head sets cannot be estimated" in out
     assert main(["plan", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_the_shipped_sweeps_correct_over_the_questions_they_declare():
+    from rh_tasks.suite.plan import TaskDesign, check_design
+
+    suites = task_configs_dir() / "suites"
+    # windows 64 and 256 x K = 2, 6, 18: 6 contrasts, 6 random controls and 2 windows keeping no head, per task
+    windows = check_design(
+        load_suite(suites / "windows.yaml"), [TaskDesign("niah", 12, 12, 1), TaskDesign("extractive_qa", 8, 7, 1)]
+    )
+    assert windows.family_size == 28 and [c.tests for c in windows.checks] == [14, 14]
+    # K = 2, 5, 8 with 5 seeds: 3 contrasts and 3 random controls
+    assert check_design(load_suite(suites / "niah_k_sweep.yaml"), [TaskDesign("niah", 18, 6, 1)]).family_size == 6
 
 
 def test_documents_are_built_once_and_reused_unchanged(suite, tmp_path, monkeypatch):

@@ -19,9 +19,10 @@ Each comparison states its null hypothesis in words.
 Every comparison states its unit (items, clusters of items sharing a context, seeds), its number of clusters
 G and seeds S, and the smallest p-value its design can reach, before and after Holm correction.
 
-The multiple-testing family is every comparison of a headline task's primary metric (the first metric the
-task logs) except single random seeds: the pooled random control stands for them. Holm (1979) controls the
-family-wise error over it and Benjamini–Hochberg (1995) is given alongside. Other rows are exploratory.
+The multiple-testing family is the set of questions the design declares (:mod:`.family`): per headline task's
+primary metric (the first metric the task logs) and setting, the contrast and the controls against none. Holm
+(1979) controls the family-wise error over it and Benjamini–Hochberg (1995) is given alongside. Other rows are
+exploratory. The answers and the forest plot read every setting of the design (:mod:`.picks`).
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ import numpy as np
 
 from model_wrappers.condition import Condition
 
-from . import failures, narrative, stats
+from . import failures, family, narrative, stats
 from .derived import is_interaction
 from .memory import memory_points
 from .pairing import UNMASKED, ModelRuns, TaskTable, group_by_model, task_table
+from .picks import answer_points, headline_picks
 from .runs import Run
 from .schema import (
     Arm,
@@ -64,8 +66,6 @@ from .schema import (
 
 logger = logging.getLogger(__name__)
 
-MINUS = "\u2212"
-
 
 def analyse(runs: list[Run], settings: Settings) -> Report:
     """Everything report.json holds; raises ReportInputError when runs cannot be compared."""
@@ -82,6 +82,7 @@ def analyse(runs: list[Run], settings: Settings) -> Report:
         _design_reach(model)
         model.k_sweep = _k_sweep(model.comparisons)
         model.statements = narrative.statements(model, len(family), settings.confidence)
+        model.answers = narrative.answers(model)
         model.forest = _forest(model)
         _skip_empty_figures(model)
     return Report(
@@ -103,7 +104,7 @@ def _analyse_model(model_runs: ModelRuns, settings: Settings) -> ModelReport:
     for name in headline + sorted(grouped) + sorted(exploratory):
         table = task_table(model_runs, name)
         is_headline = name in headline
-        arms = _arms(table, model_runs.conditions)
+        arms = family.arms(c for c in model_runs.conditions if c in table.scores)
         rows = [
             _compare(model_runs.model, table, arm, f, metric, settings, is_headline and metric == table.metrics[0])
             for arm in arms
@@ -164,49 +165,6 @@ def _headline_k(conditions: list[Condition], requested: int | None, model: str) 
     return min(retrieval) if retrieval else None
 
 
-def _arms(table: TaskTable, conditions: list[Condition]) -> list[Arm]:
-    present = [c for c in conditions if c in table.scores and c != UNMASKED]
-    pools: dict[str, list[Condition]] = {}
-    for c in present:
-        if c.kind == "random":
-            pools.setdefault(c.pool_label, []).append(c)
-    # A fixed set of heads: retrieval, a listed set, or no head kept by a window (every head windowed).
-    fixed = [c for c in present if c.kind in ("retrieval", "explicit", "none")]
-    arms = [Arm(c.label, "explicit" if c.kind == "none" else c.kind, c.k, (c,), **_about(c)) for c in fixed]
-    for label, seeds in pools.items():
-        arms.append(Arm(label, "random", seeds[0].k, tuple(seeds), **_about(seeds[0])))
-        if len(seeds) > 1:
-            arms.extend(Arm(c.label, "random_seed", c.k, (c,), in_family=False, **_about(c)) for c in seeds)
-    for c in present:
-        if c.kind != "retrieval":
-            continue
-        for label, seeds in pools.items():
-            control = seeds[0]
-            if _settings(control) == _settings(c):
-                arms.append(
-                    Arm(
-                        f"{c.label} {MINUS} {label}",
-                        "contrast",
-                        c.k,
-                        (c,),
-                        tuple(seeds),
-                        label,
-                        variants=bool(c.qualifiers) + bool(control.qualifiers),
-                        layer_matched=control.match == "layer",
-                    )
-                )
-    return arms
-
-
-def _settings(c: Condition) -> tuple:
-    """What a retrieval condition and its random control share: K and every setting but how heads are chosen."""
-    return c.k, c.unit, c.mode, c.phase, c.window, c.sink
-
-
-def _about(c: Condition) -> dict:
-    return {"series": c.series, "variants": int(bool(c.qualifiers)), "layer_matched": c.match == "layer"}
-
-
 def _filters(table: TaskTable) -> list[str]:
     return sorted(set(table.filters.tolist()))
 
@@ -251,6 +209,7 @@ def _compare(
         arm,
         _defined(result),
         in_family=primary and arm.in_family,
+        headline=primary and arm.kind != "random_seed",
         null=_interaction_null(arm, result) if is_interaction(table.name) else _null(arm, result),
         rank=rank,
     )
@@ -417,7 +376,7 @@ def _k_sweep(compared: list[Comparison]) -> list[SweepPoint]:
             series=c.arm.series,
         )
         for c in compared
-        if c.in_family and c.arm.kind in ("retrieval", "random")
+        if c.headline and c.arm.kind in ("retrieval", "random")
     ]
     return sorted(sweep, key=lambda r: (r.task, r.filter, r.series, r.k))
 
@@ -479,42 +438,19 @@ def _cross_model(models: list[ModelReport]) -> list[CrossModelRow]:
     ]
 
 
-def headline_picks(model: ModelReport, task: TaskSummary, f: str, k: int | None = None) -> dict[str, Comparison]:
-    """The retrieval, pooled random and contrast comparisons (by kind) that a task's answer rests on.
-
-    In the corrected family, at the headline K (or the K given) and not layer-matched; the default unit, mode and
-    phase come first, so a variant never replaces them.
-    """
-    k = model.headline_k if k is None else k
-    pick: dict[str, Comparison] = {}
-    for c in sorted(model.comparisons, key=lambda c: (c.arm.variants, c.arm.label)):
-        if (
-            (c.task, c.filter) == (task.task, f)
-            and c.in_family
-            and c.arm.k == k
-            and c.arm.kind in ("retrieval", "random", "contrast")
-            and not c.arm.layer_matched
-        ):
-            pick.setdefault(c.arm.kind, c)
-    return pick
-
-
 def _forest(model: ModelReport) -> list[ForestRow]:
-    """One row per headline task (its first filter, as the answers) and K: the causal contrast, or retrieval
-    against none where no random control was run, with the retrieval and random deltas it is made of. A K sweep
-    gets a row per K, so the headline figure shows the dose rather than one point of it."""
-    swept = sorted({c.arm.k for c in model.comparisons if c.in_family and c.arm.kind == "retrieval" and c.arm.k})
-    ks = swept if len(swept) > 1 else [model.headline_k]
+    """One row per headline task (its first filter, as the answers) and setting of the design (K, window): the
+    causal contrast, or retrieval against none where no random control was run, with the retrieval and random
+    deltas it is made of. The rows are the answers' own (:func:`.picks.answer_points`), so a sweep shows its
+    whole curve and the figure and the answers never disagree."""
     rows = []
     for task in (t for t in model.tasks if t.headline):
         f = next(iter(task.filters))
-        for k in ks:
-            pick = headline_picks(model, task, f, k)
-            effect = pick.get("contrast") or pick.get("retrieval")
-            if effect is None:
-                continue
+        points = answer_points(model, task, f)
+        for point in points:
+            effect, pick = point.effect, point.picks
             name = task.task + (f" ({f})" if len(task.filters) > 1 else "") + f" \u00b7 {task.primary_metric}"
-            name += f", K = {k}" if len(ks) > 1 else ""
+            name += f", {point.name}" if len(points) > 1 else ""
             baseline = task.filters[f].baseline
             notes = [] if "contrast" in pick else [f"no random control: {effect.arm.label} vs none"]
             if task.bounded and baseline == 0:  # nothing for masking to remove, as the answers say
@@ -525,15 +461,16 @@ def _forest(model: ModelReport) -> list[ForestRow]:
                     task=task.task,
                     filter=f,
                     metric=task.primary_metric,
-                    k=k,
+                    k=point.k,
                     label=name + (f" ({'; '.join(notes)})" if notes else ""),
                     bounded=task.bounded,
                     baseline=baseline,
                     effect=_estimate(effect),
                     retrieval=_estimate(pick.get("retrieval")),
                     random=_estimate(pick.get("random")),
-                    significant=effect.p_holm is not None and effect.p_holm < stats.ALPHA,
+                    significant=narrative.shows(effect),
                     higher_is_better=task.higher_is_better,
+                    window=point.window,
                 )
             )
     return rows

@@ -36,8 +36,8 @@ _SETTING_FLAGS = {
     "headline_k": (
         int,
         "K",
-        "K whose results the findings and cross-model ranking describe (default: the K with the most random-head "
-        "seeds, the smallest on ties)",
+        "K whose results the findings, leaderboard and cross-model ranking describe (default: the K with the most "
+        "random-head seeds, the smallest on ties); the answers and the forest plot always cover every K",
     ),
 }
 

@@ -7,6 +7,7 @@ import math
 
 from . import stats
 from .derived import is_interaction
+from .picks import Point, answer_points
 from .schema import Comparison, FilterSummary, ModelReport, TaskSummary
 
 ARM_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}  # how reports list comparisons
@@ -78,9 +79,13 @@ def _line(c: Comparison, bounded: bool, confidence: float) -> str:
         f"({confidence:.0%} CI), Holm p = {format_p(c.p_holm)}{stars(c.p_holm)}"
     )
     what = "than with random heads" if c.arm.kind == "contrast" else "than unmasked"
+    if not c.in_family:
+        estimate = estimate.replace("Holm p = n/a", f"p = {format_p(r.p_value)}, exploratory (outside the family)")
     if includes_zero(c):
         meaning = "no effect shown (the interval includes 0)"
-    elif c.p_holm is not None and c.p_holm < stats.ALPHA:
+    elif not c.in_family:
+        meaning = f"{'lower' if r.delta < 0 else 'higher'} {what}, uncorrected"
+    elif shows(c):
         meaning = f"{'lower' if r.delta < 0 else 'higher'} {what}"
     else:
         direction = "lower" if r.delta < 0 else "higher"
@@ -122,38 +127,145 @@ def _cannot_tell(summary: FilterSummary, bounded: bool) -> bool:
 
 
 def _headline_comparisons(model: ModelReport, task: TaskSummary, f: str) -> list[Comparison]:
-    """The task's comparisons in the corrected family at the headline K, in listing order."""
+    """The task's headline comparisons (in the family or not) at the headline K, in listing order."""
     return sorted(
         (
             c
             for c in model.comparisons
             if (c.task, c.filter, c.metric) == (task.task, f, task.primary_metric)
-            and c.in_family
+            and c.headline
             and (model.headline_k is None or c.arm.k in (None, model.headline_k))
         ),
         key=listing_order,
     )
 
 
+def shows(c: Comparison) -> bool:
+    """An effect shows where the comparison is in the family and significant after Holm correction."""
+    return c.p_holm is not None and c.p_holm < stats.ALPHA
+
+
 def answers(model: ModelReport) -> list[str]:
-    """One sentence per headline task (its first filter): what masking its retrieval heads does, at the headline K.
+    """One sentence per headline task (its first filter): what masking its retrieval heads does, at every K (and
+    window) of the design.
 
     The causal contrast (retrieval minus random heads) answers when the suite has a random control, else
-    retrieval (or explicit) heads against the unmasked run.
+    retrieval (or listed) heads against the unmasked run. The rule (:attr:`.schema.Methods.answers`) is fixed
+    before any data are seen: one K gives that K's answer; several give the curve (:func:`_curve`).
     """
     sentences = []
     for task in (t for t in model.tasks if t.headline):
         f = next(iter(task.filters))
         name = task.task + (f" ({f})" if len(task.filters) > 1 else "")
-        chosen = _headline_comparisons(model, task, f)
-        c = next((c for kind in ("contrast", "retrieval", "explicit") for c in chosen if c.arm.kind == kind), None)
-        if c is None:
+        points = answer_points(model, task, f)
+        if not points:
             sentences.append(f"{name}: no masked condition to compare.")
         elif _cannot_tell(task.filters[f], task.bounded):
-            sentences.append(f"{name}: the model scores 0 on it unmasked, so it cannot tell ({_numbers(c, True)}).")
+            numbers = "; ".join(_numbers(p.effect, True) for p in points)
+            sentences.append(f"{name}: the model scores 0 on it unmasked, so it cannot tell ({numbers}).")
+        elif len(points) == 1:
+            sentences.append(f"{name}: {_answer(points[0].effect, task)}")
         else:
-            sentences.append(f"{name}: {_answer(c, task)}")
+            sentences.append(f"{name}: {_curve(points, task)}")
     return sentences
+
+
+def _curve(points: list[Point], task: TaskSummary) -> str:
+    """A sweep in one sentence (a clause per window): the Ks where an effect shows (significant after Holm), in
+    which direction, the Ks where it does not, and every K's numbers, e.g. ``from K = 5 on, masking its retrieval
+    heads lowers the score more than masking random heads; at K = 2 no effect shows (Δ retrieval − Δ random at
+    K = 2: ...; K = 5: ...; K = 8: ...)``."""
+    parts = []
+    for window in dict.fromkeys(p.window for p in points):
+        mine = [p for p in points if p.window == window]
+        ks = [p.k for p in mine]
+        clauses = []
+        for direction in ("lowers", "raises"):
+            shown = [p for p in mine if shows(p.effect) and (p.effect.result.delta < 0) == (direction == "lowers")]
+            if shown:
+                effect = _effect(shown[0].effect, task, direction, sweep=True)
+                clauses.append(f"{_where([p.k for p in shown], ks)}, {effect}")
+        unclear = [p for p in mine if not shows(p.effect) and not includes_zero(p.effect)]
+        null = [p.k for p in mine if includes_zero(p.effect)]
+        if clauses:
+            clauses += [f"at K = {_listed(null)} no effect shows"] if null else []
+            if unclear:
+                clauses.append(f"at K = {_listed([p.k for p in unclear])} it is not significant after Holm correction")
+        elif unclear:  # no effect is significant, but some intervals exclude 0 before correction
+            for direction in ("lowers", "raises"):
+                found = [p for p in unclear if (p.effect.result.delta < 0) == (direction == "lowers")]
+                if found:
+                    effect = _effect(found[0].effect, task, direction, sweep=True)
+                    where = _listed([p.k for p in found])
+                    clauses.append(f"at K = {where}, {effect}, but not significantly after Holm correction")
+            clauses += [f"at K = {_listed(null)} no effect shows"] if null else []
+        else:
+            clauses.append(f"no effect shows at K = {_listed(ks, 'or')}")
+        what = {_what(p.effect) for p in mine}
+        if len(what) == 1:  # one kind of comparison throughout, named once
+            numbers = what.pop() + " at " + "; ".join(f"K = {p.k}: {_estimate(p.effect, task.bounded)}" for p in mine)
+        else:
+            numbers = "; ".join(f"K = {p.k} ({_what(p.effect)}): {_estimate(p.effect, task.bounded)}" for p in mine)
+        prefix = "" if window is None else f"with window {window}, "
+        parts.append(f"{prefix}{'; '.join(clauses)} ({numbers})")
+    return "; ".join(parts) + "."
+
+
+def _where(shown: list, ks: list) -> str:
+    """``at each of K = 2, 5 and 8``, ``from K = 5 on`` (the largest Ks), ``up to K = 5`` (the smallest), or
+    ``at K = 8``."""
+    if shown == ks:
+        return f"at each of K = {_listed(ks)}"
+    if len(shown) > 1 and shown == ks[-len(shown) :]:
+        return f"from K = {shown[0]} on"
+    if len(shown) > 1 and shown == ks[: len(shown)]:
+        return f"up to K = {shown[-1]}"
+    return f"at K = {_listed(shown)}"
+
+
+def _listed(values: list, conjunction: str = "and") -> str:
+    words = [str(v) for v in values]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" {conjunction} " + words[-1]
+
+
+def _what(c: Comparison) -> str:
+    """What a sweep's numbers are: the contrast, or (no random control at that K) a fixed set against none."""
+    if c.arm.kind == "contrast":
+        return "Δ retrieval − Δ random"
+    return ("Δ listed heads" if c.arm.kind == "explicit" else "Δ retrieval") + " vs none"
+
+
+def _estimate(c: Comparison, bounded: bool) -> str:
+    """``−83.3 points [−100.0, −41.8], Holm p = 0.012``, and whether this design could reach significance."""
+    r = c.result
+    text = (
+        f"{format_value(r.delta, bounded, signed=True)}{' points' if bounded else ''} "
+        f"[{format_value(r.ci_low, bounded, signed=True)}, {format_value(r.ci_high, bounded, signed=True)}], "
+        f"Holm p = {format_p(c.p_holm)}"
+    )
+    if c.min_attainable_p_holm is not None and c.min_attainable_p_holm >= stats.ALPHA:
+        text += f" (at best {format_p(c.min_attainable_p_holm)} with this design)"
+    return text
+
+
+def _effect(c: Comparison, task: TaskSummary, direction: str, sweep: bool = False) -> str:
+    """What the comparison measures, as a clause: ``masking its retrieval heads lowers the score more than
+    masking random heads``; ``direction`` is lowers or raises. In a sweep a fixed set is named by its kind, not
+    by one K's label."""
+    score = "the score" if task.higher_is_better else f"{task.primary_metric} (lower is better)"
+    if is_interaction(task.task):
+        score += " of chains of thought, against direct answers to the same questions,"
+    windowed = c.arm.members[0].window is not None
+    if c.arm.kind == "contrast":
+        if windowed:
+            return f"keeping its retrieval heads whole under a window {direction} {score} against keeping random heads"
+        return f"masking its retrieval heads {direction} {score} more than masking random heads"
+    subject = "its retrieval heads" if sweep and c.arm.kind == "retrieval" else c.arm.label
+    if windowed:
+        return (
+            f"keeping {subject} whole under a window {direction} {score}" if sweep else f"{subject} {direction} {score}"
+        )
+    return f"masking {subject} {direction} {score}"
 
 
 def _numbers(c: Comparison, bounded: bool) -> str:
@@ -180,23 +292,8 @@ def _answer(c: Comparison, task: TaskSummary) -> str:
         numbers += f"; {rank_words(c)}"
     if includes_zero(c):
         return f"no effect shows ({numbers}; the interval includes 0)."
-    direction = "lowers" if r.delta < 0 else "raises"
-    score = "the score" if task.higher_is_better else f"{task.primary_metric} (lower is better)"
-    if is_interaction(task.task):
-        score += " of chains of thought, against direct answers to the same questions,"
-    if c.arm.members[0].window is not None:
-        effect = (
-            f"keeping its retrieval heads whole under a window {direction} {score} against keeping random heads"
-            if c.arm.kind == "contrast"
-            else f"{c.arm.label} {direction} {score}"
-        )
-    else:
-        effect = (
-            f"masking its retrieval heads {direction} {score} more than masking random heads"
-            if c.arm.kind == "contrast"
-            else f"masking {c.arm.label} {direction} {score}"
-        )
-    if c.p_holm is not None and c.p_holm < stats.ALPHA:
+    effect = _effect(c, task, "lowers" if r.delta < 0 else "raises")
+    if shows(c):
         return f"{effect} ({numbers}, Holm p = {format_p(c.p_holm)})."
     if c.min_attainable_p_holm is not None and c.min_attainable_p_holm >= stats.ALPHA:
         return (

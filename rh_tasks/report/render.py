@@ -19,9 +19,10 @@ import jinja2
 from model_wrappers.files import atomic_write_text, writable_folder
 
 from . import cot_classes, plots
-from .analysis import analyse, dose_response, headline_picks
+from .analysis import analyse, dose_response
 from .failures import OUTCOMES, classify_runs
-from .narrative import answers, format_p, format_value, listing_order, nulls, rank_words, stars
+from .narrative import format_p, format_value, listing_order, nulls, rank_words, stars
+from .picks import headline_picks
 from .runs import ReportInputError, load_runs, refuse_untrusted
 from .schema import Comparison, ForestRow, ModelReport, Report, Settings, TaskSummary, to_json
 from .token_records import check_token_records
@@ -174,13 +175,15 @@ def _interval(c: Comparison, bounded: bool) -> str:
 
 
 def _significance_cell(c: Comparison | None, bounded: bool) -> dict:
-    """Δ [CI] with Holm marks; HTML puts the interval on a line of its own so narrow tables fit."""
+    """Δ [CI] with Holm marks, or † when exploratory; HTML puts the interval on a line of its own so narrow tables
+    fit."""
     if c is None:
         return _cell("—", None)
     r = c.result
+    mark = stars(c.p_holm) if c.in_family else " †"
     ci = f"[{format_value(r.ci_low, bounded, signed=True)}, {format_value(r.ci_high, bounded, signed=True)}]"
-    cell = _cell(_interval(c, bounded), r.delta, bool(stars(c.p_holm)))
-    return cell | {"main": format_value(r.delta, bounded, signed=True) + stars(c.p_holm), "ci": ci}
+    cell = _cell(_interval(c, bounded) + ("" if c.in_family else mark), r.delta, bool(stars(c.p_holm)))
+    return cell | {"main": format_value(r.delta, bounded, signed=True) + mark, "ci": ci}
 
 
 def _headline_columns(model: ModelReport) -> list[tuple[TaskSummary, str]]:
@@ -233,11 +236,11 @@ def headline_conditions(model: ModelReport) -> str:
 
 
 def other_conditions(model: ModelReport) -> tuple[list[str], list[dict]]:
-    """The corrected family's other conditions (other Ks, variants, explicit sets) as rows, headline tasks as
-    columns, Δ [CI] in each cell."""
+    """The headline tasks' other conditions (other Ks and windows, variants, explicit sets) as rows, headline tasks
+    as columns, Δ [CI] in each cell († when exploratory)."""
     columns = _headline_columns(model)
     picked = {id(c) for t, f in columns for c in headline_picks(model, t, f).values()}
-    others = [c for c in model.comparisons if c.in_family and id(c) not in picked]
+    others = [c for c in model.comparisons if c.headline and id(c) not in picked]
     index = {(c.task, c.filter, c.arm.label): c for c in others}
     labels = [c.arm.label for c in sorted({c.arm.label: c for c in others}.values(), key=listing_order)]
     rows = [
@@ -381,7 +384,7 @@ def render_html(report: Report, forest_svg: str | None, class_svgs: list[str | N
     ]
     return environment.get_template("report.html.j2").render(
         question=question(report),
-        answers=[(model.model, model.headline_k, answers(model)) for model in ranked_models(report)],
+        answers=[(model.model, model.headline_k, model.answers) for model in ranked_models(report)],
         forest_svg=forest_svg,
         forest_caption=forest_caption(report),
         runs=report.runs,
@@ -407,9 +410,10 @@ def forest_caption(report: Report) -> str:
     """How to read the headline figure, in one line."""
     return (
         f"Diamonds: Δ(retrieval) − Δ(random) with its {report.settings.confidence:.0%} interval, filled "
-        f"and starred when significant after Holm correction over {report.family_size} tests; circles and squares: "
-        "the retrieval and random deltas against the unmasked run. Scores in [0, 1] in points; losses (NLL per "
-        "token, in nats) on an axis of their own, where damage is positive."
+        f"and starred when significant after Holm correction over {report.family_size} tests; one row per K (and "
+        "window) of the design, as the answers read them; circles and squares: the retrieval and random deltas "
+        "against the unmasked run. Scores in [0, 1] in points; losses (NLL per token, in nats) on an axis of their "
+        "own, where damage is positive."
     )
 
 
@@ -471,7 +475,7 @@ def render_markdown(report: Report) -> str:
     for model in ranked_models(report):
         if len(report.models) > 1:
             lines += [f"**{_md(model.model)}** (K = {model.headline_k}):", ""]
-        lines += [f"- {_md(sentence)}" for sentence in answers(model)] + [""]
+        lines += [f"- {_md(sentence)}" for sentence in model.answers] + [""]
     if forest_rows(report):
         lines += ["![Δ retrieval − Δ random per task](forest.svg)", "", forest_caption(report), ""]
     if report.cross_model:
@@ -491,6 +495,10 @@ def render_markdown(report: Report) -> str:
         f"({settings.n_resamples} Monte Carlo sign flips where enumeration is too large, seed {settings.seed}). "
         f"Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 after Holm correction over {report.family_size} tests.",
         "",
+        f"Family: {methods.family}.",
+        "",
+        f"Answers: {methods.answers}.",
+        "",
         f"Unit of analysis: {UNIT_NOTE}",
         "",
     ]
@@ -506,7 +514,7 @@ def render_markdown(report: Report) -> str:
         )
         other_columns, other_rows = other_conditions(model)
         if other_rows:
-            lines += ["Other conditions in the corrected family:", ""] + _md_table(
+            lines += ["Other conditions († = exploratory, outside the corrected family):", ""] + _md_table(
                 ["condition"] + other_columns, [[r["label"]] + [c["text"] for c in r["cells"]] for r in other_rows]
             )
         lines += [f"{_md(note)}" for note in model.skipped_figures] + ([""] if model.skipped_figures else [])

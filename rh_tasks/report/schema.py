@@ -19,7 +19,7 @@ from .pairing import UNMASKED
 from .runs import Run
 from .stats import PairedResult, SetRank
 
-SCHEMA = "rh-eval-report/4"  # 4: losses (higher_is_better), tasks derived from chain-of-thought runs
+SCHEMA = "rh-eval-report/5"  # 5: the family by design (headline, in_family), answers over every K and window
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Settings:
     confidence: float = stats.CONFIDENCE
     n_resamples: int = stats.N_RESAMPLES
     seed: int = 0
-    headline_k: int | None = None  # default: the K with the most random seeds (smallest K on ties)
+    headline_k: int | None = None  # the leaderboard's K; default: the most random seeds (smallest K on ties)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,24 @@ class Methods:
     )
     standard_error: str = "CRV1 clustered by shared context where the task records one (Miller 2024)"
     mde: str = "t quantiles with G - 1 degrees of freedom on the clustered standard error"
+    family: str = (
+        "the questions the design declares, per headline task (its primary metric, each filter) and setting (K, "
+        "window, unit, mode, phase): the contrast Δ(retrieval) − Δ(random), and the controls against the unmasked "
+        "run (the pooled random control, a window that keeps no head whole); a retrieval or listed set with no "
+        "random control at its setting is tested against the unmasked run instead. Holm controls the family-wise "
+        "error over them and Benjamini–Hochberg is given alongside. Every other comparison (a retrieval set "
+        "against none where its contrast answers, each random seed alone, other metrics, exploratory tasks) is "
+        "exploratory, marked †, and has no corrected p-value"
+    )
+    answers: str = (
+        "each headline task is answered at every K (and window) the design ran, by its contrast (or, with no "
+        "random control, the retrieval set against none): an effect shows at a K when it is significant after "
+        "Holm correction. With one K the answer is that K's; with several it names the Ks where masking lowers "
+        "or raises the score, as 'from K = k on' when they are the largest, 'up to K = k' when they are the "
+        "smallest, the Ks where no effect shows (the interval includes 0) or the effect is not significant after "
+        "Holm correction, and every K's estimate, interval and Holm p. The forest plot draws the same rows, "
+        "filled where an effect shows"
+    )
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,7 @@ class Comparison:
     in_family: bool  # in the multiple-testing family that Holm and Benjamini-Hochberg correct
     null: str = ""  # the null hypothesis of its test, in words
     rank: SetRank | None = None  # contrasts: the retrieval set among the random sets
+    headline: bool = False  # a headline task's primary metric, pooled: what the answers, leaderboard and plots read
     # Set once every model's comparisons are known (the family spans models):
     p_holm: float | None = None
     p_bh: float | None = None
@@ -201,7 +220,8 @@ class Estimate:
 
 @dataclass(frozen=True)
 class ForestRow:
-    """One headline task of one model at its headline K: the answer to "does it depend on retrieval heads?".
+    """One headline task of one model at one K (and window) of its design: the answer to "does it depend on
+    retrieval heads?" there.
 
     ``effect`` is the causal contrast retrieval − random, or retrieval against none when the suite has no random
     control at that K (``label`` says so).
@@ -220,6 +240,7 @@ class ForestRow:
     random: Estimate | None
     significant: bool  # effect's Holm p below alpha
     higher_is_better: bool = True  # False for a loss (NLL): drawn on an axis of its own
+    window: int | None = None  # a windowed sweep's window, beside K
 
 
 @dataclass(frozen=True)
@@ -256,6 +277,7 @@ class ModelReport:
     failures: list[FailureBreakdown]
     head_map: HeadMap | None
     statements: list[str] = field(default_factory=list)  # written once the family's corrections are known
+    answers: list[str] = field(default_factory=list)  # one per headline task, over every K; written with them
     forest: list[ForestRow] = field(default_factory=list)  # set with the statements
     skipped_figures: list[str] = field(default_factory=list)  # figures the design leaves nothing to show in
     memory: list[MemoryPoint] = field(default_factory=list)  # windowed conditions' kept share of the KV cache
@@ -371,6 +393,7 @@ def _comparison(c: Comparison) -> dict:
         "null": c.null,
         "rank": None if c.rank is None else dataclasses.asdict(c.rank),
         "in_family": c.in_family,
+        "headline": c.headline,
         "p_holm": c.p_holm,
         "p_bh": c.p_bh,
         "min_attainable_p_holm": c.min_attainable_p_holm,

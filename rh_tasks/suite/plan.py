@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from rh_tasks.gsm8k.teacher_forced_fields import TWINS
 from rh_tasks.report import stats
 from rh_tasks.report.derived import interaction_task
+from rh_tasks.report.family import arms
 from rh_tasks.shared.samples import SampleFields
 
 from .config import SuiteConfig
@@ -37,11 +38,12 @@ class TaskDesign:
 @dataclass(frozen=True)
 class TaskCheck:
     design: TaskDesign
-    tests: int  # headline comparisons of this task (per filter: retrieval Ks, random Ks, contrasts)
-    min_p: float  # smallest p its exact tests (a retrieval set against none) could give
+    tests: int  # questions of this task in the family (per filter: contrasts and controls against none)
+    min_p: float  # smallest p its exact tests (fixed sets, or too few seeds) could give; 0 when it has none
     min_p_holm: float  # the same after Holm correction over the suite's family, in the best case
     clusters_for_floor: int  # fewest clusters whose exact test can reach alpha / family size
     clusters_for_effect: int  # fewest clusters for the planned effect at 80% power after Bonferroni
+    exact_tests: int = 0  # of its questions, those tested exactly (with a floor)
 
     @property
     def reachable(self) -> bool:
@@ -97,21 +99,23 @@ def task_designs(config: SuiteConfig, tasks: TaskCache | None = None) -> list[Ta
 def check_design(config: SuiteConfig, designs: list[TaskDesign], effect: float = 0.2) -> Plan:
     """Smallest attainable p per task before and after Holm, and the clusters and seeds an effect needs.
 
-    Only the exact tests have a floor; a pooled test with enough seeds has none, and enters Holm's best case
-    as a test that could give p = 0.
+    The family is the report's (:func:`rh_tasks.report.family.arms`): per task and filter, each contrast and
+    each control against none the suite declares. Only the exact tests have a floor; a pooled test with enough
+    seeds has none, and enters Holm's best case as a test that could give p = 0.
     """
-    retrieval = {c.k for c in config.conditions if c.kind == "retrieval"}
-    random = {c.k for c in config.conditions if c.kind == "random"}
+    questions = [arm for arm in arms(config.conditions) if arm.in_family]
     seeds = len({c.seed for c in config.conditions if c.kind == "random"})
-    pooled = len(random) + len(retrieval & random)
     floors, owners, exact = [], [], []
     for number, design in enumerate(designs):
         cluster_floor = stats.min_attainable_p(design.clusters)
-        sampled_floor = 0.0 if seeds >= stats.MIN_SEEDS else cluster_floor  # fewer seeds: exact, conditional
         for _ in range(design.filters):
-            floors += [cluster_floor] * len(retrieval) + [sampled_floor] * pooled
-            exact += [True] * len(retrieval) + [seeds < stats.MIN_SEEDS] * pooled
-            owners += [number] * (len(retrieval) + pooled)
+            for arm in questions:
+                # a fixed set is tested exactly; a pool of seeds by t, unless too few seeds make it exact too
+                sets = arm.reference if arm.kind == "contrast" else arm.members
+                fixed = not arm.sampled_sets or len(sets) < stats.MIN_SEEDS
+                floors.append(cluster_floor if fixed else 0.0)
+                exact.append(fixed)
+                owners.append(number)
     family = len(floors)
     holm = stats.holm(floors) if floors else []
     checks = []
@@ -125,6 +129,7 @@ def check_design(config: SuiteConfig, designs: list[TaskDesign], effect: float =
                 min_p_holm=min((float(h) for _, h in mine), default=0.0),
                 clusters_for_floor=stats.units_for_floor(max(family, 1)),
                 clusters_for_effect=stats.clusters_needed(effect, tests=max(family, 1)),
+                exact_tests=len(mine),
             )
         )
     return Plan(checks, family, seeds, stats.seeds_for_rank(), effect)
@@ -167,6 +172,14 @@ def describe(plan: Plan) -> list[tuple[bool, str]]:
                     f"after Holm correction over {plan.family_size} tests, so this design cannot show any effect "
                     f"as significant. At least {check.clusters_for_floor} {unit} are needed to reach it at all. "
                     + sizing,
+                )
+            )
+        elif not check.exact_tests:
+            lines.append(
+                (
+                    False,
+                    f"{d.task}: {shape}; its {check.tests} questions are tested with t on the spread between seeds "
+                    "plus between contexts, which has no floor. " + sizing,
                 )
             )
         else:

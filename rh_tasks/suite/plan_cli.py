@@ -11,9 +11,10 @@ HELP = "check before running whether a suite's tasks can show an effect after Ho
 DESCRIPTION = (
     "Build every task's documents as the suite would (no model weights are loaded, only the "
     "tokenizer), count the items and the contexts they share, and say for each task the smallest p-value "
-    "its exact tests could give, before and after Holm correction over the suite's headline tests, and how "
-    "many contexts (and items) an effect of the given size needs. Also checks the number of random seeds. "
-    "Exits 1 when some task, or the random control, cannot reach significance."
+    "its exact tests could give, before and after Holm correction over the questions the suite declares "
+    "(per task: each contrast of retrieval against random heads, and each control against the unmasked run), "
+    "and how many contexts (and items) an effect of the given size needs. Also checks the number of random "
+    "seeds. Exits 1 when some task, or the random control, cannot reach significance."
 )
 
 
@@ -49,7 +50,8 @@ def main(args: argparse.Namespace) -> int:
     finally:
         lm_eval_logger.setLevel(level)
     print(
-        f"{args.suite_file}: {plan.family_size} headline tests corrected together (Holm), "
+        f"{args.suite_file}: {plan.family_size} questions corrected together (Holm): per task, each contrast and "
+        "each control against the unmasked run; "
         f"{plan.seeds} random seed{'s' if plan.seeds != 1 else ''}, alpha = 0.05."
     )
     lines = describe(plan)
