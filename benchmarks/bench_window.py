@@ -6,6 +6,7 @@ load. Two jobs per length: one forward pass over the prompt (``phase=all``: ever
 generation (``phase=decode``: the prompt read whole, its last position and every new token windowed). Under SDPA
 kept heads run SDPA's causal kernel and windowed heads a banded one; under eager a per-head mask is built.
 Lengths above 2048 tokens run ``--long-rounds`` rounds, so that the 8K point stays short on a shared machine.
+Each job's peak extra resident memory (see ``peak_memory.py``) is printed beside its time.
 
     python benchmarks/bench_window.py [--lengths 256 1024 2048 8192] [--rounds 5] [--long-rounds 2] [--attn sdpa]
         [--pretrained PATH]
@@ -14,12 +15,15 @@ Lengths above 2048 tokens run ``--long-rounds`` rounds, so that the 8K point sta
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
-import time
+import sys
+from functools import partial
 
 import torch
 import transformers
+from peak_memory import measure
 
 from model_wrappers import HeadGeometry, window_heads
 
@@ -47,6 +51,8 @@ def main() -> None:
     parser.add_argument("--sink", type=int, default=4)
     parser.add_argument("--kept", type=float, default=0.1, help="fraction of heads kept whole")
     args = parser.parse_args()
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # large blocks via mmap, returned to the OS when freed
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
 
     model = _model(args.pretrained, args.attn)
     geometry = HeadGeometry.from_config(model.config)
@@ -74,17 +80,19 @@ def main() -> None:
 
         for name, job in (("forward", forward), (f"generate {args.new_tokens}", generate)):
             times: dict[bool, list[float]] = {False: [], True: []}
+            peaks: dict[bool, float] = {False: 0.0, True: 0.0}
             with torch.no_grad():
                 job(False), job(True)  # warm-up
                 for _ in range(args.rounds if length <= 2048 else args.long_rounds):
                     for windowed in (False, True):
-                        start = time.perf_counter()
-                        job(windowed)
-                        times[windowed].append(time.perf_counter() - start)
+                        _, seconds, mib = measure(partial(job, windowed))
+                        times[windowed].append(seconds)
+                        peaks[windowed] = max(peaks[windowed], mib)
             ratio = statistics.median(w / p for w, p in zip(times[True], times[False]))
             print(
                 f"  {length:5d} tokens  {name:12s} plain {statistics.median(times[False]):7.3f} s   windowed "
-                f"{statistics.median(times[True]):7.3f} s   median ratio {ratio:.3f}x"
+                f"{statistics.median(times[True]):7.3f} s   median ratio {ratio:.3f}x   peak extra MiB plain "
+                f"{peaks[False]:6.0f}  windowed {peaks[True]:6.0f}"
             )
 
 

@@ -345,3 +345,23 @@ def test_sdpa_bands_long_rows_in_chunks_without_a_per_head_mask(monkeypatch, win
         torch.testing.assert_close(padded[row, ids.shape[1] - len(prompt) :], expected, **TOL)
     assert all(mask is None or mask[1] == 1 for _, mask, _ in calls), "no mask per head"
     assert any(causal and query[1] == 2 for query, _, causal in calls), "layer 1's kept KV group, causally"
+
+
+def test_sdpa_is_routed_only_while_open_and_a_bypassed_route_is_an_error(input_ids):
+    """Windowed heads replace transformers' SDPA entry while a context is open; a layer whose attention ran
+    without it (as a release that dispatched otherwise would) stops the pass instead of running unwindowed."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    model = tiny_model("llama")
+    assert AttentionInterface()["sdpa"] is sdpa_attention_forward
+    with window_heads(model, KEPT, window=WINDOW):
+        assert AttentionInterface()["sdpa"] is not sdpa_attention_forward
+        AttentionInterface.register("sdpa", sdpa_attention_forward)  # the model's calls now bypass the route
+        with pytest.raises(MaskingError, match="did not call the SDPA function of transformers' AttentionInterface"):
+            model(input_ids)
+    assert AttentionInterface()["sdpa"] is sdpa_attention_forward
+    with pytest.raises(MaskingError, match="windowed already"):
+        with window_heads(model, KEPT, window=WINDOW), window_heads(model, [], window=WINDOW):
+            pass
+    assert AttentionInterface()["sdpa"] is sdpa_attention_forward and _hook_count(model) == 0
