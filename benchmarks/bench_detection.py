@@ -4,7 +4,8 @@ One run, on the same samples, prints:
 
 1. time per sample of ``rh-eval detect``'s fast path / plain greedy generation of the same tokens (SDPA, same
    stop tokens, so greedy decoding yields identical tokens), the median of ``--rounds`` interleaved rounds, and
-   the median per length (1K and 2K tokens) in one line;
+   the median per length (1K and 2K tokens) in one line, of wall time and of process CPU time (the steadier
+   of the two on a shared machine);
 2. time and peak memory of the fast path / the reference-style implementation (eager generation, then one
    teacher-forced eager pass with ``output_attentions=True``) at 1K and 2K tokens;
 3. time per sample of all four score definitions from one pass / the default ``set`` alone (the extra cost of
@@ -32,7 +33,7 @@ import sys
 from functools import partial
 
 import torch
-from peak_memory import measure
+from peak_memory import measure, measure_cpu
 
 from rh_tasks.detection.attention_probe import attention_probe
 from rh_tasks.detection.definitions import DEFINITIONS
@@ -79,18 +80,23 @@ def main() -> None:
         "fast MiB  ref MiB  ref/fast"
     )
     ratios: dict[int, list[float]] = {}
+    cpu_ratios: dict[int, list[float]] = {}
     for length in (1024, 2048):
         samples = build_samples(tokenizer, lengths=[length], depths=[50], needles=needles)[: args.samples]
         for sample in samples:
             plain(model, sample, 2, stop_ids)  # warm-up at this length
-            ours, t_fast, m_fast = measure(partial(fast, model, tokenizer, sample, args.max_new_tokens, stop_ids))
-            out, t_plain, _ = measure(partial(plain, model, sample, args.max_new_tokens, stop_ids))
-            rounds = [t_fast / t_plain]
+            job = partial(fast, model, tokenizer, sample, args.max_new_tokens, stop_ids)
+            plain_job = partial(plain, model, sample, args.max_new_tokens, stop_ids)
+            ours, t_fast, c_fast, m_fast = measure_cpu(job)
+            out, t_plain, c_plain, _ = measure_cpu(plain_job)
+            rounds, cpu_rounds = [t_fast / t_plain], [c_fast / c_plain]
             for _ in range(args.rounds - 1):  # interleaved, so each ratio compares runs made moments apart
-                _, again, _ = measure(partial(fast, model, tokenizer, sample, args.max_new_tokens, stop_ids))
-                _, plain_again, _ = measure(partial(plain, model, sample, args.max_new_tokens, stop_ids))
+                _, again, c_again, _ = measure_cpu(job)
+                _, plain_again, c_plain_again, _ = measure_cpu(plain_job)
                 rounds.append(again / plain_again)
+                cpu_rounds.append(c_again / c_plain_again)
             ratios.setdefault(length, []).extend(rounds)
+            cpu_ratios.setdefault(length, []).extend(cpu_rounds)
             ref, t_ref, m_ref = measure(
                 partial(
                     reference_detect, model, tokenizer, sample, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids
@@ -103,7 +109,10 @@ def main() -> None:
                 f"{statistics.median(rounds):10.2f}  {t_ref:5.1f}  {t_ref / t_fast:8.1f}  {m_fast:8.0f}  "
                 f"{m_ref:7.0f}  {m_ref / max(m_fast, 1):8.1f}"
             )
-    summary = ", ".join(f"{length} tokens {statistics.median(r):.2f}x" for length, r in ratios.items())
+    summary = ", ".join(
+        f"{length} tokens {statistics.median(r):.3f}x (CPU time {statistics.median(cpu_ratios[length]):.3f}x)"
+        for length, r in ratios.items()
+    )
     print(f"detection / plain generation, median over samples and rounds: {summary}")
 
     print("\nAll four definitions from one pass / set alone, same sample, back to back")

@@ -6,7 +6,8 @@ load. Two jobs per length: one forward pass over the prompt (``phase=all``: ever
 generation (``phase=decode``: the prompt read whole, its last position and every new token windowed). Under SDPA
 kept heads run SDPA's causal kernel and windowed heads a banded one; under eager a per-head mask is built.
 Lengths above 2048 tokens run ``--long-rounds`` rounds, so that the 8K point stays short on a shared machine.
-Each job's peak extra resident memory (see ``peak_memory.py``) is printed beside its time.
+Each job's peak extra resident memory (see ``peak_memory.py``) is printed beside its time, and the ratio of
+process CPU times beside the wall-time ratio: on a shared machine the CPU-time ratio is the steadier one.
 
     python benchmarks/bench_window.py [--lengths 256 1024 2048 8192] [--rounds 5] [--long-rounds 2] [--attn sdpa]
         [--pretrained PATH]
@@ -23,7 +24,7 @@ from functools import partial
 
 import torch
 import transformers
-from peak_memory import measure
+from peak_memory import measure_cpu
 
 from model_wrappers import HeadGeometry, window_heads
 
@@ -80,19 +81,22 @@ def main() -> None:
 
         for name, job in (("forward", forward), (f"generate {args.new_tokens}", generate)):
             times: dict[bool, list[float]] = {False: [], True: []}
+            cpu: dict[bool, list[float]] = {False: [], True: []}
             peaks: dict[bool, float] = {False: 0.0, True: 0.0}
             with torch.no_grad():
                 job(False), job(True)  # warm-up
                 for _ in range(args.rounds if length <= 2048 else args.long_rounds):
                     for windowed in (False, True):
-                        _, seconds, mib = measure(partial(job, windowed))
+                        _, seconds, cpu_seconds, mib = measure_cpu(partial(job, windowed))
                         times[windowed].append(seconds)
+                        cpu[windowed].append(cpu_seconds)
                         peaks[windowed] = max(peaks[windowed], mib)
             ratio = statistics.median(w / p for w, p in zip(times[True], times[False]))
+            cpu_ratio = statistics.median(w / p for w, p in zip(cpu[True], cpu[False]))
             print(
                 f"  {length:5d} tokens  {name:12s} plain {statistics.median(times[False]):7.3f} s   windowed "
-                f"{statistics.median(times[True]):7.3f} s   median ratio {ratio:.3f}x   peak extra MiB plain "
-                f"{peaks[False]:6.0f}  windowed {peaks[True]:6.0f}"
+                f"{statistics.median(times[True]):7.3f} s   median ratio {ratio:.3f}x (CPU time {cpu_ratio:.3f}x)   "
+                f"peak extra MiB plain {peaks[False]:5.0f}  windowed {peaks[True]:5.0f}"
             )
 
 
