@@ -365,3 +365,19 @@ def test_sdpa_is_routed_only_while_open_and_a_bypassed_route_is_an_error(input_i
         with window_heads(model, KEPT, window=WINDOW), window_heads(model, [], window=WINDOW):
             pass
     assert AttentionInterface()["sdpa"] is sdpa_attention_forward and _hook_count(model) == 0
+
+
+def test_an_sdpa_call_without_its_logit_scale_is_an_error(input_ids):
+    """Windowed heads take the logit scale from the call, as the model's SDPA does; without it they would
+    silently use another one (Gemma-3's is not 1/sqrt(head_dim))."""
+    from transformers import AttentionInterface
+
+    model = tiny_model("gemma3_text")
+    with window_heads(model, KEPT, window=WINDOW):
+        route = AttentionInterface()["sdpa"]
+        AttentionInterface.register("sdpa", lambda *args, scaling=None, **kwargs: route(*args, **kwargs))
+        try:
+            with pytest.raises(MaskingError, match="need the logit scale as 'scaling'"):
+                model(input_ids)
+        finally:
+            AttentionInterface.register("sdpa", route)

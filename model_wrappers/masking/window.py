@@ -419,6 +419,13 @@ class _Routed:
                 f"and {key.shape[2]} keys, where the config and KV cache say {self.num_heads} over "
                 f"{self.num_kv_heads} and {keys} (transformers {transformers.__version__}): windows cannot be placed."
             )
+        unknown = {name for name in ("softcap", "position_bias") if kwargs.get(name) is not None}
+        if "scaling" not in kwargs or unknown or kwargs.get("dropout"):
+            raise MaskingError(
+                f"Layer {self.layer}'s SDPA call came with keywords {sorted(kwargs)} (transformers "
+                f"{transformers.__version__}): windowed heads need the logit scale as 'scaling', and take neither "
+                "dropout (call model.eval()) nor soft-capping or a position bias."
+            )
         if attention_mask is not None and attention_mask.dtype != torch.bool:
             raise MaskingError(
                 f"Layer {self.layer}'s SDPA call got a {attention_mask.dtype} mask where transformers "
