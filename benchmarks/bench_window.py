@@ -6,11 +6,14 @@ load. Two jobs per length: one forward pass over the prompt (``phase=all``: ever
 generation (``phase=decode``: the prompt read whole, its last position and every new token windowed). Under SDPA
 kept heads run SDPA's causal kernel and windowed heads a banded one; under eager a per-head mask is built.
 Lengths above 2048 tokens run ``--long-rounds`` rounds, so that the 8K point stays short on a shared machine.
-Each job's peak extra resident memory (see ``peak_memory.py``) is printed beside its time, and the ratio of
-process CPU times beside the wall-time ratio: on a shared machine the CPU-time ratio is the steadier one.
+The ratio of process CPU times is printed beside the wall-time ratio: on a shared machine it is the steadier
+one. With ``--memory`` each job's peak extra resident memory (see ``peak_memory.py``) is printed too; the
+script then re-executes itself with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed, so that freed blocks go back to
+the OS and one job's memory cannot hide the next one's peak, which makes every large allocation slower: read
+times from a run without ``--memory``.
 
-    python benchmarks/bench_window.py [--lengths 256 1024 2048 8192] [--rounds 5] [--long-rounds 2] [--attn sdpa]
-        [--pretrained PATH]
+    python benchmarks/bench_window.py [--lengths 256 1024 2048 8192] [--rounds 5] [--long-rounds 2] [--memory]
+        [--attn sdpa] [--pretrained PATH]
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 2048, 8192])
     parser.add_argument("--new-tokens", type=int, default=16, help="greedy tokens generated per round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--memory", action="store_true", help="measure peak memory (slows every allocation)")
     parser.add_argument("--long-rounds", type=int, default=2, help="rounds for lengths above 2048 tokens")
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--sink", type=int, default=4)
     parser.add_argument("--kept", type=float, default=0.1, help="fraction of heads kept whole")
     args = parser.parse_args()
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # large blocks via mmap, returned to the OS when freed
+    if args.memory and "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # large blocks via mmap, freed to the OS
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
 
     model = _model(args.pretrained, args.attn)
@@ -93,10 +97,11 @@ def main() -> None:
                         peaks[windowed] = max(peaks[windowed], mib)
             ratio = statistics.median(w / p for w, p in zip(times[True], times[False]))
             cpu_ratio = statistics.median(w / p for w, p in zip(cpu[True], cpu[False]))
+            memory = f"   peak extra MiB plain {peaks[False]:5.0f}  windowed {peaks[True]:5.0f}" if args.memory else ""
             print(
                 f"  {length:5d} tokens  {name:12s} plain {statistics.median(times[False]):7.3f} s   windowed "
-                f"{statistics.median(times[True]):7.3f} s   median ratio {ratio:.3f}x (CPU time {cpu_ratio:.3f}x)   "
-                f"peak extra MiB plain {peaks[False]:5.0f}  windowed {peaks[True]:5.0f}"
+                f"{statistics.median(times[True]):7.3f} s   median ratio {ratio:.3f}x (CPU time {cpu_ratio:.3f}x)"
+                + memory
             )
 
 

@@ -44,7 +44,7 @@ def banded_attention(
         scale: the attention's logit scale (SDPA's default when None).
 
     Returns:
-        ``[B, H, Q, D]``: what each query head reads.
+        ``[B, Q, H, D]``: what each query head reads, laid out as transformers' attention functions return it.
     """
     queries = query.shape[2]
     widest = int(window.max()) if isinstance(window, torch.Tensor) else window
@@ -67,11 +67,15 @@ def banded_attention(
         )  # fmt: skip
         for start in range(0, queries, block)
     ]
-    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
 
 def _block(query, key, value, kv_of_head, first_key, window, widest, chunk, sinks, allowed, scale):
-    """:func:`banded_attention` for one block of queries; ``allowed`` is ``[B, Q, K]`` here."""
+    """:func:`banded_attention` for one block of queries; ``allowed`` is ``[B, Q, K]`` here.
+
+    Chunks go to SDPA as batch rows, ``[B * n, H, C, D]`` against ``[B * n, H, S + L, D]`` with one mask per chunk
+    shared by the heads: the layout SDPA's fused CPU kernel takes (a 5-D batch falls back to a slower path).
+    """
     rows, heads, queries, dim = query.shape
     keys, device = key.shape[2], query.device
     chunks = -(-queries // chunk)
@@ -81,10 +85,10 @@ def _block(query, key, value, kv_of_head, first_key, window, widest, chunk, sink
     at_query = starts + torch.arange(chunk, device=device)  # [n, C] query index within the block
     at_key = first_key - widest + 1 + starts + torch.arange(span, device=device)  # [n, L] key index
 
-    def band(states):  # [B, KV, K, D] -> [B, H, n, L, D]
+    def band(states):  # [B, KV, K, D] -> [B, n, H, L, D]
         inside = states[:, :, max(low, 0) : min(high, keys)]
         padded = F.pad(inside, (0, 0, max(0, -low), max(0, high - keys)))
-        return padded.unfold(2, span, chunk).transpose(-1, -2)[:, kv_of_head]
+        return padded.unfold(2, span, chunk).permute(0, 2, 1, 4, 3)[:, :, kv_of_head]
 
     back = torch.arange(chunk, device=device)[:, None] - torch.arange(span, device=device) + widest - 1  # [C, L]
     mask = (back >= 0) & (back < window) & ((at_key >= 0) & (at_key < keys))[:, None, :]
@@ -98,10 +102,10 @@ def _block(query, key, value, kv_of_head, first_key, window, widest, chunk, sink
         clamped = index.clamp(0, keys - 1)
         pick = clamped[:, None, :, None]
 
-        def gathered(states):  # [B, KV, K, D] -> [B, H, n, S, D]
+        def with_sinks(states, banded):  # [B, KV, K, D], [B, n, H, L, D] -> [B, n, H, S + L, D]
             where = pick.expand(states.shape[0], states.shape[1], -1, states.shape[3])
-            picked = states.gather(2, where)[:, kv_of_head]
-            return picked[:, :, None].expand(-1, -1, chunks, -1, -1)
+            picked = states.gather(2, where)[:, kv_of_head]  # [B, H, S, D]
+            return torch.cat([picked[:, None].expand(-1, chunks, -1, -1, -1), banded], dim=3)
 
         distance = (first_key + at_query)[None, :, :, None] - index[:, None, None, :]  # [B, n, C, S]
         sink_mask = exists[:, None, None, :] & (distance >= window)  # closer sinks are in the band already
@@ -109,9 +113,17 @@ def _block(query, key, value, kv_of_head, first_key, window, widest, chunk, sink
             rows_of = torch.arange(allowed.shape[0], device=device)[:, None, None]
             flat = at_query.clamp(max=queries - 1).reshape(1, -1, 1)
             sink_mask = sink_mask & allowed[rows_of, flat, clamped[:, None, :]].view(-1, chunks, chunk, count)
-        keys_of = torch.cat([gathered(key), keys_of], dim=3)
-        values_of = torch.cat([gathered(value), values_of], dim=3)
+        keys_of, values_of = with_sinks(key, keys_of), with_sinks(value, values_of)
         mask = torch.cat([sink_mask, mask.expand(sink_mask.shape[0], -1, -1, -1)], dim=-1)
+    readable = keys_of.shape[3]
     padded_query = F.pad(query, (0, 0, 0, chunks * chunk - queries)).view(rows, heads, chunks, chunk, dim)
-    out = F.scaled_dot_product_attention(padded_query, keys_of, values_of, attn_mask=mask[:, None], scale=scale)
-    return out.reshape(rows, heads, chunks * chunk, -1)[:, :, :queries]
+    out = F.scaled_dot_product_attention(
+        padded_query.transpose(1, 2).reshape(rows * chunks, heads, chunk, dim),
+        keys_of.reshape(rows * chunks, heads, readable, dim),
+        values_of.reshape(rows * chunks, heads, readable, -1),
+        attn_mask=mask.expand(rows, -1, -1, -1).reshape(rows * chunks, 1, chunk, readable),
+        scale=scale,
+    )  # [B * n, H, C, D]
+    return (
+        out.view(rows, chunks, heads, chunk, -1).transpose(2, 3).reshape(rows, chunks * chunk, heads, -1)[:, :queries]
+    )

@@ -447,7 +447,7 @@ class _Routed:
             query[:, windowed, first:], key, value, self.kv_of_windowed.to(device), first_key=past - offset + first,
             window=window, sinks=self.pattern.sink_keys(offset, keys, device),
             allowed=None if attention_mask is None else attention_mask[:, :, first:], scale=kwargs.get("scaling"),
-        ).transpose(1, 2)  # fmt: skip
+        )  # fmt: skip
         if self.rows_keep is not None:  # a head windowed in one row and kept in another
             band = torch.where(self.rows_keep.to(device)[:, None, :, None], out[:, first:, windowed], band)
         out[:, first:, windowed] = band
