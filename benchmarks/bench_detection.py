@@ -3,7 +3,9 @@
 One run, on the same samples, prints:
 
 1. time per sample of ``rh-eval detect``'s fast path / plain greedy generation of the same tokens (SDPA, same
-   stop tokens, so greedy decoding yields identical tokens);
+   stop tokens, so greedy decoding yields identical tokens), the median of ``--rounds`` interleaved rounds, and
+   the median per length (1K and 2K tokens) in one line, of wall time and of process CPU time (the steadier
+   of the two on a shared machine);
 2. time and peak memory of the fast path / the reference-style implementation (eager generation, then one
    teacher-forced eager pass with ``output_attentions=True``) at 1K and 2K tokens;
 3. time per sample of all four score definitions from one pass / the default ``set`` alone (the extra cost of
@@ -19,18 +21,19 @@ one's peak.
 The machine may be shared: run with ``OMP_NUM_THREADS`` set to the cores you own, and read ratios (measured
 back to back on the same sample) rather than absolute times.
 
-    .venv/bin/python benchmarks/bench_detection.py [--quick]
+    .venv/bin/python benchmarks/bench_detection.py [--quick] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from functools import partial
 
 import torch
-from peak_memory import measure
+from peak_memory import measure, measure_cpu
 
 from rh_tasks.detection.attention_probe import attention_probe
 from rh_tasks.detection.definitions import DEFINITIONS
@@ -63,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=2, help="needles per length (default 2)")
     parser.add_argument("--max_new_tokens", type=int, default=32, help="decode budget for sections 1-2 (default 32)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of section 1 (default 3)")
     parser.add_argument("--quick", action="store_true", help="skip the 4K and 8K memory points")
     args = parser.parse_args()
 
@@ -75,12 +79,24 @@ def main() -> None:
         "length  sample                    tokens  fast s  plain s  fast/plain  ref s  ref/fast  "
         "fast MiB  ref MiB  ref/fast"
     )
+    ratios: dict[int, list[float]] = {}
+    cpu_ratios: dict[int, list[float]] = {}
     for length in (1024, 2048):
         samples = build_samples(tokenizer, lengths=[length], depths=[50], needles=needles)[: args.samples]
         for sample in samples:
             plain(model, sample, 2, stop_ids)  # warm-up at this length
-            ours, t_fast, m_fast = measure(partial(fast, model, tokenizer, sample, args.max_new_tokens, stop_ids))
-            out, t_plain, _ = measure(partial(plain, model, sample, args.max_new_tokens, stop_ids))
+            job = partial(fast, model, tokenizer, sample, args.max_new_tokens, stop_ids)
+            plain_job = partial(plain, model, sample, args.max_new_tokens, stop_ids)
+            ours, t_fast, c_fast, m_fast = measure_cpu(job)
+            out, t_plain, c_plain, _ = measure_cpu(plain_job)
+            rounds, cpu_rounds = [t_fast / t_plain], [c_fast / c_plain]
+            for _ in range(args.rounds - 1):  # interleaved, so each ratio compares runs made moments apart
+                _, again, c_again, _ = measure_cpu(job)
+                _, plain_again, c_plain_again, _ = measure_cpu(plain_job)
+                rounds.append(again / plain_again)
+                cpu_rounds.append(c_again / c_plain_again)
+            ratios.setdefault(length, []).extend(rounds)
+            cpu_ratios.setdefault(length, []).extend(cpu_rounds)
             ref, t_ref, m_ref = measure(
                 partial(
                     reference_detect, model, tokenizer, sample, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids
@@ -90,9 +106,14 @@ def main() -> None:
             tokens = out.shape[1] - len(sample.prompt_ids)
             print(
                 f"{len(sample.prompt_ids):>6}  {sample.sample_id:<24}  {tokens:>6}  {t_fast:6.1f}  {t_plain:7.1f}  "
-                f"{t_fast / t_plain:10.2f}  {t_ref:5.1f}  {t_ref / t_fast:8.1f}  {m_fast:8.0f}  {m_ref:7.0f}  "
-                f"{m_ref / max(m_fast, 1):8.1f}"
+                f"{statistics.median(rounds):10.2f}  {t_ref:5.1f}  {t_ref / t_fast:8.1f}  {m_fast:8.0f}  "
+                f"{m_ref:7.0f}  {m_ref / max(m_fast, 1):8.1f}"
             )
+    summary = ", ".join(
+        f"{length} tokens {statistics.median(r):.3f}x (CPU time {statistics.median(cpu_ratios[length]):.3f}x)"
+        for length, r in ratios.items()
+    )
+    print(f"detection / plain generation, median over samples and rounds: {summary}")
 
     print("\nAll four definitions from one pass / set alone, same sample, back to back")
     print("length  sample                    set s  all four s  all/set")

@@ -2,22 +2,32 @@
 
 A random-weight Llama-shaped model (or ``--pretrained``) runs the same inputs plain and under
 :func:`window_heads`, in interleaved rounds, so each ratio compares runs made moments apart under the same machine
-load. Two jobs per length: one forward pass over the prompt (``phase=all``: every position windowed, the per-head
-mask is ``[1, H, T, T]`` per layer), and a greedy generation (``phase=decode``: the prompt read whole, then
-``[1, H, 1, K]`` masks per token). Windowing saves no compute here: it only restricts what heads read.
+load. Two jobs per length: one forward pass over the prompt (``phase=all``: every position windowed), and a greedy
+generation (``phase=decode``: the prompt read whole, its last position and every new token windowed). Under SDPA
+kept heads run SDPA's causal kernel and windowed heads a banded one; under eager a per-head mask is built.
+Lengths above 2048 tokens run ``--long-rounds`` rounds, so that the 8K point stays short on a shared machine.
+The ratio of process CPU times is printed beside the wall-time ratio: on a shared machine it is the steadier
+one. With ``--memory`` each job's peak extra resident memory (see ``peak_memory.py``) is printed too; the
+script then re-executes itself with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed, so that freed blocks go back to
+the OS and one job's memory cannot hide the next one's peak, which makes every large allocation slower: read
+times from a run without ``--memory``.
 
-    python benchmarks/bench_window.py [--lengths 256 1024 2048] [--rounds 5] [--attn sdpa] [--pretrained PATH]
+    python benchmarks/bench_window.py [--lengths 256 1024 2048 8192] [--rounds 5] [--long-rounds 2] [--memory]
+        [--attn sdpa] [--pretrained PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
-import time
+import sys
+from functools import partial
 
 import torch
 import transformers
+from peak_memory import measure_cpu
 
 from model_wrappers import HeadGeometry, window_heads
 
@@ -27,7 +37,7 @@ def _model(pretrained: str | None, attn: str) -> transformers.PreTrainedModel:
         return transformers.AutoModelForCausalLM.from_pretrained(pretrained, attn_implementation=attn).eval()
     config = transformers.LlamaConfig(
         vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8,
-        num_key_value_heads=2, max_position_embeddings=8192,
+        num_key_value_heads=2, max_position_embeddings=16384,
     )  # fmt: skip
     torch.manual_seed(0)
     return transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn).eval()
@@ -37,13 +47,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pretrained", help="model folder or hub id (default: a random 4-layer Llama)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 2048])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 2048, 8192])
     parser.add_argument("--new-tokens", type=int, default=16, help="greedy tokens generated per round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--memory", action="store_true", help="measure peak memory (slows every allocation)")
+    parser.add_argument("--long-rounds", type=int, default=2, help="rounds for lengths above 2048 tokens")
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--sink", type=int, default=4)
     parser.add_argument("--kept", type=float, default=0.1, help="fraction of heads kept whole")
     args = parser.parse_args()
+    if args.memory and "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # large blocks via mmap, freed to the OS
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
 
     model = _model(args.pretrained, args.attn)
     geometry = HeadGeometry.from_config(model.config)
@@ -71,17 +85,23 @@ def main() -> None:
 
         for name, job in (("forward", forward), (f"generate {args.new_tokens}", generate)):
             times: dict[bool, list[float]] = {False: [], True: []}
+            cpu: dict[bool, list[float]] = {False: [], True: []}
+            peaks: dict[bool, float] = {False: 0.0, True: 0.0}
             with torch.no_grad():
                 job(False), job(True)  # warm-up
-                for _ in range(args.rounds):
+                for _ in range(args.rounds if length <= 2048 else args.long_rounds):
                     for windowed in (False, True):
-                        start = time.perf_counter()
-                        job(windowed)
-                        times[windowed].append(time.perf_counter() - start)
+                        _, seconds, cpu_seconds, mib = measure_cpu(partial(job, windowed))
+                        times[windowed].append(seconds)
+                        cpu[windowed].append(cpu_seconds)
+                        peaks[windowed] = max(peaks[windowed], mib)
             ratio = statistics.median(w / p for w, p in zip(times[True], times[False]))
+            cpu_ratio = statistics.median(w / p for w, p in zip(cpu[True], cpu[False]))
+            memory = f"   peak extra MiB plain {peaks[False]:5.0f}  windowed {peaks[True]:5.0f}" if args.memory else ""
             print(
                 f"  {length:5d} tokens  {name:12s} plain {statistics.median(times[False]):7.3f} s   windowed "
-                f"{statistics.median(times[True]):7.3f} s   median ratio {ratio:.3f}x"
+                f"{statistics.median(times[True]):7.3f} s   median ratio {ratio:.3f}x (CPU time {cpu_ratio:.3f}x)"
+                + memory
             )
 
 

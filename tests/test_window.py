@@ -16,6 +16,7 @@ from model_wrappers.masking.canary import check_window_changes_logits
 
 KEPT = [(0, 1), (1, 0), (1, 1)]  # layer 1 keeps the whole first KV group of the GQA models
 WINDOW, SINK = 5, 2
+TOL = dict(atol=1e-5, rtol=1e-5)
 REFERENCE = "rh_test_window_reference"
 _spec: dict = {}  # kept {layer: heads}, window, sink, start: the first windowed query position
 
@@ -313,3 +314,70 @@ def test_a_shared_probe_gives_each_condition_the_change_a_fresh_probe_gives():
             assert again == pytest.approx(fresh, rel=1e-3, abs=1e-5) and again > 0
     nothing = [(layer, head) for layer in range(2) for head in range(4)]
     assert check_window_changes_logits(model, nothing, shared, window=4, sink=1, phase="decode") == 0.0
+
+
+@pytest.mark.parametrize("window, block", [(WINDOW, 4096), (70, 64)])
+def test_sdpa_bands_long_rows_in_chunks_without_a_per_head_mask(monkeypatch, window, block):
+    """Past one chunk of queries (and one block of chunks), SDPA windows by bands: each row as the reference
+    computes it, kept heads on SDPA's causal path, and no ``[B, H, Q, K]`` mask built anywhere."""
+    from model_wrappers.masking import banded
+
+    monkeypatch.setattr(banded, "BLOCK_QUERIES", block)
+    model, reference = tiny_model("llama", "sdpa"), tiny_model("llama", REFERENCE)
+    prompts = [
+        torch.randint(3, 96, (length,), generator=torch.Generator().manual_seed(length)) for length in (200, 150)
+    ]
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, attn_mask=None, is_causal=False, **kwargs):
+        calls.append((query.shape, None if attn_mask is None else attn_mask.shape, is_causal))
+        return sdpa(query, key, value, attn_mask=attn_mask, is_causal=is_causal, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.no_grad(), window_heads(model, KEPT, window=window, sink=SINK):
+        alone = model(prompts[0][None]).logits[0]
+        ids = _left_padded(prompts)
+        padded = model(ids, attention_mask=(ids != 0).long()).logits
+    torch.testing.assert_close(alone, _reference_logits(reference, prompts[0][None], KEPT, 0, window)[0], **TOL)
+    for row, prompt in enumerate(prompts):
+        expected = _reference_logits(reference, prompt[None], KEPT, 0, window)[0]
+        torch.testing.assert_close(padded[row, ids.shape[1] - len(prompt) :], expected, **TOL)
+    assert all(mask is None or mask[1] == 1 for _, mask, _ in calls), "no mask per head"
+    assert any(causal and query[1] == 2 for query, _, causal in calls), "layer 1's kept KV group, causally"
+
+
+def test_sdpa_is_routed_only_while_open_and_a_bypassed_route_is_an_error(input_ids):
+    """Windowed heads replace transformers' SDPA entry while a context is open; a layer whose attention ran
+    without it (as a release that dispatched otherwise would) stops the pass instead of running unwindowed."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    model = tiny_model("llama")
+    assert AttentionInterface()["sdpa"] is sdpa_attention_forward
+    with window_heads(model, KEPT, window=WINDOW):
+        assert AttentionInterface()["sdpa"] is not sdpa_attention_forward
+        AttentionInterface.register("sdpa", sdpa_attention_forward)  # the model's calls now bypass the route
+        with pytest.raises(MaskingError, match="did not call the SDPA function of transformers' AttentionInterface"):
+            model(input_ids)
+    assert AttentionInterface()["sdpa"] is sdpa_attention_forward
+    with pytest.raises(MaskingError, match="windowed already"):
+        with window_heads(model, KEPT, window=WINDOW), window_heads(model, [], window=WINDOW):
+            pass
+    assert AttentionInterface()["sdpa"] is sdpa_attention_forward and _hook_count(model) == 0
+
+
+def test_an_sdpa_call_without_its_logit_scale_is_an_error(input_ids):
+    """Windowed heads take the logit scale from the call, as the model's SDPA does; without it they would
+    silently use another one (Gemma-3's is not 1/sqrt(head_dim))."""
+    from transformers import AttentionInterface
+
+    model = tiny_model("gemma3_text")
+    with window_heads(model, KEPT, window=WINDOW):
+        route = AttentionInterface()["sdpa"]
+        AttentionInterface.register("sdpa", lambda *args, scaling=None, **kwargs: route(*args, **kwargs))
+        try:
+            with pytest.raises(MaskingError, match="need the logit scale as 'scaling'"):
+                model(input_ids)
+        finally:
+            AttentionInterface.register("sdpa", route)

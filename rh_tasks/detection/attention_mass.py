@@ -23,12 +23,13 @@ def attention_logits(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     """``[H, R, K]`` unscaled dot products of some query rows with every key, per query head.
 
     ``query`` is ``[H, R, D]`` (one sequence's rows) and ``key`` ``[KV, K, D]``; each KV head serves
-    ``H // KV`` consecutive query heads (GQA), without repeating the keys.
+    ``H // KV`` consecutive query heads (GQA). One batched product per KV head reads the keys in place: a
+    broadcast over the group would copy them, which costs more than the product on every decode step.
     """
     heads, rows, dim = query.shape
     kv_heads, keys = key.shape[0], key.shape[1]
-    grouped = query.reshape(kv_heads, heads // kv_heads, rows, dim)  # [KV, G, R, D]
-    return torch.matmul(grouped, key[:, None].transpose(-1, -2)).reshape(heads, rows, keys)
+    grouped = query.reshape(kv_heads, heads // kv_heads * rows, dim)  # [KV, G*R, D]
+    return torch.bmm(grouped, key.transpose(1, 2)).reshape(heads, rows, keys)
 
 
 def apply_mask(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
