@@ -49,6 +49,20 @@ def question(report: Report) -> str:
     return WINDOW_QUESTION if changed and all(c.window is not None for c in changed) else QUESTION
 
 
+def engines(report: Report) -> str:
+    """Which engine computed the runs, e.g. "vllm on exported checkpoints (12 runs)"; several are listed apart."""
+    counts: dict[str, int] = {}
+    for run in report.runs:
+        counts[run.engine] = counts.get(run.engine, 0) + 1
+    named = [
+        f"{engine} {'(hooks)' if engine == 'rh-masked' else 'on exported checkpoints'} ({n} run{'s' * (n != 1)})"
+        if engine != "unknown"
+        else f"not recorded ({n} run{'s' * (n != 1)})"
+        for engine, n in sorted(counts.items())
+    ]
+    return f"Engine{'s' * (len(named) > 1)}: {'; '.join(named)}."
+
+
 @dataclass(frozen=True)
 class ReportFiles:
     markdown: Path
@@ -385,6 +399,7 @@ def render_html(report: Report, forest_svg: str | None, class_svgs: list[str | N
         forest_svg=forest_svg,
         forest_caption=forest_caption(report),
         runs=report.runs,
+        engines=engines(report),
         settings=report.settings,
         methods=report.methods,
         family_size=report.family_size,
@@ -490,6 +505,8 @@ def render_markdown(report: Report) -> str:
         f"points (×100). {settings.confidence:.0%} intervals: {methods.intervals}. Tests: {methods.tests} "
         f"({settings.n_resamples} Monte Carlo sign flips where enumeration is too large, seed {settings.seed}). "
         f"Marks: * p < 0.05, ** p < 0.01, *** p < 0.001 after Holm correction over {report.family_size} tests.",
+        "",
+        engines(report),
         "",
         f"Unit of analysis: {UNIT_NOTE}",
         "",
