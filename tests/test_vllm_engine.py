@@ -68,7 +68,7 @@ def test_vllm_on_exported_conditions_answers_as_the_hooks_do(mode, tmp_path, mon
     hooked = run_suite(_suite(tmp_path, "hooks", masking={"phase": "all", "mode": mode}))
     served = run_suite(_suite(tmp_path, "vllm", masking={"phase": "all", "mode": mode}, engine="vllm"))
     hooks, vllm = _answers(hooked), _answers(served)
-    assert hooks.keys() == vllm.keys() and {key[0] for key in hooks} == {"none", "retrieval_k5"}
+    assert hooks.keys() == vllm.keys() and {key[0] for key in hooks} == {"none", "retrieval-k5"}
     generated = [key for key in hooks if isinstance(hooks[key][0], str)]
     assert generated and all(vllm[key] == hooks[key] for key in generated)
     scored = [key for key in hooks if key not in generated]
@@ -79,13 +79,13 @@ def test_vllm_on_exported_conditions_answers_as_the_hooks_do(mode, tmp_path, mon
         assert max(range(len(pairs)), key=lambda i: float(pairs[i][0][0])) == max(
             range(len(pairs)), key=lambda i: float(pairs[i][1][0])
         )
-    masked = [key for key in generated if key[0] == "retrieval_k5"]
+    masked = [key for key in generated if key[0] == "retrieval-k5"]
     assert any(vllm[key] != vllm[("none", *key[1:])] for key in masked)  # masking reached vLLM's weights
     records = {p.parent.name: json.loads(p.read_text()) for p in served.glob("conditions/*/condition.json")}
     assert {r["rh_masking"]["engine"] for r in records.values()} == {"vllm"}
     report = json.loads((served / "report" / "report.json").read_text())
     assert {run["engine"] for run in report["runs"]} == {"vllm"}
-    assert "Engine: vllm on exported checkpoints (4 runs)." in (served / "report" / "report.md").read_text()
+    assert "Engine: vllm (4 runs)." in (served / "report" / "report.md").read_text()
     assert len(list((served / "engine-logs").glob("*.log"))) == 2
 
 

@@ -50,16 +50,11 @@ def question(report: Report) -> str:
 
 
 def engines(report: Report) -> str:
-    """Which engine computed the runs, e.g. "vllm on exported checkpoints (12 runs)"; several are listed apart."""
+    """Which engine computed the runs, e.g. "Engines: hf (4 runs); rh-masked (4 runs)." (rh-masked: the hooks)."""
     counts: dict[str, int] = {}
     for run in report.runs:
         counts[run.engine] = counts.get(run.engine, 0) + 1
-    named = [
-        f"{engine} {'(hooks)' if engine == 'rh-masked' else 'on exported checkpoints'} ({n} run{'s' * (n != 1)})"
-        if engine != "unknown"
-        else f"not recorded ({n} run{'s' * (n != 1)})"
-        for engine, n in sorted(counts.items())
-    ]
+    named = [f"{engine} ({n} run{'s' * (n != 1)})" for engine, n in sorted(counts.items())]
     return f"Engine{'s' * (len(named) > 1)}: {'; '.join(named)}."
 
 
