@@ -129,6 +129,24 @@ def test_engine_arguments_become_vllm_serve_flags_and_the_dtype_is_the_checkpoin
     assert "--dtype bfloat16" in " ".join(serve_command(environment, folder, {"dtype": "bfloat16"}, 1))
 
 
+def test_each_data_parallel_replica_on_cpu_gets_its_own_cores(tmp_path, monkeypatch):
+    from rh_tasks.engines.server import EngineStartError, serve_environment
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    cpu = tmp_path / "cpu"
+    cpu.mkdir()
+    (cpu / "rh-eval-engine.json").write_text(json.dumps({"device": "cpu"}))
+    assert serve_environment(cpu, {"data_parallel_size": 2}, cores=[0, 1]) == {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}
+    split = serve_environment(cpu, {"data_parallel_size": 2, "tensor_parallel_size": 2}, cores=list(range(8)))
+    assert split == {"VLLM_CPU_OMP_THREADS_BIND": "0,1|2,3|4,5|6,7"}
+    assert serve_environment(cpu, {}, cores=[0, 1]) == {}  # one replica: vLLM's own binding
+    assert serve_environment(tmp_path / "gpu", {"data_parallel_size": 2}, cores=[0]) == {}  # no CPU record
+    with pytest.raises(EngineStartError, match="3 vLLM ranks need a CPU core each"):
+        serve_environment(cpu, {"data_parallel_size": 3}, cores=[0, 1])
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|0")
+    assert serve_environment(cpu, {"data_parallel_size": 2}, cores=[0, 1]) == {}  # the caller's binding stands
+
+
 def test_engine_args_need_an_engine_and_a_mapping():
     from conftest import SUITE_BASE
 

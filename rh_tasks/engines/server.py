@@ -61,6 +61,22 @@ def serve_command(environment: Path, folder: Path, engine_args: dict, port: int)
     return command
 
 
+def serve_environment(environment: Path, engine_args: dict, cores: list[int] | None = None) -> dict[str, str]:
+    """Variables ``vllm serve`` needs beyond the caller's. The CPU build binds every data-parallel replica to the
+    same cores; with ``data_parallel_size`` (times ``tensor_parallel_size``) ranks, each rank gets its own share of
+    the cores this process may use (``VLLM_CPU_OMP_THREADS_BIND``: one list per rank, in vLLM's DP-then-TP order,
+    separated by ``|``), unless the caller set the binding."""
+    ranks = int(engine_args.get("data_parallel_size", 1)) * int(engine_args.get("tensor_parallel_size", 1))
+    if read_record(environment).get("device") != "cpu" or ranks < 2 or "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return {}
+    cores = sorted(os.sched_getaffinity(0)) if cores is None else cores
+    if len(cores) < ranks:
+        raise EngineStartError(f"{ranks} vLLM ranks need a CPU core each, and this process may use {len(cores)}.")
+    share = len(cores) // ranks
+    groups = [cores[rank * share : (rank + 1) * share] for rank in range(ranks)]
+    return {"VLLM_CPU_OMP_THREADS_BIND": "|".join(",".join(map(str, group)) for group in groups)}
+
+
 def checkpoint_dtype(folder: Path) -> str:
     config = json.loads((folder / "config.json").read_text())
     return str(config.get("dtype") or config.get("torch_dtype") or "auto")
@@ -71,11 +87,17 @@ def serving(environment: Path, folder: Path, engine_args: dict, log: Path) -> It
     """Serve ``folder`` while the block runs; the server's output goes to ``log``."""
     port = _free_port()
     command = serve_command(environment, folder, engine_args, port)
+    environment_variables = serve_environment(environment, engine_args)
     logger.info("Starting vLLM on %s: %s", folder.name, " ".join(command))
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as output:
         process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **environment_variables},
         )
     try:
         base = f"http://127.0.0.1:{port}"
