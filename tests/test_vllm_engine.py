@@ -22,7 +22,9 @@ from rh_tasks.engines.environment import DEFAULT_FOLDER, FOLDER_VARIABLE, Engine
 from rh_tasks.engines.server import serve_command
 from rh_tasks.suite import SuiteConfigError, parse_suite, run_suite
 
-LOGLIKELIHOOD_TOLERANCE = 1e-3  # nats; vLLM's CPU kernels against transformers' (measured: see test below)
+# nats. Measured on the unmasked model: 12 GSM8K log-likelihoods (sums over 3-60 tokens) differed by at most 3.3e-5
+# between vLLM's CPU kernels and transformers' float32, and the first 8 niah answers were the same strings.
+LOGLIKELIHOOD_TOLERANCE = 1e-3
 
 
 def _vllm_environment(monkeypatch) -> Path:
@@ -39,8 +41,8 @@ def _vllm_environment(monkeypatch) -> Path:
 def _suite(tmp_path: Path, name: str, **changes):
     data = {
         "tasks": [
-            {"task": "niah", "limit": 4, "metadata": {"lengths": [512], "depths": [50]}},
-            {"task": "mmlu", "limit": 6, "metadata": {"per_subject": 1}},
+            {"task": "niah", "limit": 3, "metadata": {"lengths": [512], "depths": [50]}},
+            {"task": "gsm8k_direct_nll", "limit": 3},
         ],
         "masking": {"phase": "all"},
         "conditions": {"retrieval": [5]},
@@ -62,8 +64,8 @@ def _answers(out: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["uniform", "zero"])
 def test_vllm_on_exported_conditions_answers_as_the_hooks_do(mode, tmp_path, monkeypatch):
-    """niah's generated text is the same string; mmlu's log-likelihoods agree within the measured tolerance, and the
-    chosen answer is the same."""
+    """niah's generated text is the same string; the log-likelihoods of GSM8K's solutions and answers (read from the
+    server's echoed prompt log-probabilities) agree within the measured tolerance, and so do their greedy flags."""
     _vllm_environment(monkeypatch)
     hooked = run_suite(_suite(tmp_path, "hooks", masking={"phase": "all", "mode": mode}))
     served = run_suite(_suite(tmp_path, "vllm", masking={"phase": "all", "mode": mode}, engine="vllm"))
@@ -74,11 +76,10 @@ def test_vllm_on_exported_conditions_answers_as_the_hooks_do(mode, tmp_path, mon
     scored = [key for key in hooks if key not in generated]
     assert scored
     for key in scored:
-        pairs = list(zip(hooks[key], vllm[key]))
-        assert max(abs(float(h[0]) - float(v[0])) for h, v in pairs) <= LOGLIKELIHOOD_TOLERANCE, key
-        assert max(range(len(pairs)), key=lambda i: float(pairs[i][0][0])) == max(
-            range(len(pairs)), key=lambda i: float(pairs[i][1][0])
-        )
+        assert len(hooks[key]) == len(vllm[key]) > 0
+        for (hooked_logprob, hooked_greedy), (served_logprob, served_greedy) in zip(hooks[key], vllm[key]):
+            assert abs(float(hooked_logprob) - float(served_logprob)) <= LOGLIKELIHOOD_TOLERANCE, key
+            assert hooked_greedy == served_greedy, key
     masked = [key for key in generated if key[0] == "retrieval-k5"]
     assert any(vllm[key] != vllm[("none", *key[1:])] for key in masked)  # masking reached vLLM's weights
     records = {p.parent.name: json.loads(p.read_text()) for p in served.glob("conditions/*/condition.json")}
