@@ -14,7 +14,7 @@ prints whether the three engines gave the same answers. The machine's load avera
 on a shared machine, run it when the load is low. Threads are explicit: torch uses ``--threads`` in this
 process; vLLM's CPU build binds its one worker to one core and keeps the other for its scheduler and server.
 
-    python benchmarks/bench_engines.py [--seeds 1] [--threads 2] [--limit N] [--output DIR]
+    python benchmarks/bench_engines.py [--seeds 1] [--threads 2] [--limit N] [--skip TASK] [--output DIR]
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from rh_tasks.suite.identity import compare_samples, suite_conditions
 ENGINES = (None, "hf", "vllm")  # None: rh-masked's hooks
 
 
-def _config(seeds: int, limit: int | None, output: Path, engine: str | None):
+def _config(seeds: int, limit: int | None, skip: list[str], output: Path, engine: str | None):
     data = yaml.safe_load((task_configs_dir() / "suites" / "default.yaml").read_text())
+    data["tasks"] = [task for task in data["tasks"] if task["task"] not in skip]
     data["masking"]["phase"] = "all"
     data["conditions"]["random"]["seeds"] = list(range(seeds))
     data |= {"output_dir": str(output), "engine": engine}
@@ -70,6 +71,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="random seeds of the default suite to keep (1-10)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in this process")
     parser.add_argument("--limit", type=int, help="cap every task at this many items, for a quicker measurement")
+    parser.add_argument(
+        "--skip", action="append", default=[], metavar="TASK", help="leave a task out (mmlu: 57 items whatever --limit)"
+    )
     parser.add_argument("--output", type=Path, help="keep the suites' folders here (default: a temporary folder)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -86,7 +90,7 @@ def main() -> None:
         rows, outputs = [], {}
         for engine in ENGINES:
             name = engine or "rh-masked"
-            config = _config(args.seeds, args.limit, root / name, engine)
+            config = _config(args.seeds, args.limit, args.skip, root / name, engine)
             start = time.perf_counter()
             out = run_suite(config, write_report=False)
             wall = time.perf_counter() - start
