@@ -25,6 +25,11 @@ def test_a_suite_on_the_hf_engine_reports_what_the_hooks_report(suite, tmp_path)
         assert results["config"]["model_args"] == {"pretrained": str(served / "exports" / name)}
     report = lambda out: _without_paths(json.loads((out / "report" / "report.json").read_text()))  # noqa: E731
     assert report(served)["models"] == report(hooked)["models"]
+    engines = lambda out: {run["engine"] for run in json.loads((out / "report" / "report.json").read_text())["runs"]}  # noqa: E731
+    assert engines(served) == {"hf"} and engines(hooked) == {"rh-masked"}
+    assert "Engine: hf (4 runs)." in (served / "report" / "report.md").read_text()
+    assert "Engine: rh-masked (4 runs)." in (hooked / "report" / "report.md").read_text()
+    assert "Engine: hf (4 runs)." in (served / "report" / "report.html").read_text()
 
 
 def test_a_resumed_engine_suite_reuses_its_exports(suite, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ _COMMANDS = {
     "suite": "rh_tasks.suite.cli",
     "plan": "rh_tasks.suite.plan_cli",
     "export": "rh_tasks.export.cli",
+    "engine-env": "rh_tasks.engines.cli",
 }
 _RUN = "rh_tasks.plugin.lm_eval_run"  # `rh-eval run` takes exactly lm_eval's flags, forwarded verbatim
 

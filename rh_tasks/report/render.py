@@ -50,6 +50,15 @@ def question(report: Report) -> str:
     return WINDOW_QUESTION if changed and all(c.window is not None for c in changed) else QUESTION
 
 
+def engines(report: Report) -> str:
+    """Which engine computed the runs, e.g. "Engines: hf (4 runs); rh-masked (4 runs)." (rh-masked: the hooks)."""
+    counts: dict[str, int] = {}
+    for run in report.runs:
+        counts[run.engine] = counts.get(run.engine, 0) + 1
+    named = [f"{engine} ({n} run{'s' * (n != 1)})" for engine, n in sorted(counts.items())]
+    return f"Engine{'s' * (len(named) > 1)}: {'; '.join(named)}."
+
+
 @dataclass(frozen=True)
 class ReportFiles:
     markdown: Path
@@ -388,6 +397,7 @@ def render_html(report: Report, forest_svg: str | None, class_svgs: list[str | N
         forest_svg=forest_svg,
         forest_caption=forest_caption(report),
         runs=report.runs,
+        engines=engines(report),
         settings=report.settings,
         methods=report.methods,
         family_size=report.family_size,
@@ -498,6 +508,8 @@ def render_markdown(report: Report) -> str:
         f"Family: {methods.family}.",
         "",
         f"Answers: {methods.answers}.",
+        "",
+        engines(report),
         "",
         f"Unit of analysis: {UNIT_NOTE}",
         "",

@@ -87,6 +87,7 @@ class Run:
     tasks: dict[str, TaskRun]
     groups: dict[str, list[str]] = field(default_factory=dict)
     kv_groups: tuple[int, int] | None = None  # a windowed run's (kept, all) KV groups of the model
+    engine: str = ""  # what computed it: rh-masked's hooks, or the backend (hf, vllm) that ran an exported folder
     token_logprobs: dict = field(default_factory=dict)  # config.token_logprobs: task -> doc_id -> requests
 
 
@@ -166,7 +167,14 @@ def _load_run(path: Path, prompts: dict[str, str]) -> Run:
         groups={g: list(s) for g, s in (data.get("group_subtasks") or {}).items() if s},
         kv_groups=_kv_groups(masking),
         token_logprobs=config.get(RESULTS_KEY) if isinstance(config.get(RESULTS_KEY), dict) else {},
+        engine=_engine(config),
     )
+
+
+def _engine(config: dict) -> str:
+    """A suite records its engine; a stock ``lm_eval`` run names its backend (``--model``)."""
+    recorded = config.get("engine") or ("rh-masked" if config.get("rh_masking") else config.get("model"))
+    return str(recorded or "unknown")
 
 
 def _kv_groups(masking: dict) -> tuple[int, int] | None:

@@ -332,7 +332,13 @@ def to_json(report: Report) -> dict:
                 "family_size": report.family_size,
             },
             "runs": [
-                {"path": r.path, "model": r.model, "condition": r.condition, "tasks": sorted(r.tasks)}
+                {
+                    "path": r.path,
+                    "model": r.model,
+                    "condition": r.condition,
+                    "engine": r.engine,
+                    "tasks": sorted(r.tasks),
+                }
                 for r in report.runs
             ],
             "models": report.models,

@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command(ValueError, OSError)  # SuiteConfigError is a ValueError, SuiteStateError a RuntimeError raised below
 def main(args: argparse.Namespace) -> int:
+    from rh_tasks.engines.environment import EngineEnvError
+    from rh_tasks.engines.server import EngineStartError
     from rh_tasks.plugin.registration import register
 
     from .config import load_suite
@@ -75,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
             memory_gb=args.memory_gb,
             verbose=args.verbose,
         )
-    except SuiteStateError as err:
+    except (SuiteStateError, EngineEnvError, EngineStartError) as err:
         raise CommandError(str(err)) from None
     except KeyboardInterrupt:
         logger.error(

@@ -44,12 +44,15 @@ class SuiteConfig:
     batch_size: int = 1
     device: str = "cpu"
     engine: str | None = None  # an lm-eval backend that runs exported checkpoints; None: rh-masked's hooks
+    engine_args: dict = field(default_factory=dict)  # vllm: flags of vllm serve; other engines: backend arguments
 
     def digest(self) -> str:
         """Hash of everything that changes results; the output folder does not."""
         content = {key: value for key, value in asdict(self).items() if key != "output_dir"}
         if self.engine is None:  # suites written before engines existed keep their hash
             del content["engine"]
+        if not self.engine_args:  # and so do engine suites written before engine arguments existed
+            del content["engine_args"]
         # masking conditions hash as they always have, so that suites written earlier still resume; windows add theirs
         content["conditions"] = [
             {"heads": c.kind, "k": c.k, "seed": c.seed}
@@ -69,6 +72,7 @@ _TOP_KEYS = {
     "batch_size",
     "device",
     "engine",
+    "engine_args",
 }
 _MODEL_KEYS = {"pretrained", "args", "head_scores"}
 _TASK_KEYS = {"task", "limit", "metadata", "num_fewshot"}
@@ -109,7 +113,11 @@ def _check_choice(where: str, name: str, value) -> None:
 
 
 def _check_engine(source: str, config: SuiteConfig) -> None:
+    if not isinstance(config.engine_args, dict):
+        raise SuiteConfigError(f"{source}: engine_args must be a mapping, e.g. {{data_parallel_size: 2}}.")
     if config.engine is None:
+        if config.engine_args:
+            raise SuiteConfigError(f"{source}: engine_args needs an engine; set engine (vllm, hf) or drop them.")
         return
     if not isinstance(config.engine, str) or not config.engine.strip() or config.engine == "rh-masked":
         raise SuiteConfigError(
@@ -178,6 +186,7 @@ def parse_suite(data: dict, source: str = "suite") -> SuiteConfig:
         batch_size=data.get("batch_size", 1),
         device=data.get("device", "cpu"),
         engine=data.get("engine"),
+        engine_args=data.get("engine_args") or {},
     )
     for where, name in (("masking.mode", "mode"), ("masking.phase", "phase"), ("masking.unit", "unit")):
         _check_choice(f"{source}: {where}", name, getattr(config, name))

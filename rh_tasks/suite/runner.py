@@ -104,6 +104,7 @@ def _run_condition(
             model_args=model_args,
         )
         samples = results.pop("samples")
+        results["config"]["engine"] = config.engine or "rh-masked"  # the backend's name alone may not tell it
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:
             tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
@@ -238,15 +239,16 @@ def _items(designs: list[TaskDesign]) -> int:
 
 def _run_served(config: SuiteConfig, pending: list[Condition], conditions_dir: Path, tasks: TaskCache, items: int):
     """Evaluate each pending condition on the suite's engine: exported, then loaded by the named backend."""
-    from .served import load_backend, served_folder
+    from .served import backend, check_engine, served_folder
 
+    check_engine(config)
     start = time.perf_counter()
-    exports = conditions_dir.parent / "exports"
+    exports, logs = conditions_dir.parent / "exports", conditions_dir.parent / "engine-logs"
     with tqdm(total=len(pending) * items, desc=f"{len(pending)} conditions", unit="item", dynamic_ncols=True) as bar:
         with _environment_read_once():
             for condition in pending:
                 folder, record = served_folder(config, condition, exports)
-                lm = load_backend(config, folder)
-                _run_condition(lm, config, condition, conditions_dir / condition.name, tasks, bar, (folder, record))
+                with backend(config, folder, logs) as lm:
+                    _run_condition(lm, config, condition, conditions_dir / condition.name, tasks, bar, (folder, record))
                 bar.update(items)
     return {"conditions": len(pending), "engine": config.engine, "seconds": time.perf_counter() - start}
