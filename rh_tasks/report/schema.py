@@ -19,7 +19,7 @@ from .pairing import UNMASKED
 from .runs import Run
 from .stats import PairedResult, SetRank
 
-SCHEMA = "rh-eval-report/5"  # 5: the family by design (headline, in_family), answers over every K and window
+SCHEMA = "rh-eval-report/5"  # 5: the family by design, answers over every K and window, runs[].engine
 
 
 @dataclass(frozen=True)
