@@ -205,3 +205,54 @@ def test_an_existing_folder_that_is_no_environment_is_left_alone(tmp_path):
 def test_find_names_the_folder_and_the_fix(tmp_path):
     with pytest.raises(EngineEnvError, match=f"No vLLM environment at {tmp_path}"):
         find(tmp_path)
+
+
+FAKE_VLLM = """#!{python}
+import http.server, json, os, subprocess, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # vLLM's engine process
+with open(os.environ["FAKE_VLLM_PIDS"], "w") as f:
+    f.write(f"{{os.getpid()}} {{worker.pid}}")
+
+class Models(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({{"data": [{{"max_model_len": 8}}]}}).encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.HTTPServer(("127.0.0.1", port), Models).serve_forever()
+"""
+
+
+def test_sigterm_stops_the_server_and_its_workers(tmp_path):
+    """A scheduler's SIGTERM at its time limit must not leave vLLM running as an orphan holding cores or GPUs."""
+    environment, folder = tmp_path / "env", tmp_path / "export"
+    (environment / "bin").mkdir(parents=True)
+    (environment / "bin" / "vllm").write_text(FAKE_VLLM.format(python=sys.executable))
+    (environment / "bin" / "vllm").chmod(0o755)
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"dtype": "float32"}))
+    pids = tmp_path / "pids"
+    script = (
+        "import os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from rh_tasks.engines.server import serving\n"
+        f"with serving(Path({str(environment)!r}), Path({str(folder)!r}), {{}}, Path({str(tmp_path / 'log')!r})):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(60)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "FAKE_VLLM_PIDS": str(pids)}, timeout=120, cwd=REPO_ROOT
+    )
+    assert done.returncode == 143  # SystemExit(128 + SIGTERM), after the block's cleanup
+    assert [pid for pid in map(int, pids.read_text().split()) if _running(pid)] == []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its new parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")

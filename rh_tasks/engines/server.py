@@ -2,7 +2,9 @@
 
 The server listens on a free loopback port; its log goes to a file, whose last lines any failure quotes. It runs
 in a process group of its own (vLLM starts engine and worker processes), and the whole group is stopped on the
-way out, whatever happened inside the block.
+way out, whatever happened inside the block. That includes SIGTERM, which a job scheduler sends at its time limit:
+while the server runs it raises ``SystemExit`` in the main thread, so the group is stopped before the process
+ends, instead of holding its cores (or GPUs) as an orphan.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -90,26 +93,44 @@ def serving(environment: Path, folder: Path, engine_args: dict, log: Path) -> It
     environment_variables = serve_environment(environment, engine_args)
     logger.info("Starting vLLM on %s: %s", folder.name, " ".join(command))
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            command,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, **environment_variables},
-        )
+    with _sigterm_exits():
+        with open(log, "w") as output:
+            process = subprocess.Popen(
+                command,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **environment_variables},
+            )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            models = _wait_until_ready(process, base, log)
+            yield Served(
+                url=f"{base}/v1/completions",
+                model=str(folder),
+                max_model_len=int(models["data"][0]["max_model_len"]),
+                data_parallel_size=int(engine_args.get("data_parallel_size", 1)),
+            )
+        finally:
+            _stop(process)
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` while the block runs (main thread only; signals go nowhere else)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        base = f"http://127.0.0.1:{port}"
-        models = _wait_until_ready(process, base, log)
-        yield Served(
-            url=f"{base}/v1/completions",
-            model=str(folder),
-            max_model_len=int(models["data"][0]["max_model_len"]),
-            data_parallel_size=int(engine_args.get("data_parallel_size", 1)),
-        )
+        yield
     finally:
-        _stop(process)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _free_port() -> int:
