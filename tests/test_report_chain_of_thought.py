@@ -481,3 +481,18 @@ def test_models_without_long_context_tasks_are_ranked_by_chain_of_thought_agains
         assert row["dependence"] == pytest.approx(row["tasks"][INTERACTION]["contrast"]["delta"])
     assert rows[MODEL]["dependence"] > 0 > rows["models/untouched"]["dependence"]
     assert "nats (chain of thought − direct)" in files.markdown.read_text()
+
+
+def test_the_terminal_table_names_every_task_whole(reported):
+    """Cut to fit, the interaction and chain-of-thought rows would both read 'gsm8k_cot_n…'."""
+    from rh_tasks.suite.summary import table
+
+    _, files, _, _ = reported
+    model = files.report.models[0]
+    for width in (100, 80):
+        lines = table(model, width)
+        assert all(len(line) <= width for line in lines), width
+        for row in model.forest:
+            assert any(line == row.task or line.startswith(row.task + " ") for line in lines), (width, row.task)
+    alone = lines.index(INTERACTION)  # at 80 columns the interaction's name no longer fits beside its values
+    assert lines[alone + 1].startswith("\u00b7 nll_token") and len(lines[alone + 1].split()) > 3

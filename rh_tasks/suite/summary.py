@@ -53,7 +53,7 @@ def runs_only(out: Path) -> str:
 def table(model: ModelReport, width: int = WIDTH) -> list[str]:
     """One table of the forest plot's rows (each headline task at each K and window): the unmasked score, then
     Δ retrieval, Δ random and their contrast, each with its interval on the line below. The task's name and
-    metric share the first column, on two lines, shortened to fit ``width``."""
+    metric share the first column, on two lines; a name too long for it goes on a line of its own above."""
     swept = len({(row.k, row.window) for row in model.forest}) > 1
     header = ["task \u00b7 metric", *(["K"] if swept else []), *COLUMNS]
     rows = []
@@ -67,8 +67,11 @@ def table(model: ModelReport, width: int = WIDTH) -> list[str]:
     rest = sum(widths[1:]) + len(GAP) * (len(widths) - 1)
     widths[0] = max(MIN_LABEL, min(widths[0], width - rest))
     out = [_line(header, widths)]
-    for pair in rows:
-        out += [_line(line, widths) for line in pair]
+    for first, second in rows:
+        if len(first[0]) > widths[0]:  # a name cut short could read as another task's: it gets a line of its own
+            out.append(first[0][:width])
+            first, second = [second[0], *first[1:]], ["", *second[1:]]
+        out += [_line(first, widths), _line(second, widths)]
     return out
 
 
