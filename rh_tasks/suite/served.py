@@ -26,6 +26,9 @@ from .config import SuiteConfig
 
 logger = logging.getLogger(__name__)
 
+VLLM = "vllm"  # served out of process, from its own environment
+_CLIENT = "local-completions"
+
 
 def served_folder(config: SuiteConfig, condition: Condition, exports: Path) -> tuple[Path, dict]:
     """The checkpoint folder the backend loads for ``condition``, and the condition's record for the suite."""
@@ -71,10 +74,6 @@ def load_backend(config: SuiteConfig, folder: Path):
         {**arguments, **config.engine_args, "pretrained": str(folder)},
         {"batch_size": config.batch_size, "device": config.device},
     )
-
-
-VLLM = "vllm"  # served out of process, from its own environment
-_CLIENT = "local-completions"
 
 
 def _completions_client(config: SuiteConfig, folder: Path, served):
