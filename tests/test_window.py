@@ -21,6 +21,16 @@ REFERENCE = "rh_test_window_reference"
 _spec: dict = {}  # kept {layer: heads}, window, sink, start: the first windowed query position
 
 
+@pytest.fixture(autouse=True, params=["per-head mask", "bands"])
+def sdpa_path(request, monkeypatch):
+    """Every test under both SDPA paths: short passes (decode steps) with one per-head mask, or bands."""
+    from model_wrappers.masking import window
+
+    if request.param == "bands":
+        monkeypatch.setattr(window, "DENSE_QUERIES", 0)
+    return request.param
+
+
 def _reference_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
     """Eager attention written out by hand, run without a KV cache, where every head not kept may only read the
     first ``sink`` keys and the ``window`` most recent ones, from query position ``start`` on."""
@@ -345,6 +355,34 @@ def test_sdpa_bands_long_rows_in_chunks_without_a_per_head_mask(monkeypatch, win
         torch.testing.assert_close(padded[row, ids.shape[1] - len(prompt) :], expected, **TOL)
     assert all(mask is None or mask[1] == 1 for _, mask, _ in calls), "no mask per head"
     assert any(causal and query[1] == 2 for query, _, causal in calls), "layer 1's kept KV group, causally"
+
+
+def test_sdpa_decodes_a_long_prompt_with_one_call_per_step_and_a_mask_linear_in_its_keys(monkeypatch, sdpa_path):
+    """A decode step reads its window with one SDPA call and a per-head mask ``[B, H, 1, K]``: cheaper than bands
+    for one query, and its memory grows with the keys only. The prompt's pass is banded; every step matches the
+    reference, which recomputes the whole sequence without a cache. With bands forced, no such mask is built."""
+    model, reference = tiny_model("llama", "sdpa"), tiny_model("llama", REFERENCE)
+    prompt = torch.randint(3, 96, (1, 150), generator=torch.Generator().manual_seed(7))
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, attn_mask=None, is_causal=False, **kwargs):
+        calls.append((query.shape, None if attn_mask is None else attn_mask.shape))
+        return sdpa(query, key, value, attn_mask=attn_mask, is_causal=is_causal, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.no_grad(), window_heads(model, KEPT, window=WINDOW, sink=SINK, phase="decode", tail=1):
+        out = model.generate(
+            prompt, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=0, output_logits=True,
+            return_dict_in_generate=True,
+        )  # fmt: skip
+    expected = _reference_steps(reference, out.sequences, prompt.shape[1], KEPT, start=prompt.shape[1] - 1)
+    for got, want in zip(out.logits, expected):
+        torch.testing.assert_close(got, want, **TOL)
+    steps = [mask for _, mask in calls if mask is not None and mask[-1] > prompt.shape[1]]  # past the prompt
+    per_step = [151, 151, 152, 152] if sdpa_path == "per-head mask" else []  # bands build no mask over all keys
+    assert [mask[-1] for mask in steps] == per_step, "one call per windowed layer and decode step"
+    assert all(mask.numel() == 4 * mask[-1] for mask in steps), "4 heads x 1 query x K keys"
 
 
 def test_sdpa_is_routed_only_while_open_and_a_bypassed_route_is_an_error(input_ids):

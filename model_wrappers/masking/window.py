@@ -58,6 +58,7 @@ from .banded import banded_attention
 from .hooks import PhaseGate, RowGate, validate_heads
 
 IMPLEMENTATIONS = ("eager", "sdpa")  # attention kernels whose heads can be windowed
+DENSE_QUERIES = 64  # passes of at most this many queries take one SDPA call with a per-head mask [B, H, Q, K]
 
 
 class UnsupportedAttentionError(ValueError):
@@ -345,30 +346,39 @@ def _placement(gate, layer: int, args, kwargs) -> tuple[int, int, int, int, torc
     return first, past, keys, offset, base
 
 
+def _per_head_mask(pattern: _Pattern, full: torch.Tensor, call, base, rows: int, queries: int, device):
+    """What each head may read, ``[B, H, Q, K]`` bool: the window for windowed heads, and the model's own mask
+    (or causality, when it passes none) for every head; None when the window changes nothing."""
+    first, past, keys, offset = call
+    allowed = pattern.allowed(past, queries, offset, keys, first, device)
+    if allowed is None:
+        return None
+    heads = full.to(device)[..., None, None]  # [rows, H, 1, 1]
+    if heads.shape[0] not in (1, rows):
+        raise MaskingError(f"{heads.shape[0]} rows of windowed heads were given for a batch of {rows} rows.")
+    allowed = allowed | heads
+    if base is None:  # no padding: causality alone
+        return allowed & (
+            torch.arange(past, past + queries, device=device)[:, None]
+            >= torch.arange(offset, offset + keys, device=device)
+        )
+    return allowed & base if base.dtype == torch.bool else allowed & (base > torch.finfo(base.dtype).min)
+
+
 def _mask_hook(gate, pattern: _Pattern, layer: int, full: torch.Tensor, implementation: str):
     """Under eager attention: the layer's mask becomes a per-head mask ``[B, H, Q, K]``."""
-    full = full[..., None, None]  # [rows, H, 1, 1]
 
     def hook(module, args, kwargs):
         first, past, keys, offset, base = _placement(gate, layer, args, kwargs)
         hidden = args[0] if args else kwargs["hidden_states"]
         rows, queries = hidden.shape[:2]
-        allowed = pattern.allowed(past, queries, offset, keys, first, hidden.device)
+        allowed = _per_head_mask(pattern, full, (first, past, keys, offset), base, rows, queries, hidden.device)
         if allowed is None:
             return None
-        heads = full.to(allowed.device)
-        if heads.shape[0] not in (1, rows):
-            raise MaskingError(f"{heads.shape[0]} rows of windowed heads were given for a batch of {rows} rows.")
-        allowed = allowed | heads  # [B, H, Q, K]
-        if base is None:  # no padding: causality alone
-            causal = torch.arange(past, past + queries, device=hidden.device)[:, None] >= torch.arange(
-                offset, offset + keys, device=hidden.device
-            )
-            kwargs["attention_mask"] = _kernel_mask(allowed & causal, implementation, hidden.dtype)
-        elif base.dtype == torch.bool:
-            kwargs["attention_mask"] = base & allowed
-        else:
+        if base is not None and base.dtype != torch.bool:
             kwargs["attention_mask"] = torch.where(allowed, base, torch.finfo(base.dtype).min)
+        else:
+            kwargs["attention_mask"] = _kernel_mask(allowed, implementation, hidden.dtype)
         return args, kwargs
 
     return hook
@@ -392,6 +402,7 @@ class _Routed:
         self.kept_groups = torch.tensor(kept_groups, dtype=torch.long)
         self.kept_heads = torch.tensor([h for g in kept_groups for h in range(g * group, (g + 1) * group)])
         self.rows_keep = full[:, windowed] if full.shape[0] > 1 and bool(full[:, windowed].any()) else None
+        self.full = full
         self.call: tuple[int, int, int, int] | None = None
         self.pending = False
 
@@ -435,6 +446,9 @@ class _Routed:
                 f"{transformers.__version__} builds a boolean one: windows cannot be combined with it."
             )
         device = query.device
+        if queries <= DENSE_QUERIES:  # a decode step: one SDPA call with a per-head mask, linear in the keys
+            mask = _per_head_mask(self.pattern, self.full, self.call, attention_mask, rows, queries, device)
+            return sdpa(module, query, key, value, mask, **kwargs)
         if first > 0 or len(self.kept_groups) == self.num_kv_heads:  # every head reads its prefix in full
             out, _ = sdpa(module, query, key, value, attention_mask, **kwargs)
         else:  # only the KV groups of kept heads need full attention
