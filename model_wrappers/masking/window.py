@@ -15,8 +15,10 @@ sliding layer's cropped cache, is placed correctly. What happens next depends on
   this module (restored when the last context closes; other models' calls pass through unchanged). Kept heads
   run the model's own SDPA call, on its causal fast path when the model passes no mask, for the KV groups that
   hold a kept head only; windowed heads run :func:`~.banded.banded_attention` on their sinks and a band of
-  recent keys, combined with the model's own mask (padding, a layer's sliding window). A pass in which a hooked
-  module's attention did not go through that call raises :class:`MaskingError`.
+  recent keys, combined with the model's own mask (padding, a layer's sliding window). A pass of at most
+  ``DENSE_QUERIES`` queries (a decode step) instead makes one SDPA call with a per-head mask ``[B, H, Q, K]``:
+  linear in the keys, and cheaper than copying each head's band when rows of several conditions decode together.
+  A pass in which a hooked module's attention did not go through that call raises :class:`MaskingError`.
 * eager: the ``attention_mask`` keyword becomes a per-head mask ``[B, H, Q, K]``: the model's own mask and, for
   the windowed heads, the window. Eager attention builds ``[B, H, Q, K]`` scores itself, so the mask adds no
   growth in order.
