@@ -265,7 +265,7 @@ def test_suite_summary_is_one_table_within_the_terminal(built):
         text = summary(files, width)
         *lines, where = text.splitlines()
         assert where.startswith("Report: ") and all(len(line) <= min(width, 100) for line in lines), width
-        table = text.split("(headline K = 2)\n")[1].split("\n\n")[0].splitlines()
+        table = text.split(f"\n{model['model']}\n")[1].split("\n\n")[0].splitlines()
         header, rows = table[0], table[1:]
         assert header.split()[-7:] == ["K", "unmasked", "\u0394", "retrieval", "\u0394", "random", "contrast"]
         assert text.count("unmasked  ") == 1 and len(rows) == 2 * len(model["forest"])  # one table, two lines a row

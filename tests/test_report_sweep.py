@@ -69,6 +69,12 @@ def test_a_sweep_is_answered_over_every_k_as_the_forest_shows_it(tmp_path, effec
     assert markdown.index(f"- {answer}") < markdown.index("](forest.svg)")
     assert "Family: the questions the design declares" in markdown
     assert "Answers: each headline task is answered at every K" in markdown
+    # the findings list every K's questions too, and say the leaderboard is at one K
+    for k in KS:
+        assert any(line.startswith(f"niah · retrieval@{k} − random@{k}: ") for line in model["statements"]), k
+        assert any(line.startswith(f"niah · random@{k} vs none: ") for line in model["statements"]), k
+    assert "K = 2, 4, 8: the findings and answers cover every K; the leaderboard is at K = " in markdown
+    assert "the findings and answers cover every K" in files.html.read_text()
 
 
 def _points(estimate: dict) -> str:

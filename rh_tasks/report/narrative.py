@@ -7,7 +7,7 @@ import math
 
 from . import stats
 from .derived import is_interaction
-from .picks import Point, answer_points
+from .picks import Point, answer_points, swept_ks
 from .schema import Comparison, FilterSummary, ModelReport, TaskSummary
 
 ARM_ORDER = {"retrieval": 0, "random": 1, "contrast": 2, "explicit": 3}  # how reports list comparisons
@@ -50,7 +50,7 @@ def listing_order(comparison: Comparison) -> tuple:
 
 
 def statements(model: ModelReport, family_size: int, confidence: float) -> list[str]:
-    """One short line per headline comparison at the model's headline K (estimate, interval, Holm p, what it
+    """One short line per headline comparison at every K of the design (estimate, interval, Holm p, what it
     means), and one per task where the model or the design leaves nothing to test. The design itself (items,
     contexts, seeds, floors, detectable effect) is in the leaderboard, not repeated here."""
     lines = []
@@ -99,7 +99,7 @@ def _line(c: Comparison, bounded: bool, confidence: float) -> str:
 
 
 def nulls(model: ModelReport) -> list[tuple[str, str, str]]:
-    """(comparison, null hypothesis, test) for each headline comparison at the headline K, once per label and
+    """(comparison, null hypothesis, test) for each headline comparison at every K, once per label and
     null (chain of thought minus direct answers has nulls of its own)."""
     seen: dict[tuple[str, str], tuple[str, str, str]] = {}
     for task in (t for t in model.tasks if t.headline):
@@ -127,14 +127,15 @@ def _cannot_tell(summary: FilterSummary, bounded: bool) -> bool:
 
 
 def _headline_comparisons(model: ModelReport, task: TaskSummary, f: str) -> list[Comparison]:
-    """The task's headline comparisons (in the family or not) at the headline K, in listing order."""
+    """The task's headline comparisons (in the family or not) at every K the design ran, in listing order."""
+    ks = swept_ks(model) or [model.headline_k]
     return sorted(
         (
             c
             for c in model.comparisons
             if (c.task, c.filter, c.metric) == (task.task, f, task.primary_metric)
             and c.headline
-            and (model.headline_k is None or c.arm.k in (None, model.headline_k))
+            and (model.headline_k is None or c.arm.k is None or c.arm.k in ks)
         ),
         key=listing_order,
     )

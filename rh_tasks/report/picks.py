@@ -60,6 +60,20 @@ def settings(model: ModelReport) -> list[tuple[int | None, int | None]]:
     return sorted(found, key=lambda p: (p[1] or 0, p[0] or 0)) or [(model.headline_k, ANY)]
 
 
+def swept_ks(model: ModelReport) -> list[int]:
+    """Every K the design ran a retrieval set at (the headline K alone for a suite of one K)."""
+    return sorted({k for k, _ in settings(model) if k is not None})
+
+
+def k_note(model: ModelReport) -> str:
+    """``Headline K: 5.``, or for a sweep the Ks the findings and answers cover and the leaderboard's K."""
+    ks = swept_ks(model)
+    if len(ks) < 2:
+        return f"Headline K: {'none (no retrieval condition)' if model.headline_k is None else model.headline_k}."
+    listed = ", ".join(map(str, ks))
+    return f"K = {listed}: the findings and answers cover every K; the leaderboard is at K = {model.headline_k}."
+
+
 def answer_points(model: ModelReport, task: TaskSummary, f: str) -> list[Point]:
     """The task's answer at every setting of the design that has something to answer with."""
     kinds = (*LEADERBOARD, "explicit")

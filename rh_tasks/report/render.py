@@ -22,7 +22,7 @@ from . import cot_classes, plots
 from .analysis import analyse, dose_response
 from .failures import OUTCOMES, classify_runs
 from .narrative import format_p, format_value, listing_order, nulls, rank_words, stars
-from .picks import headline_picks
+from .picks import headline_picks, k_note
 from .runs import ReportInputError, load_runs, refuse_untrusted
 from .schema import Comparison, ForestRow, ModelReport, Report, Settings, TaskSummary, to_json
 from .token_records import check_token_records
@@ -441,6 +441,7 @@ def _html_model(model: ModelReport, number: int) -> dict:
     return {
         "name": model.model,
         "headline_k": model.headline_k,
+        "k_note": k_note(model),
         "nulls": nulls(model),
         "runs": model.runs,
         "statements": model.statements,
@@ -515,7 +516,7 @@ def render_markdown(report: Report) -> str:
         "",
     ]
     for model in report.models:
-        lines += [f"## {_md(model.model)}", "", f"Headline K: {model.headline_k}.", ""]
+        lines += [f"## {_md(model.model)}", "", k_note(model), ""]
         lines += ["### Findings", ""]
         lines += [f"- {_md(p)}" for p in model.statements] + [""]
         lines += ["What each comparison tests:", ""]

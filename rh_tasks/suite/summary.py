@@ -33,7 +33,7 @@ def summary(files: ReportFiles, width: int = WIDTH) -> str:
         ),
     ]
     for model in report.models:
-        lines += ["", f"{model.model} (headline K = {model.headline_k})", *table(model, width), ""]
+        lines += ["", model.model, *table(model, width), ""]
         lines += textwrap.wrap(design(model), width) + ["", "Answers:"]
         for sentence in model.answers:
             lines += textwrap.wrap(sentence, width, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
