@@ -252,14 +252,22 @@ def test_plan_counts_items_and_contexts_and_says_what_is_needed(suite, tmp_path,
 
 
 def test_the_shipped_sweeps_correct_over_the_questions_they_declare():
-    from rh_tasks.suite.plan import TaskDesign, check_design
+    from scipy import stats as sps
+
+    from rh_tasks.report import stats
+    from rh_tasks.suite.plan import TaskDesign, check_design, describe
 
     suites = task_configs_dir() / "suites"
     # windows 64 and 256 x K = 2, 6, 18: 6 contrasts, 6 random controls and 2 windows keeping no head, per task
     windows = check_design(
-        load_suite(suites / "windows.yaml"), [TaskDesign("niah", 12, 12, 1), TaskDesign("extractive_qa", 8, 7, 1)]
+        load_suite(suites / "windows.yaml"), [TaskDesign("niah", 26, 26, 1), TaskDesign("extractive_qa", 8, 7, 1)]
     )
     assert windows.family_size == 28 and [c.tests for c in windows.checks] == [14, 14]
+    # 5 seeds leave the pooled tests 4 degrees of freedom however many needles: the plan says what that costs
+    (random,) = [line for _, line in describe(windows) if line.startswith("random: ")]
+    assert "the most contexts (26), an estimate must lie 7.39 standard errors from 0" in random
+    assert "4.37 with 10 seeds; 3.63 with 20 seeds (3.12 at the limit)" in random
+    assert sps.t.sf(stats.critical_t(28, 4), 4) * 2 * 28 == pytest.approx(0.05)
     # K = 2, 5, 8 with 5 seeds: 3 contrasts and 3 random controls
     assert check_design(load_suite(suites / "niah_k_sweep.yaml"), [TaskDesign("niah", 18, 6, 1)]).family_size == 6
 

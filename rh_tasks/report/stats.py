@@ -244,6 +244,13 @@ def seeds_for_rank(alpha: float = ALPHA) -> int:
     return math.ceil(1 / alpha - 1 - 1e-9)
 
 
+def critical_t(tests: int, df: float, alpha: float = ALPHA) -> float:
+    """How many standard errors from 0 a two-sided t test with ``df`` degrees of freedom needs at Holm's first
+    step over ``tests`` tests (alpha / tests); the normal quantile when ``df`` is infinite."""
+    level = 1 - alpha / max(tests, 1) / 2
+    return float(sps.norm.ppf(level) if math.isinf(df) else sps.t.ppf(level, df))
+
+
 def mcnemar_exact(baseline: Sequence[float], treated: Sequence[float]) -> float:
     """Exact McNemar test (McNemar 1947): a two-sided binomial test on the discordant pairs only."""
     a = np.asarray(baseline)

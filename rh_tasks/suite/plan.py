@@ -206,9 +206,28 @@ def describe(plan: Plan) -> list[tuple[bool, str]]:
                 False,
                 f"random: {_count(plan.seeds, 'seed')}; pooled random controls and contrasts are tested with t on "
                 "the spread between seeds plus between contexts, with min(seeds, contexts) - 1 degrees of "
-                f"freedom. Would a random set do as much damage as the retrieval set? Its rank among the "
-                f"{plan.seeds} random sets can give a one-sided p of {floor:.3g} at best"
+                f"freedom. {_pooled_bar(plan)}Would a random set do as much damage as the retrieval set? Its rank "
+                f"among the {plan.seeds} random sets can give a one-sided p of {floor:.3g} at best"
                 + (f"; {plan.seeds_for_rank} seeds are needed for {stats.ALPHA}." if floor > stats.ALPHA else "."),
             )
         )
     return lines
+
+
+def _pooled_bar(plan: Plan) -> str:
+    """How far from 0, in standard errors, a pooled question must lie to pass Holm's first step: few seeds
+    leave its t test few degrees of freedom, however many contexts a task has."""
+    contexts = max((c.design.clusters for c in plan.checks if c.tests > c.exact_tests), default=None)
+    if contexts is None:
+        return ""
+
+    def bar(seeds: int) -> str:
+        return f"{stats.critical_t(plan.family_size, min(seeds, contexts) - 1):.2f}"
+
+    more = [seeds for seeds in (10, 20) if plan.seeds < seeds <= contexts]
+    return (
+        f"With {plan.seeds} seeds, even in the task with the most contexts ({contexts}), an estimate must lie "
+        f"{bar(plan.seeds)} standard errors from 0 to be significant at Holm's first step over {plan.family_size} "
+        "tests" + "".join(f"; {bar(seeds)} with {seeds} seeds" for seeds in more)
+        + f" ({stats.critical_t(plan.family_size, math.inf):.2f} at the limit). "
+    )
