@@ -29,9 +29,9 @@ Cost: under SDPA nothing grows with ``T**2`` beyond what plain SDPA itself does:
 ``O(T * (W + S))`` time and memory (chunks of ``C = max(64, W)`` queries read ``S`` sinks and a band of
 ``C + W - 1`` keys, at most 4096 queries per SDPA call), and kept heads cost what they cost unwindowed. With 3
 of 32 heads kept (window 64, 4 sinks, the 4-layer random Llama of ``benchmarks/bench_window.py``, one thread),
-windowed ÷ plain measured 0.87 (forward) and 0.95 (16-token generation) at 2048 tokens, 0.59 and 1.03 at 8192:
+windowed ÷ plain measured 0.92 (forward) and 1.02 (16-token generation) at 2048 tokens, 0.53 and 1.04 at 8192:
 a forward pass is cheaper than plain attention, since most heads skip the full causal product. Short inputs pay
-a fixed cost per layer and pass instead (1.30 and 1.43 at 256 tokens, 0.98 and 1.18 at 1024). Under eager the
+a fixed cost per layer and pass instead (1.19 and 1.14 at 256 tokens, 1.05 and 1.08 at 1024). Under eager the
 per-head mask exists for one layer at a time and holds ``B*H*Q*K`` elements of the model's float dtype (twice
 that while it is built). Under ``phase="decode"`` the prompt's pass runs every head in full and bands only its
 last ``tail`` rows. A window that would change nothing (every key within reach of the window or a sink) leaves
